@@ -1,0 +1,1 @@
+"""Device I/O: Modbus TCP and MQTT drivers. Never imports homeassistant."""

@@ -1,0 +1,1 @@
+"""Domain logic: pure, no I/O, no clock, never imports homeassistant."""
