@@ -234,11 +234,12 @@ class Scenario:
         return {service_id: self.demand_w(service_id, t_s) for service_id in self.loads}
 
 
-def build_scenario(config: Mapping[str, Any], traces: Mapping[str, Trace]) -> Scenario:
+def build_scenario(config: Mapping[str, Any], traces: Mapping[tuple[str, str], Trace]) -> Scenario:
     """A scenario from its parsed mapping, with every trace it names already read.
 
     `config` has the shape of a scenario file (checked by the driver's schema); `traces` maps
-    each `trace` value to its samples. Topology errors surface as the model's `TopologyError`.
+    each (`trace`, `column`) a load names to its samples. Topology errors surface as the
+    model's `TopologyError`.
     """
     seed = int(config.get("seed", 0))
     step_s = float(config.get("step_s", 1.0))
@@ -289,12 +290,16 @@ def _optional_float(value: Any) -> float | None:
 
 
 def _load_from(
-    service_id: str, load: Mapping[str, Any], traces: Mapping[str, Trace], seed: int, step_s: float
+    service_id: str,
+    load: Mapping[str, Any],
+    traces: Mapping[tuple[str, str], Trace],
+    seed: int,
+    step_s: float,
 ) -> LoadModel:
     if "constant_w" in load:
         return ConstantLoad(float(load["constant_w"]))
     if "trace" in load:
-        trace = traces.get(str(load["trace"]))
+        trace = traces.get((str(load["trace"]), str(load.get("column", ""))))
         if trace is None:
             raise ScenarioError(f"service {service_id!r}: trace {load['trace']!r} was not read")
         return TraceLoad(trace, float(load["mean_w"]), float(load.get("offset_s", 0.0)))
