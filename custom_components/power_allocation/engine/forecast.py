@@ -28,7 +28,7 @@ from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .model import Site
 
@@ -53,6 +53,9 @@ class ForecastSettings:
     max_fill_s: float = 300.0
     # How fast each horizon's band level adapts to keep its miss rate at 1 - band_ratio.
     band_adapt_rate: float = 0.005
+    # Naive is issued unless another candidate's recent error is this much lower: switching on
+    # noise costs more than it gains.
+    switch_margin_ratio: float = 0.02
     # Errors a candidate needs at a horizon before it may replace naive, and that a band needs
     # before it counts as calibrated.
     min_error_samples: int = 20
@@ -78,9 +81,8 @@ class ForecastSettings:
             raise ValueError("level_bin_ratio must be above 1")
 
 
-@dataclass(frozen=True, slots=True)
-class ForecastPoint:
-    """The forecast for one future step."""
+class ForecastPoint(NamedTuple):
+    """The forecast for one future step (a tuple: H of them are built per reading)."""
 
     at_s: float  # start of the step, on the caller's clock
     mean_w: float  # point forecast
@@ -244,13 +246,6 @@ class _ErrorWindow:
         self.arrival_w.append(error_w)
         bisect.insort(self.sorted_w, error_w)
 
-    def quantile(self, q: float) -> float:
-        """Empirical quantile (nearest rank); 0 with no errors yet."""
-        n = len(self.sorted_w)
-        if not n:
-            return 0.0
-        return self.sorted_w[min(n - 1, max(0, math.ceil(q * n) - 1))]
-
     def share_above(self, error_w: float) -> float:
         """Fraction of the window's errors above `error_w`."""
         n = len(self.sorted_w)
@@ -349,30 +344,43 @@ class LoadForecaster:
             "snarimax": self._autoregression.forecast(horizon),
             "level_median": self._level_median.forecast(value_w),
         }
-        mean_w = [candidates[self._best(h)][h] for h in range(horizon)]
+        mean_w = [candidates[name][h] for h, name in enumerate(self._best())]
         lower_w = []
         upper_w = []
-        for h in range(horizon):
-            tail = self._miss_level[h] / 2.0
-            lower_w.append(mean_w[h] + self._errors[h].quantile(tail))
-            upper_w.append(mean_w[h] + self._errors[h].quantile(1.0 - tail))
+        for mean, window, miss_level in zip(mean_w, self._errors, self._miss_level, strict=True):
+            errors_w = window.sorted_w
+            n = len(errors_w)
+            if n:
+                # Nearest-rank quantiles of the errors at (miss / 2) and (1 - miss / 2).
+                low_rank = min(n - 1, max(0, math.ceil(miss_level / 2.0 * n) - 1))
+                high_rank = min(n - 1, max(0, math.ceil((1.0 - miss_level / 2.0) * n) - 1))
+                lower_w.append(mean + errors_w[low_rank])
+                upper_w.append(mean + errors_w[high_rank])
+            else:
+                lower_w.append(mean)
+                upper_w.append(mean)
         for name, forecast_w in candidates.items():
             self._pending[name].appendleft(forecast_w)
         self._pending_issued.appendleft((mean_w, lower_w, upper_w))
 
-    def _best(self, h: int) -> str:
-        best = "naive"
+    def _best(self) -> list[str]:
+        """Per horizon, the candidate to issue: naive unless another has clearly done better."""
+        least = self.settings.min_error_samples
+        margin = 1.0 - self.settings.switch_margin_ratio
+        naive_w = self._score_w["naive"]
+        best = ["naive"] * self.settings.horizon_steps
+        best_w = [score * margin for score in naive_w]
         for name in _CANDIDATES[1:]:
-            if (
-                self._scored[name][h] >= self.settings.min_error_samples
-                and self._score_w[name][h] < self._score_w[best][h]
-            ):
-                best = name
+            scored = self._scored[name]
+            for h, score in enumerate(self._score_w[name]):
+                if scored[h] >= least and score < best_w[h]:
+                    best[h] = name
+                    best_w[h] = score
         return best
 
     def chosen_candidates(self) -> tuple[str, ...]:
         """Which candidate is issued at each horizon right now."""
-        return tuple(self._best(h) for h in range(self.settings.horizon_steps))
+        return tuple(self._best())
 
     def forecast(self) -> tuple[ForecastPoint, ...]:
         """Steps 1..H after the last closed step; empty until a step has closed."""
