@@ -1,0 +1,502 @@
+"""The MQTT driver: one paho-mqtt 2.x client reading and commanding every configured device.
+
+paho's network loop runs on its own thread (`loop_start`), never on the event loop. Messages are
+parsed on that thread and applied under a lock; `read()` copies the state out under the same lock,
+and command outcomes are handed to the event loop with `call_soon_threadsafe`. paho reconnects with
+backoff by itself; every (re)connection subscribes again, and while the broker is unreachable every
+device reads as unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import json
+import logging
+import math
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from .interface import (
+    Command,
+    CommandKind,
+    CommandResult,
+    OutletReading,
+    TelemetrySnapshot,
+    UpsReading,
+)
+from .mqtt_payload import AckVerdict, DeviceParser, MalformedPayloadError, PayloadLimits, judge_ack
+from .mqtt_profile import (
+    AckSpec,
+    Feeds,
+    MqttDevice,
+    MqttProfile,
+    ProfileError,
+    VariableValue,
+    bind_variables,
+    builtin_profiles,
+    render,
+    render_json,
+)
+from .mqtt_status import SiteStatus, encode_status
+
+_LOGGER = logging.getLogger(__name__)
+
+COMMAND_QOS = 1
+ONLINE = "online"
+OFFLINE = "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """TLS to the broker. No `ca_certs`: the system's trusted CAs."""
+
+    ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    verify_hostname: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MqttDriverConfig:
+    """The broker, the devices on it and how strict to be with what they send."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: TlsOptions | None = None
+    client_id: str = "power-allocation"
+    keepalive_s: int = 30
+    # Root of the project's own schema: status broadcast, availability, own-schema devices.
+    base_topic: str = "power_allocation"
+    # Publish `<base>/status` and the retained `<base>/availability` (with a last will).
+    broadcast_status: bool = True
+    devices: tuple[MqttDevice, ...] = ()
+    limits: PayloadLimits = field(default_factory=PayloadLimits)
+    command_timeout_s: float = 10.0
+    reconnect_min_s: int = 1
+    reconnect_max_s: int = 30
+
+    @property
+    def status_topic(self) -> str:
+        """Where the retained status broadcast goes."""
+        return f"{self.base_topic}/status"
+
+    @property
+    def availability_topic(self) -> str:
+        """The integration's own online/offline topic (its last will)."""
+        return f"{self.base_topic}/availability"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCounts:
+    """How many messages were applied, and how many were dropped per source as malformed."""
+
+    applied: int
+    malformed: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _BoundDevice:
+    device: MqttDevice
+    profile: MqttProfile
+    variables: Mapping[str, VariableValue]
+    parser: DeviceParser
+
+
+@dataclass(slots=True)
+class _DeviceState:
+    online: bool = False
+    readings: dict[str, float | bool] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _PendingAck:
+    spec: AckSpec
+    expected: dict[tuple[str, ...], Any]
+    future: asyncio.Future[AckVerdict]
+
+
+class MqttDriver:
+    """Implements `Driver` over MQTT for every device of `config.devices`."""
+
+    def __init__(
+        self, config: MqttDriverConfig, profiles: Mapping[str, MqttProfile] | None = None
+    ) -> None:
+        """Bind every device to its profile; raises `ProfileError` for a device that cannot work.
+
+        Without `profiles`, the built-in ones are loaded, which reads files the first time.
+        """
+        self._config = config
+        profiles = builtin_profiles() if profiles is None else profiles
+        self._devices: list[_BoundDevice] = []
+        seen: set[tuple[Feeds, str]] = set()
+        for device in config.devices:
+            profile = profiles.get(device.profile)
+            if profile is None:
+                raise ProfileError(f"{device.describe()}: unknown profile {device.profile!r}")
+            if (profile.feeds, device.target) in seen:
+                raise ProfileError(f"{device.describe()}: {device.target!r} is configured twice")
+            seen.add((profile.feeds, device.target))
+            variables = bind_variables(
+                profile, device, base=config.base_topic, client_id=config.client_id
+            )
+            parser = DeviceParser(profile, variables, config.limits)
+            self._devices.append(_BoundDevice(device, profile, variables, parser))
+
+        self._routes: dict[str, list[int]] = {}
+        for index, bound in enumerate(self._devices):
+            for topic in bound.parser.topics:
+                self._routes.setdefault(topic, []).append(index)
+        self._commands: dict[tuple[CommandKind, str], int] = {}
+        ack_topics: set[str] = set()
+        for index, bound in enumerate(self._devices):
+            for kind, spec in bound.profile.commands.items():
+                self._commands[kind, bound.device.target] = index
+                if spec.ack is not None:
+                    ack_topics.add(render(spec.ack.topic, bound.variables))
+        self._subscriptions = sorted(set(self._routes) | ack_topics)
+
+        self._lock = threading.Lock()
+        self._connected = False
+        self._states = [_DeviceState() for _ in self._devices]
+        self._applied = 0
+        self._malformed: Counter[str] = Counter()
+        self._pending_acks: dict[str, list[_PendingAck]] = {}
+        self._request_ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: mqtt.Client | None = None
+        self._stopping = False
+
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        """Every topic the driver listens on (exact topics, no wildcards)."""
+        return tuple(self._subscriptions)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up."""
+        with self._lock:
+            return self._connected
+
+    def counts(self) -> MessageCounts:
+        """Messages applied and malformed ones per source, since start."""
+        with self._lock:
+            return MessageCounts(self._applied, dict(self._malformed))
+
+    async def start(self) -> None:
+        """Connect in the background; an unreachable broker is retried with backoff."""
+        config = self._config
+        self._loop = asyncio.get_running_loop()
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        # A bug in a callback is logged by paho instead of killing the network thread.
+        client.suppress_exceptions = True
+        if config.username is not None:
+            client.username_pw_set(config.username, config.password)
+        if config.tls is not None:
+            tls = config.tls
+            # Reads certificate files: off the event loop.
+            await self._loop.run_in_executor(
+                None,
+                functools.partial(
+                    client.tls_set,
+                    ca_certs=tls.ca_certs,
+                    certfile=tls.certfile,
+                    keyfile=tls.keyfile,
+                ),
+            )
+            client.tls_insecure_set(not tls.verify_hostname)
+        if config.broadcast_status:
+            client.will_set(config.availability_topic, OFFLINE, qos=COMMAND_QOS, retain=True)
+        client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        self._stopping = False
+        client.connect_async(config.host, config.port, config.keepalive_s)
+        client.loop_start()
+
+    async def stop(self) -> None:
+        """Say offline, disconnect and join paho's thread."""
+        client = self._client
+        if client is None:
+            return
+        if self._config.broadcast_status and self.connected:
+            info = client.publish(
+                self._config.availability_topic, OFFLINE, qos=COMMAND_QOS, retain=True
+            )
+            if info.rc is MQTTErrorCode.MQTT_ERR_SUCCESS:
+                with contextlib.suppress(TimeoutError):
+                    await self._wait_published(info, self._config.command_timeout_s)
+        self._stopping = True
+        client.disconnect()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, client.loop_stop)
+        self._client = None
+        self._fail_pending("driver stopped")
+
+    async def read(self, monotonic_s: float) -> TelemetrySnapshot:
+        """The latest readings; devices not heard from, offline or behind a lost broker are
+        unavailable."""
+        outlets: dict[str, OutletReading] = {}
+        ups: dict[str, UpsReading] = {}
+        service_power_w: dict[str, float] = {}
+        with self._lock:
+            for bound, state in zip(self._devices, self._states, strict=True):
+                available = self._connected and state.online
+                readings = state.readings if available else {}
+                target = bound.device.target
+                match bound.profile.feeds:
+                    case Feeds.OUTLET:
+                        outlets[target] = OutletReading(
+                            outlet_id=target,
+                            available=available,
+                            power_w=_float(readings.get("power_w")),
+                            is_on=_bool(readings.get("is_on")),
+                        )
+                    case Feeds.UPS:
+                        ups[target] = UpsReading(
+                            ups_id=target,
+                            available=available,
+                            on_battery=_bool(readings.get("on_battery")),
+                            online=_bool(readings.get("online")),
+                            low_battery=_bool(readings.get("low_battery")),
+                            runtime_s=_float(readings.get("runtime_s")),
+                            soc_pct=_float(readings.get("soc_pct")),
+                            output_w=_float(readings.get("output_w")),
+                            output_voltage_v=_float(readings.get("output_voltage_v")),
+                        )
+                    case Feeds.AGENT:
+                        power_w = _float(readings.get("power_w"))
+                        if power_w is not None:
+                            service_power_w[target] = power_w
+        return TelemetrySnapshot(
+            monotonic_s=monotonic_s, ups=ups, outlets=outlets, service_power_w=service_power_w
+        )
+
+    async def execute(self, command: Command) -> CommandResult:
+        """Publish the command at QoS 1 and wait for the broker's PUBACK and, where the profile
+        declares one, the device's acknowledgement, all within `command_timeout_s`."""
+        index = self._commands.get((command.kind, command.target))
+        if index is None:
+            return _failed(command, f"no MQTT device takes {command.kind} for {command.target!r}")
+        if command.kind is CommandKind.AGENT_THROTTLE and not (
+            command.cap_w is not None and math.isfinite(command.cap_w) and command.cap_w > 0
+        ):
+            return _failed(command, f"throttle needs a positive cap_w, got {command.cap_w!r}")
+        client, loop = self._client, self._loop
+        if client is None or loop is None or not self.connected:
+            # paho would queue it and deliver it whenever the broker is back: a command nobody
+            # waits for any more. Refuse instead; the caller retries.
+            return _failed(command, "MQTT broker not connected")
+        bound = self._devices[index]
+        spec = bound.profile.commands[command.kind]
+        variables: dict[str, VariableValue] = {
+            **bound.variables,
+            "request_id": next(self._request_ids),
+            "cap_w": command.cap_w if command.cap_w is not None else 0.0,
+        }
+        topic = render(spec.topic, variables)
+        rendered = render_json(spec.payload, variables)
+        payload = rendered if isinstance(rendered, str) else json.dumps(rendered)
+
+        pending: _PendingAck | None = None
+        if spec.ack is not None:
+            pending = _PendingAck(
+                spec=spec.ack,
+                expected={path: render_json(value, variables) for path, value in spec.ack.match},
+                future=loop.create_future(),
+            )
+            ack_topic = render(spec.ack.topic, variables)
+            with self._lock:
+                self._pending_acks.setdefault(ack_topic, []).append(pending)
+        try:
+            async with asyncio.timeout(self._config.command_timeout_s):
+                info = client.publish(topic, payload, qos=COMMAND_QOS, retain=False)
+                if info.rc is not MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    return _failed(command, f"publish failed: {mqtt.error_string(info.rc)}")
+                await self._wait_published(info, self._config.command_timeout_s)
+                if pending is not None:
+                    verdict = await pending.future
+                    if not verdict.ok:
+                        return _failed(command, verdict.error or "refused by the device")
+        except TimeoutError:
+            what = "acknowledgement" if pending is not None else "PUBACK"
+            return _failed(command, f"no {what} within {self._config.command_timeout_s:g} s")
+        except ConnectionError as err:
+            return _failed(command, str(err))
+        finally:
+            if pending is not None:
+                with self._lock:
+                    waiting = self._pending_acks.get(ack_topic, [])
+                    if pending in waiting:
+                        waiting.remove(pending)
+        return CommandResult(command=command, ok=True)
+
+    async def publish_status(self, status: SiteStatus) -> bool:
+        """Publish the retained status broadcast; False when it could not be delivered."""
+        client = self._client
+        if not self._config.broadcast_status or client is None or not self.connected:
+            return False
+        info = client.publish(
+            self._config.status_topic, encode_status(status), qos=COMMAND_QOS, retain=True
+        )
+        if info.rc is not MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        try:
+            await self._wait_published(info, self._config.command_timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _wait_published(self, info: mqtt.MQTTMessageInfo, timeout_s: float) -> None:
+        """Wait for the broker's PUBACK without blocking the event loop; raises TimeoutError."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, info.wait_for_publish, timeout_s)
+        if not info.is_published():
+            raise TimeoutError
+
+    # paho's network thread from here on.
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            _LOGGER.warning(
+                "MQTT broker %s:%s refused the connection: %s",
+                self._config.host,
+                self._config.port,
+                reason_code,
+            )
+            return
+        _LOGGER.info("Connected to MQTT broker %s:%s", self._config.host, self._config.port)
+        with self._lock:
+            self._connected = True
+        # A clean session forgets subscriptions: subscribe on every (re)connection.
+        if self._subscriptions:
+            client.subscribe([(topic, COMMAND_QOS) for topic in self._subscriptions])
+        if self._config.broadcast_status:
+            client.publish(self._config.availability_topic, ONLINE, qos=COMMAND_QOS, retain=True)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._lock:
+            was_connected = self._connected
+            self._connected = False
+            for state in self._states:
+                # Back only when the device says so again (retained LWT) or publishes.
+                state.online = False
+        if was_connected and not self._stopping:
+            _LOGGER.warning("Lost the MQTT broker (%s); reconnecting", reason_code)
+        self._fail_pending("MQTT broker connection lost")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        topic, payload = message.topic, message.payload
+        if topic in self._pending_acks:
+            self._match_ack(topic, payload)
+        routes = self._routes.get(topic)
+        if routes is None:
+            return
+        for index in routes:
+            bound = self._devices[index]
+            try:
+                update = bound.parser.parse(topic, payload)
+            except MalformedPayloadError as err:
+                self._count_malformed(bound.device.describe(), topic, err)
+                continue
+            with self._lock:
+                state = self._states[index]
+                if update.online is not None:
+                    state.online = update.online
+                state.readings.update(update.readings)
+                self._applied += 1
+
+    def _match_ack(self, topic: str, payload: bytes) -> None:
+        with self._lock:
+            waiting = list(self._pending_acks.get(topic, ()))
+        for pending in waiting:
+            verdict = judge_ack(pending.spec, pending.expected, payload, self._config.limits)
+            if verdict is not None:
+                self._settle(pending.future, verdict)
+
+    def _count_malformed(self, source: str, topic: str, err: MalformedPayloadError) -> None:
+        with self._lock:
+            self._malformed[source] += 1
+            first = self._malformed[source] == 1
+        if first:
+            _LOGGER.warning(
+                "Dropped a malformed MQTT payload from %s on %s: %s "
+                "(further ones from this source are only counted)",
+                source,
+                topic,
+                err,
+            )
+
+    def _fail_pending(self, reason: str) -> None:
+        with self._lock:
+            acks = [
+                pending.future for waiting in self._pending_acks.values() for pending in waiting
+            ]
+        for future in acks:
+            self._settle_error(future, ConnectionError(reason))
+
+    def _settle(self, future: asyncio.Future[Any], value: Any) -> None:
+        if self._loop is None or self._loop.is_closed():
+            return
+
+        def settle() -> None:
+            if not future.done():
+                future.set_result(value)
+
+        self._loop.call_soon_threadsafe(settle)
+
+    def _settle_error(self, future: asyncio.Future[Any], error: Exception) -> None:
+        if self._loop is None or self._loop.is_closed():
+            return
+
+        def settle() -> None:
+            if not future.done():
+                future.set_exception(error)
+
+        self._loop.call_soon_threadsafe(settle)
+
+
+def _failed(command: Command, error: str) -> CommandResult:
+    _LOGGER.warning("MQTT command %s for %s failed: %s", command.kind, command.target, error)
+    return CommandResult(command=command, ok=False, error=error)
+
+
+def _float(value: float | bool | None) -> float | None:
+    return None if value is None or isinstance(value, bool) else float(value)
+
+
+def _bool(value: float | bool | None) -> bool | None:
+    return value if isinstance(value, bool) else None

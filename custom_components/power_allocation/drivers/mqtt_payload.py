@@ -1,0 +1,261 @@
+"""Validating parsers for inbound MQTT payloads, built from a bound profile.
+
+A parser is pure: topic and payload bytes in, a `DeviceUpdate` out, or `MalformedPayloadError`
+with the reason. It rejects what cannot be a real reading (not JSON, wrong types, NaN, infinities,
+negative or absurd values, unknown topics, oversized payloads), and a message is taken whole or not
+at all, so a bad payload never changes a reading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .mqtt_profile import (
+    AckSpec,
+    FieldSpec,
+    MessageSpec,
+    MqttProfile,
+    PayloadFormat,
+    Quantity,
+    VariableValue,
+    render,
+)
+
+_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_STATUS_CODE = re.compile(r"[A-Z]{1,10}")
+_MAX_STATUS_CODES = 16
+_MISSING = object()
+
+
+class MalformedPayloadError(ValueError):
+    """A payload that cannot be a reading; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadLimits:
+    """Ceilings past which a value is a fault, not a reading."""
+
+    max_payload_bytes: int = 16_384
+    max_power_w: float = 50_000.0
+    max_runtime_s: float = 30 * 86_400.0
+    max_voltage_v: float = 1_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUpdate:
+    """What one valid message says: readings to apply and/or whether the device is online."""
+
+    readings: Mapping[str, float | bool] = field(default_factory=dict)
+    online: bool | None = None
+
+
+def _reject_constant(name: str) -> float:
+    raise MalformedPayloadError(f"{name} is not a number")
+
+
+def decode_json(payload: bytes, limits: PayloadLimits) -> Any:
+    """Strict JSON: size-checked, UTF-8, no NaN or Infinity."""
+    if len(payload) > limits.max_payload_bytes:
+        raise MalformedPayloadError(
+            f"payload of {len(payload)} bytes exceeds {limits.max_payload_bytes}"
+        )
+    try:
+        return json.loads(payload, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError too
+        raise MalformedPayloadError(f"not JSON: {err}") from None
+
+
+def decode_text(payload: bytes, limits: PayloadLimits) -> str:
+    """A short UTF-8 text payload, surrounding whitespace removed."""
+    if len(payload) > limits.max_payload_bytes:
+        raise MalformedPayloadError(
+            f"payload of {len(payload)} bytes exceeds {limits.max_payload_bytes}"
+        )
+    try:
+        return payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise MalformedPayloadError("not UTF-8 text") from None
+
+
+def walk(document: Any, path: tuple[str, ...]) -> Any:
+    """The value at `path` in a JSON document, or `_MISSING`."""
+    node = document
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+class DeviceParser:
+    """The validating parser of one device, generated from its profile and variables."""
+
+    def __init__(
+        self,
+        profile: MqttProfile,
+        variables: Mapping[str, VariableValue],
+        limits: PayloadLimits,
+    ) -> None:
+        self.limits = limits
+        self.messages: dict[str, MessageSpec] = {}
+        for message in profile.messages:
+            fields = tuple(
+                FieldSpec(
+                    reading=spec.reading,
+                    quantity=spec.quantity,
+                    path=tuple(render(part, variables) for part in spec.path),
+                    on=spec.on,
+                    off=spec.off,
+                    flag=spec.flag,
+                    optional=spec.optional,
+                )
+                for spec in message.fields
+            )
+            self.messages[render(message.topic, variables)] = MessageSpec(
+                topic=render(message.topic, variables), format=message.format, fields=fields
+            )
+        self.availability_topic: str | None = None
+        self._online_words: dict[str, bool] = {}
+        if profile.availability is not None:
+            self.availability_topic = render(profile.availability.topic, variables)
+            self._online_words = {
+                profile.availability.online: True,
+                profile.availability.offline: False,
+            }
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic this device publishes on."""
+        extra = () if self.availability_topic is None else (self.availability_topic,)
+        return (*self.messages, *extra)
+
+    def parse(self, topic: str, payload: bytes) -> DeviceUpdate:
+        """Validate one message; raises `MalformedPayloadError`."""
+        if topic == self.availability_topic:
+            word = decode_text(payload, self.limits)
+            if word not in self._online_words:
+                raise MalformedPayloadError(
+                    f"availability {word[:40]!r} is neither online nor offline"
+                )
+            return DeviceUpdate(online=self._online_words[word])
+        message = self.messages.get(topic)
+        if message is None:
+            raise MalformedPayloadError(f"unknown topic {topic[:200]!r}")
+        is_text = message.format is PayloadFormat.TEXT
+        if is_text:
+            text = decode_text(payload, self.limits)
+            values = {spec.reading: text for spec in message.fields}
+        else:
+            document = decode_json(payload, self.limits)
+            if not isinstance(document, dict):
+                raise MalformedPayloadError("JSON payload is not an object")
+            values = {spec.reading: walk(document, spec.path) for spec in message.fields}
+        readings: dict[str, float | bool] = {}
+        for spec in message.fields:
+            raw = values[spec.reading]
+            if raw is _MISSING or (raw is None and spec.optional):
+                if not spec.optional:
+                    raise MalformedPayloadError(f"{'.'.join(spec.path)} is missing")
+                continue
+            readings[spec.reading] = self._value(spec, raw, is_text)
+        if not readings:
+            raise MalformedPayloadError("no reading in payload")
+        # A device that publishes a reading is online, whatever a stale retained LWT said.
+        return DeviceUpdate(readings=readings, online=True)
+
+    def _value(self, spec: FieldSpec, raw: Any, is_text: bool) -> float | bool:
+        name = ".".join(spec.path) or spec.reading
+        if spec.quantity is Quantity.SWITCH:
+            return _switch(spec, raw, name)
+        number = _number_from_text(raw, name) if is_text else _number(raw, name)
+        ceiling = {
+            Quantity.WATTS: self.limits.max_power_w,
+            Quantity.PERCENT: 100.0,
+            Quantity.SECONDS: self.limits.max_runtime_s,
+            Quantity.VOLTS: self.limits.max_voltage_v,
+        }[spec.quantity]
+        if not 0.0 <= number <= ceiling:
+            raise MalformedPayloadError(f"{name} = {number!r} is outside 0..{ceiling:g}")
+        return number
+
+
+def _number_from_text(text: str, name: str) -> float:
+    # Stricter than float(): no "nan", "inf", "1_000" or surrounding junk.
+    if not _NUMBER.fullmatch(text):
+        raise MalformedPayloadError(f"{name} = {text[:40]!r} is not a number")
+    return _number(float(text), name)
+
+
+def _number(raw: Any, name: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise MalformedPayloadError(f"{name} is a {type(raw).__name__}, not a number")
+    number = float(raw)  # huge JSON integers overflow to inf and fail below
+    if not math.isfinite(number):
+        raise MalformedPayloadError(f"{name} is not finite")
+    return number
+
+
+def _switch(spec: FieldSpec, raw: Any, name: str) -> bool:
+    if spec.flag is not None:
+        if not isinstance(raw, str):
+            raise MalformedPayloadError(f"{name} is not a status string")
+        codes = raw.split()
+        if not codes or len(codes) > _MAX_STATUS_CODES:
+            raise MalformedPayloadError(f"{name} = {raw[:40]!r} is not a status")
+        if not all(_STATUS_CODE.fullmatch(code) for code in codes):
+            raise MalformedPayloadError(f"{name} = {raw[:40]!r} is not a status")
+        return spec.flag in codes
+    if spec.on is not None:
+        if raw == spec.on:
+            return True
+        if raw == spec.off:
+            return False
+        raise MalformedPayloadError(f"{name} is neither {spec.on!r} nor {spec.off!r}")
+    if not isinstance(raw, bool):
+        raise MalformedPayloadError(f"{name} is a {type(raw).__name__}, not a boolean")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class AckVerdict:
+    """A reply that belongs to a command: whether it confirms it, and why not."""
+
+    ok: bool
+    error: str | None = None
+
+
+def judge_ack(
+    ack: AckSpec, expected: Mapping[tuple[str, ...], Any], payload: bytes, limits: PayloadLimits
+) -> AckVerdict | None:
+    """The verdict of a reply, or None when the reply is not for this command (or garbled)."""
+    if ack.format is PayloadFormat.TEXT:
+        try:
+            text = decode_text(payload, limits)
+        except MalformedPayloadError:
+            return None
+        return AckVerdict(ok=True) if text == ack.match_text else None
+    try:
+        document = decode_json(payload, limits)
+    except MalformedPayloadError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    if not all(_same(walk(document, path), value) for path, value in expected.items()):
+        return None
+    if ack.error_path:
+        error = walk(document, ack.error_path)
+        if error is not _MISSING and error is not None:
+            return AckVerdict(ok=False, error=str(error)[:200])
+    if all(_same(walk(document, path), value) for path, value in ack.success):
+        return AckVerdict(ok=True)
+    return AckVerdict(ok=False, error="refused by the device")
+
+
+def _same(found: Any, wanted: Any) -> bool:
+    # JSON `true` must not stand in for `1`, nor `1` for `true`.
+    return type(found) is type(wanted) and found == wanted
