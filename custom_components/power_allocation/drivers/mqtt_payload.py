@@ -194,7 +194,10 @@ def _number_from_text(text: str, name: str) -> float:
 def _number(raw: Any, name: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise MalformedPayloadError(f"{name} is a {type(raw).__name__}, not a number")
-    number = float(raw)  # huge JSON integers overflow to inf and fail below
+    try:
+        number = float(raw)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        raise MalformedPayloadError(f"{name} is not finite") from None
     if not math.isfinite(number):
         raise MalformedPayloadError(f"{name} is not finite")
     return number
