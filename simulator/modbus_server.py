@@ -26,6 +26,7 @@ from pymodbus.datastore import (
     ModbusSequentialDataBlock,
     ModbusServerContext,
     ModbusSlaveContext,
+    ModbusSparseDataBlock,
 )
 from pymodbus.server import ModbusTcpServer
 
@@ -52,6 +53,7 @@ APC_TARGET_GROUPS = {8: "main", 9: "sog0", 10: "sog1", 11: "sog2"}  # target bit
 # Generic PDU map.
 PDU_VERSION, PDU_OUTLET_COUNT, PDU_TOTAL_W, PDU_VOLTAGE, PDU_CURRENT = 0, 1, 2, 4, 5
 PDU_OUTLET_POWER, PDU_OUTLET_CURRENT, PDU_OUTLET_VOLTAGE = 100, 200, 300
+PDU_OUTLET_TABLES = (PDU_OUTLET_POWER, PDU_OUTLET_CURRENT, PDU_OUTLET_VOLTAGE)
 PDU_MAX_OUTLETS = 100
 
 _COIL_WRITES = (5, 15)
@@ -73,16 +75,19 @@ class _DeviceContext(ModbusSlaveContext):
     def __init__(
         self,
         holding: int,
-        inputs: int,
+        inputs: Sequence[int],
         coils: int,
         on_write: Callable[[int, int, Sequence[int]], None],
     ) -> None:
-        # pymodbus's context adds 1 to every address; blocks starting at 1 undo that.
+        # pymodbus's context adds 1 to every address; blocks starting at 1 undo that. Input
+        # registers exist only where the map puts them, so reading past them is refused.
         super().__init__(  # type: ignore[no-untyped-call]
             di=_block([0]),
             co=_block([False] * max(coils, 1)),
             hr=_block([0] * max(holding, 1)),
-            ir=_block([0] * max(inputs, 1)),
+            ir=ModbusSparseDataBlock(  # type: ignore[no-untyped-call]
+                {address + 1: 0 for address in inputs} or {1: 0}, mutable=False
+            ),
         )
         self._on_write = on_write
 
@@ -102,14 +107,17 @@ class SiteModbusServer:
         self._contexts: dict[str, _DeviceContext] = {}
         for ups in topology.ups:
             self._contexts[ups.id] = _DeviceContext(
-                APC_REGISTER_COUNT, 0, 0, self._ups_writer(ups.id)
+                APC_REGISTER_COUNT, (), 0, self._ups_writer(ups.id)
             )
         for pdu in topology.pdus:
             if len(pdu.outlets) > PDU_MAX_OUTLETS:
                 raise ValueError(f"PDU {pdu.id!r}: the generic map holds {PDU_MAX_OUTLETS} outlets")
-            self._contexts[pdu.id] = _DeviceContext(
-                0, PDU_OUTLET_VOLTAGE + PDU_MAX_OUTLETS, len(pdu.outlets), self._pdu_writer(pdu.id)
-            )
+            count = len(pdu.outlets)
+            inputs = [
+                *range(PDU_CURRENT + 1),
+                *(first + n for first in PDU_OUTLET_TABLES for n in range(count)),
+            ]
+            self._contexts[pdu.id] = _DeviceContext(0, inputs, count, self._pdu_writer(pdu.id))
         self._servers: dict[str, ModbusTcpServer] = {}
         self.ports: dict[str, int] = {}
 
