@@ -1,0 +1,192 @@
+"""The allocator: feasible always (I1, I2), optimal against brute force on small sites."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from custom_components.power_allocation.engine.allocator import (
+    Allocation,
+    Demand,
+    HoldConflictError,
+    ServiceState,
+    allocate,
+)
+from custom_components.power_allocation.engine.model import Pdu, Priority, Service, Site, Ups
+
+from .brute_force import allocation_objective, brute_force_objective
+from .sites import RandomCase, random_cases
+
+SLOW = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def assert_feasible(site: Site, allocation: Allocation, unmanaged_w: dict[str, float]) -> None:
+    """I1 and I2, recomputed independently of the allocator."""
+    decisions = allocation.decisions
+    for service in site.services:
+        if decisions[service.id].state is not ServiceState.OFF:
+            for dep in service.depends_on:
+                assert decisions[dep].state is not ServiceState.OFF, (service.id, dep)
+    load = {node.id: 0.0 for node in site.nodes}
+    for service in site.services:
+        for outlet in service.outlets:
+            for node in site.nodes_above_outlet(outlet):
+                load[node] += decisions[service.id].draw_w / len(service.outlets)
+    for outlet, watts in unmanaged_w.items():
+        for node in site.nodes_above_outlet(outlet):
+            load[node] += watts
+    for node in site.nodes:
+        if node.limit_w is not None:
+            assert load[node.id] <= node.limit_w + 1e-6, (node.id, load[node.id], node.limit_w)
+        assert math.isclose(load[node.id], allocation.node_load_w[node.id], abs_tol=1e-6)
+
+
+@SLOW
+@given(random_cases())
+def test_exact_allocation_is_feasible_and_matches_brute_force(case: RandomCase) -> None:
+    allocation = allocate(case.site, case.demand_w, unmanaged_w=case.unmanaged_w)
+    assert allocation.optimal
+    assert allocation.within_limits
+    assert_feasible(case.site, allocation, case.unmanaged_w)
+    counts, throttled, watts = allocation_objective(case.site, allocation)
+    best_counts, best_throttled, best_watts = brute_force_objective(
+        case.site, case.demand_w, case.unmanaged_w
+    )
+    assert (counts, throttled) == (best_counts, best_throttled)
+    assert watts == pytest.approx(best_watts, rel=1e-6, abs=1e-4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_cases(max_services=40))
+def test_greedy_allocation_is_always_feasible(case: RandomCase) -> None:
+    allocation = allocate(
+        case.site, case.demand_w, unmanaged_w=case.unmanaged_w, exact_max_services=0
+    )
+    assert allocation.within_limits
+    assert_feasible(case.site, allocation, case.unmanaged_w)
+    exact = allocate(case.site, case.demand_w, unmanaged_w=case.unmanaged_w)
+    assert allocation_objective(case.site, allocation)[:2] <= allocation_objective(
+        case.site, exact
+    )[:2]
+
+
+@settings(max_examples=80, deadline=None)
+@given(random_cases(max_services=20), st.data())
+def test_holds_are_kept_and_dependencies_follow_them(case: RandomCase, data: st.DataObject) -> None:
+    ids = [s.id for s in case.site.services]
+    held_off = frozenset(data.draw(st.lists(st.sampled_from(ids), max_size=2)))
+    graph = case.site.graph
+    off = graph.dependent_closure(held_off)
+    wanted_on = data.draw(st.lists(st.sampled_from(ids), max_size=2))
+    held_on = frozenset(s for s in wanted_on if not graph.dependency_closure([s]) & off)
+    for exact_max in (0, 250):
+        allocation = allocate(
+            case.site,
+            case.demand_w,
+            unmanaged_w=case.unmanaged_w,
+            held_on=held_on,
+            held_off=held_off,
+            exact_max_services=exact_max,
+        )
+        for sid in off:
+            assert allocation.decisions[sid].state is ServiceState.OFF
+        for sid in graph.dependency_closure(held_on):
+            assert allocation.decisions[sid].state is not ServiceState.OFF
+        if allocation.within_limits:
+            assert_feasible(case.site, allocation, case.unmanaged_w)
+
+
+def rack() -> Site:
+    return Site(
+        ups=(Ups("ups1", rated_w=1000, capacity_wh=864, runtime_full_load_s=360),),
+        pdus=(Pdu.numbered("a", "ups1", 600, 8), Pdu.numbered("b", "ups1", 600, 8)),
+        services=(
+            Service("net", Priority.CRITICAL, ("a/1",)),
+            Service("db", Priority.CRITICAL, ("a/2", "b/2"), ("net",), throttle_min_w=150),
+            Service("web", Priority.HIGH, ("a/3",), ("db",)),
+            Service("batch", Priority.LOW, ("b/3",), ("db",), throttle_min_w=100),
+            Service("media", Priority.MEDIUM, ("b/4",)),
+        ),
+    )
+
+
+DEMAND = {
+    "net": Demand(30, 40),
+    "db": Demand(250, 300),
+    "web": Demand(200, 250),
+    "batch": Demand(300, 400),
+    "media": Demand(150, 200),
+}
+
+
+def test_everything_fits_needs_no_search() -> None:
+    allocation = allocate(rack(), {k: Demand(v.mean_w / 4, v.upper_w / 4) for k, v in DEMAND.items()})
+    assert allocation.method == "all_fit"
+    assert allocation.optimal
+    assert {d.state for d in allocation.decisions.values()} == {ServiceState.ON}
+
+
+def test_lowest_tier_is_throttled_before_anything_is_shed() -> None:
+    allocation = allocate(rack(), DEMAND)
+    assert allocation.method == "milp"
+    batch = allocation.decisions["batch"]
+    assert batch.state is ServiceState.THROTTLED
+    assert batch.cap_w == pytest.approx(1000 - 40 - 300 - 250 - 200)
+    assert "ups1" in batch.reason
+    assert all(allocation.decisions[s].state is ServiceState.ON for s in ("net", "db", "web"))
+
+
+def test_shedding_a_dependency_sheds_its_dependents() -> None:
+    allocation = allocate(rack(), DEMAND, limits_w={"ups1": 300})
+    assert_feasible(rack(), allocation, {})
+    # Only net (40 W) and db throttled to 150 W fit; web and batch depend on db.
+    assert allocation.decisions["net"].state is ServiceState.ON
+    assert allocation.decisions["db"].state is ServiceState.THROTTLED
+    assert allocation.decisions["web"].state is ServiceState.OFF
+    assert allocation.decisions["media"].state is ServiceState.OFF
+    assert "shed" in allocation.decisions["media"].reason
+
+
+def test_unmanaged_load_counts_against_limits() -> None:
+    site = rack()
+    allocation = allocate(site, DEMAND, unmanaged_w={"a/8": 500})
+    assert_feasible(site, allocation, {"a/8": 500})
+    assert allocation.node_load_w["a/8"] == 500
+
+
+def test_holds_that_contradict_each_other_are_refused() -> None:
+    with pytest.raises(HoldConflictError, match="db"):
+        allocate(rack(), DEMAND, held_on=frozenset({"web"}), held_off=frozenset({"db"}))
+
+
+def test_held_on_beyond_the_limits_is_reported_not_hidden() -> None:
+    allocation = allocate(
+        rack(), DEMAND, held_on=frozenset({"web", "batch"}), limits_w={"ups1": 500}
+    )
+    assert not allocation.within_limits
+    assert allocation.decisions["batch"].state is not ServiceState.OFF
+
+
+@pytest.mark.parametrize(
+    ("demand", "message"),
+    [
+        ({**DEMAND, "web": Demand(1, math.nan)}, "web"),
+        ({**DEMAND, "web": Demand(-1, 5)}, "mean_w"),
+        ({k: v for k, v in DEMAND.items() if k != "db"}, "no demand forecast for service 'db'"),
+    ],
+)
+def test_bad_forecasts_are_refused_with_the_service_named(
+    demand: dict[str, Demand], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        allocate(rack(), demand)
+
+
+def test_unknown_nodes_and_outlets_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown node"):
+        allocate(rack(), DEMAND, limits_w={"nope": 5})
+    with pytest.raises(ValueError, match="not an unmanaged outlet"):
+        allocate(rack(), DEMAND, unmanaged_w={"a/1": 5})
