@@ -245,7 +245,11 @@ class SimulatedSite:
         for ups_id, battery in self._batteries.items():
             alive = self._ups_alive[ups_id]
             soc = self._soc_ratio[ups_id]
-            runtime_s = min(MAX_REPORTED_RUNTIME_S, battery.runtime_s(output_w[ups_id], soc))
+            runtime_s = (
+                min(MAX_REPORTED_RUNTIME_S, battery.runtime_s(output_w[ups_id], soc))
+                if soc > 0
+                else 0.0
+            )
             on_battery = alive and not self.mains_on
             ups[ups_id] = UpsState(
                 ups_id=ups_id,
