@@ -307,6 +307,11 @@ class ModbusDriver:
         }
 
     @property
+    def requests_per_cycle(self) -> int:
+        """Read requests one `read` sends when every device answers."""
+        return sum(len(link.blocks) for link in self._links.values())
+
+    @property
     def error_counts(self) -> dict[str, int]:
         """Failed polls and connects per device since start."""
         return {device_id: link.error_count for device_id, link in self._links.items()}
