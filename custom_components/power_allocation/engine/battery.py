@@ -44,7 +44,7 @@ class BatteryModel:
         """Runtime from full charge at a constant output load."""
         if load_w <= 0:
             return math.inf
-        curve_s = self.t_ref_s * (self.p_ref_w / load_w) ** self.peukert_k
+        curve_s: float = self.t_ref_s * (self.p_ref_w / load_w) ** self.peukert_k
         energy_cap_s = self.capacity_wh * self.efficiency * 3600.0 / load_w
         return min(curve_s, energy_cap_s)
 
@@ -216,4 +216,3 @@ class PeukertFit:
         self._sxx = float(state["sxx"])
         self._sxy = float(state["sxy"])
         self.readings_used = int(state["readings_used"])
-

@@ -65,6 +65,9 @@ class ForecastSettings:
     level_bin_ratio: float = 1.1
     # Step of the level-median's stochastic median, in units of the bin's typical deviation.
     level_median_rate: float = 0.005
+    # Holt's smoothing weights for the trend candidate's level and slope.
+    trend_level_weight: float = 0.5
+    trend_slope_weight: float = 0.05
 
     def __post_init__(self) -> None:
         if not (self.step_s > 0 and math.isfinite(self.step_s)):
@@ -226,6 +229,38 @@ class _LevelMedian:
         return [value_w + (m if n >= least else 0.0) for m, n in zip(median, count, strict=True)]
 
 
+class _LinearTrend:
+    """Holt's linear exponential smoothing: a level and a slope, both smoothed.
+
+    The candidate that follows a ramp (a job spinning up, a battery bank charging), which the
+    other candidates, fitted on a load's whole history, mean-revert away from.
+    """
+
+    def __init__(self, settings: ForecastSettings) -> None:
+        self.level_weight = settings.trend_level_weight
+        self.slope_weight = settings.trend_slope_weight
+        self.level_w: float | None = None
+        self.slope_w = 0.0
+
+    def learn(self, value_w: float) -> None:
+        if self.level_w is None:
+            self.level_w = value_w
+            return
+        previous = self.level_w
+        self.level_w = (
+            previous + self.slope_w + self.level_weight * (value_w - previous - self.slope_w)
+        )
+        self.slope_w += self.slope_weight * (self.level_w - previous - self.slope_w)
+
+    def forget(self) -> None:
+        self.level_w = None
+        self.slope_w = 0.0
+
+    def forecast(self, horizon_steps: int) -> list[float]:
+        assert self.level_w is not None
+        return [self.level_w + h * self.slope_w for h in range(1, horizon_steps + 1)]
+
+
 class _ErrorWindow:
     """The last N realised errors at one horizon, kept sorted for quantiles and tail shares.
 
@@ -252,9 +287,9 @@ class _ErrorWindow:
         return (n - bisect.bisect_right(self.sorted_w, error_w)) / n if n else 0.0
 
 
-_CANDIDATES = ("naive", "snarimax", "level_median")
+_CANDIDATES = ("naive", "snarimax", "level_median", "trend")
 
-_CANDIDATES = ("naive", "snarimax", "level_median")
+_CANDIDATES = ("naive", "snarimax", "level_median", "trend")
 
 
 class LoadForecaster:
@@ -273,6 +308,7 @@ class LoadForecaster:
         self._resampler = _StepResampler(s.step_s, int(s.max_fill_s // s.step_s))
         self._autoregression = _DifferencedAutoregression()
         self._level_median = _LevelMedian(s)
+        self._trend = _LinearTrend(s)
         self._last_step: int | None = None
         # Forecasts still waiting for their target, newest first.
         self._pending: dict[str, deque[list[float]]] = {
@@ -312,6 +348,7 @@ class LoadForecaster:
         # A forecast across a long hole says nothing about the model: neither score nor learn it.
         self._autoregression.forget_lags()
         self._level_median.forget_recent()
+        self._trend.forget()
         for pending in self._pending.values():
             pending.clear()
         self._pending_issued.clear()
@@ -335,6 +372,7 @@ class LoadForecaster:
             errors.add(value_w - mean_w[h])
         self._autoregression.learn(value_w)
         self._level_median.learn(value_w)
+        self._trend.learn(value_w)
         self._issue(value_w)
 
     def _issue(self, value_w: float) -> None:
@@ -343,6 +381,7 @@ class LoadForecaster:
             "naive": [value_w] * horizon,
             "snarimax": self._autoregression.forecast(horizon),
             "level_median": self._level_median.forecast(value_w),
+            "trend": self._trend.forecast(horizon),
         }
         mean_w = [candidates[name][h] for h, name in enumerate(self._best())]
         lower_w = []
@@ -428,6 +467,7 @@ class LoadForecaster:
                 "last_w": autoregression.last_w,
                 "diffs_w": autoregression.diffs_w,
             },
+            "trend": [self._trend.level_w, self._trend.slope_w],
             "level_median": {
                 "bins": level_bins,
                 "median_w": _pack("d", (v for e in level_entries for v in e[0])),
@@ -472,6 +512,7 @@ class LoadForecaster:
             ]
             autoregression.last_w = state["snarimax"]["last_w"]
             autoregression.diffs_w = [float(d) for d in state["snarimax"]["diffs_w"]]
+            restored._trend.level_w, restored._trend.slope_w = state["trend"]
             level = state["level_median"]
             medians = _chunks(_unpack("d", level["median_w"]), horizon)
             spreads = _chunks(_unpack("d", level["spread_w"]), horizon)

@@ -179,9 +179,13 @@ class PowerNode:
     limit_w: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Site:
-    """A validated site. Derived indices are computed once and cached."""
+    """A validated site. Derived indices are computed once and cached.
+
+    Compared and hashed by identity: per-site caches key on it, and hashing every service
+    each cycle would cost more than the allocation itself on a large site.
+    """
 
     ups: tuple[Ups, ...]
     pdus: tuple[Pdu, ...]

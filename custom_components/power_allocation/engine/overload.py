@@ -1,0 +1,252 @@
+"""The overload guard: shed the least important load before a breaker or a UPS trips.
+
+Every cycle, for every node with a limit (UPS rating, PDU breaker, outlet fuse), the guard reads
+the node's own forecast (`forecast.NodeForecasters`) and estimates the probability that its draw
+exceeds the limit within `lookahead_s`:
+
+- at horizon h the draw is the forecast mean plus an error drawn from the node's recent realised
+  errors at h, the same window the band's quantiles come from; so P(draw_h > limit) is the share
+  of those errors larger than (limit - mean_h): the band's empirical distribution, read at the
+  limit instead of at its 5 % and 95 % points;
+- over the lookahead it combines them as if independent: P = 1 - prod(1 - P_h). Measurement
+  noise is close to independent from one step to the next, and a breaker sees every one of those
+  steps; for errors that move together (a ramp) this overstates the risk, which only makes the
+  guard act a little earlier. (The maximum over h, exact for errors that move in lockstep, let
+  noisy ramps cross the limit before it reached the threshold: measured, see docs/forecasting.md.)
+
+A probability at or above `warning_probability` raises a warning. At or above `shed_probability`
+for `confirm_cycles` cycles in a row (hysteresis: one noisy reading sheds nothing) — or at once when
+the node is already over its limit, or the device's trip curve at the forecast upper draw leaves
+less than `urgent_trip_s` — the guard starts a pre-emptive shed: it works out how many watts must
+go for the node's forecast upper draw to sit `headroom_ratio` below its limit, and asks the
+allocator for an allocation with that node's limit lowered by that much, so the allocator picks
+what goes by priority and dependencies (I1, I4). The shed holds until the node's forecast upper
+draw plus what was shed has stayed `release_margin_ratio` below the limit for `release_hold_s`
+(I5: no flapping).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .allocator import Allocation, Demand, allocate
+from .forecast import LoadForecaster
+from .model import Site
+
+
+class OverloadLevel(StrEnum):
+    """How worried the guard is about one node."""
+
+    NORMAL = "normal"
+    WARNING = "warning"
+    SHEDDING = "shedding"
+
+
+@dataclass(frozen=True, slots=True)
+class TripCurve:
+    """How long a protective device tolerates a load: (load ratio, seconds) steps, ascending.
+
+    A load ratio at or above a step's ratio trips after that step's seconds; below the first
+    step it never trips.
+    """
+
+    steps: tuple[tuple[float, float], ...]
+
+    def __post_init__(self) -> None:
+        ratios = [ratio for ratio, _ in self.steps]
+        times = [seconds for _, seconds in self.steps]
+        if not self.steps or ratios != sorted(ratios) or times != sorted(times, reverse=True):
+            raise ValueError("trip curve steps must rise in load ratio and fall in time")
+
+    def trip_after_s(self, load_ratio: float) -> float:
+        """Seconds until the device trips at a constant `load_ratio` of its rating."""
+        index = bisect.bisect_right([ratio for ratio, _ in self.steps], load_ratio) - 1
+        return math.inf if index < 0 else self.steps[index][1]
+
+
+# Small UPS units (APC Smart-UPS, Eaton 5P class) publish roughly: up to 110 % for a minute,
+# 110-130 % for tens of seconds, 130-150 % for a few seconds, above 150 % about half a second.
+UPS_TRIP_CURVE = TripCurve(((1.0, 60.0), (1.1, 30.0), (1.3, 5.0), (1.5, 0.5)))
+# A miniature breaker (IEC 60898-1): 1.13 In holds for an hour, 1.45 In trips within the hour
+# (taken as a minute to be safe), 2.55 In within 1-60 s, 5 In magnetically within 0.1 s.
+BREAKER_TRIP_CURVE = TripCurve(((1.13, 3600.0), (1.45, 60.0), (2.55, 1.0), (5.0, 0.1)))
+TRIP_CURVE_BY_KIND = {
+    "ups": UPS_TRIP_CURVE,
+    "pdu": BREAKER_TRIP_CURVE,
+    "outlet": BREAKER_TRIP_CURVE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    """Thresholds of the overload guard."""
+
+    # At least the time a graceful shutdown takes to bring the draw down.
+    lookahead_s: float = 120.0
+    warning_probability: float = 0.1
+    shed_probability: float = 0.5
+    confirm_cycles: int = 2
+    urgent_trip_s: float = 10.0
+    headroom_ratio: float = 0.05
+    release_margin_ratio: float = 0.1
+    release_hold_s: float = 900.0
+    # A graceful shutdown takes minutes; until it has, the draw has not fallen yet, so more
+    # shedding waits this long.
+    settle_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.warning_probability <= self.shed_probability <= 1.0:
+            raise ValueError("need 0 < warning_probability <= shed_probability <= 1")
+        if self.lookahead_s <= 0 or self.confirm_cycles < 1:
+            raise ValueError("lookahead_s must be positive and confirm_cycles at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRisk:
+    """One node's outlook over the lookahead."""
+
+    node_id: str
+    limit_w: float
+    draw_w: float  # latest reading
+    upper_w: float  # highest forecast upper bound within the lookahead
+    exceed_probability: float
+    trip_after_s: float  # by the device's trip curve, if `upper_w` came true
+    level: OverloadLevel
+
+
+@dataclass(frozen=True, slots=True)
+class GuardDecision:
+    """What the guard saw and what it asks for this cycle."""
+
+    risks: dict[str, NodeRisk]
+    shed_w: dict[str, float]  # per shedding node: watts asked off it
+    limits_w: dict[str, float]  # the lowered limits handed to the allocator
+    allocation: Allocation
+    sheds_started: tuple[str, ...]  # nodes whose pre-emptive shed began this cycle
+    sheds_released: tuple[str, ...]
+
+
+def exceed_probability(
+    forecaster: LoadForecaster, draw_w: float, limit_w: float, lookahead_s: float
+) -> tuple[float, float]:
+    """P(draw > limit) within the lookahead, and the highest forecast upper bound there.
+
+    Until a horizon's band is calibrated its probability is 1 or 0 by the mean alone.
+    """
+    points = forecaster.forecast()
+    steps = min(len(points), max(1, math.ceil(lookahead_s / forecaster.settings.step_s)))
+    if draw_w > limit_w:
+        return 1.0, draw_w
+    stays_below = 1.0
+    upper_w = draw_w
+    for h, point in enumerate(points[:steps], start=1):
+        upper_w = max(upper_w, point.upper_w)
+        if point.calibrated:
+            share = forecaster.share_of_errors_above(h, limit_w - point.mean_w)
+        else:
+            share = 1.0 if point.mean_w > limit_w else 0.0
+        stays_below *= 1.0 - share
+    return 1.0 - stays_below, upper_w
+
+
+@dataclass(slots=True)
+class _NodeWatch:
+    above_cycles: int = 0
+    shed_w: float = 0.0
+    shed_at_s: float = -math.inf
+    safe_since_s: float | None = None
+
+
+@dataclass(slots=True)
+class OverloadGuard:
+    """Stateful across cycles (hysteresis); feed it one `decide` call per telemetry cycle."""
+
+    site: Site
+    settings: GuardSettings = field(default_factory=GuardSettings)
+    trip_curve_by_kind: Mapping[str, TripCurve] = field(
+        default_factory=lambda: dict(TRIP_CURVE_BY_KIND)
+    )
+    _watch: dict[str, _NodeWatch] = field(default_factory=dict, init=False)
+
+    def decide(
+        self,
+        now_s: float,
+        node_draw_w: Mapping[str, float],
+        forecasters: Mapping[str, LoadForecaster],
+        demand_w: Mapping[str, Demand],
+        *,
+        unmanaged_w: Mapping[str, float] | None = None,
+        held_on: frozenset[str] = frozenset(),
+        held_off: frozenset[str] = frozenset(),
+    ) -> GuardDecision:
+        """Assess every node, update the sheds, and allocate with the lowered limits."""
+        s = self.settings
+        risks: dict[str, NodeRisk] = {}
+        started: list[str] = []
+        released: list[str] = []
+        for node in self.site.nodes:
+            forecaster = forecasters.get(node.id)
+            if node.limit_w is None or forecaster is None or node.id not in node_draw_w:
+                continue
+            limit_w = node.limit_w
+            draw_w = node_draw_w[node.id]
+            probability, upper_w = exceed_probability(forecaster, draw_w, limit_w, s.lookahead_s)
+            trip_s = self.trip_curve_by_kind[node.kind].trip_after_s(upper_w / limit_w)
+            watch = self._watch.setdefault(node.id, _NodeWatch())
+            risky = probability >= s.shed_probability
+            watch.above_cycles = watch.above_cycles + 1 if risky else 0
+            urgent = risky and (draw_w > limit_w or trip_s < s.urgent_trip_s)
+            target_w = (1.0 - s.headroom_ratio) * limit_w
+            # Escalating waits until the last shed has taken effect, even when urgent: a
+            # graceful shutdown does not go faster for asking twice.
+            settled = now_s - watch.shed_at_s >= s.settle_s
+            confirmed = urgent or watch.above_cycles >= s.confirm_cycles
+            if risky and settled and confirmed:
+                if watch.shed_w == 0.0:
+                    started.append(node.id)
+                # What is still coming comes on top of what is already shed.
+                watch.shed_w += max(0.0, upper_w - target_w)
+                watch.shed_at_s = now_s
+                watch.above_cycles = 0
+                watch.safe_since_s = None
+            elif watch.shed_w > 0.0:
+                if upper_w + watch.shed_w <= (1.0 - s.release_margin_ratio) * limit_w:
+                    if watch.safe_since_s is None:
+                        watch.safe_since_s = now_s
+                    elif now_s - watch.safe_since_s >= s.release_hold_s:
+                        watch.shed_w = 0.0
+                        watch.safe_since_s = None
+                        released.append(node.id)
+                else:
+                    watch.safe_since_s = None
+            if watch.shed_w > 0.0:
+                level = OverloadLevel.SHEDDING
+            elif probability >= s.warning_probability:
+                level = OverloadLevel.WARNING
+            else:
+                level = OverloadLevel.NORMAL
+            risks[node.id] = NodeRisk(node.id, limit_w, draw_w, upper_w, probability, trip_s, level)
+
+        baseline = allocate(
+            self.site, demand_w, unmanaged_w=unmanaged_w, held_on=held_on, held_off=held_off
+        )
+        shed_w = {n: w.shed_w for n, w in self._watch.items() if w.shed_w > 0.0}
+        if not shed_w:
+            return GuardDecision(risks, {}, {}, baseline, tuple(started), tuple(released))
+        limits_w = {
+            node_id: max(0.0, baseline.node_load_w[node_id] - watts)
+            for node_id, watts in shed_w.items()
+        }
+        allocation = allocate(
+            self.site,
+            demand_w,
+            unmanaged_w=unmanaged_w,
+            limits_w=limits_w,
+            held_on=held_on,
+            held_off=held_off,
+        )
+        return GuardDecision(risks, shed_w, limits_w, allocation, tuple(started), tuple(released))
