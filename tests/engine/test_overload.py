@@ -1,0 +1,155 @@
+"""The overload guard: fires before a ramp crosses a limit, stays quiet on noise, sheds by tier."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from custom_components.power_allocation.engine.allocator import Demand, ServiceState
+from custom_components.power_allocation.engine.forecast import (
+    ForecastSettings,
+    LoadForecaster,
+    NodeForecasters,
+    node_draw_w,
+)
+from custom_components.power_allocation.engine.model import Pdu, Priority, Service, Site, Ups
+from custom_components.power_allocation.engine.overload import (
+    BREAKER_TRIP_CURVE,
+    UPS_TRIP_CURVE,
+    GuardSettings,
+    OverloadGuard,
+    OverloadLevel,
+    TripCurve,
+    exceed_probability,
+)
+
+STEP_S = 10.0
+PDU_LIMIT_W = 1000.0
+
+
+def _site() -> Site:
+    return Site(
+        ups=(Ups("ups1", rated_w=3000, capacity_wh=1000, runtime_full_load_s=300),),
+        pdus=(Pdu.numbered("pdu-a", "ups1", limit_w=PDU_LIMIT_W, count=3),),
+        services=(
+            Service("db", Priority.CRITICAL, ("pdu-a/1",)),
+            Service("web", Priority.HIGH, ("pdu-a/2",), depends_on=("db",)),
+            Service("batch", Priority.LOW, ("pdu-a/3",)),
+        ),
+    )
+
+
+def _run(wanted_by_cycle, settings: GuardSettings | None = None):
+    """Each cycle's wanted outlet draws; a service the guard switched off draws nothing."""
+    site = _site()
+    nodes = NodeForecasters.for_site(site, ForecastSettings(step_s=STEP_S, horizon_steps=12))
+    guard = OverloadGuard(site, settings or GuardSettings())
+    decisions = []
+    off: set[str] = set()
+    for cycle, wanted_w in enumerate(wanted_by_cycle):
+        now_s = cycle * STEP_S
+        outlet_w = {
+            outlet: 0.0 if site.service_by_outlet[outlet] in off else watts
+            for outlet, watts in wanted_w.items()
+        }
+        draw = node_draw_w(site, outlet_w)
+        nodes.observe(now_s, draw)
+        demand = {
+            sid: Demand(wanted_w[outlet], wanted_w[outlet] + 10.0)
+            for sid, outlet in ((s.id, s.outlets[0]) for s in site.services)
+        }
+        decision = guard.decide(now_s, draw, nodes.by_node, demand)
+        decisions.append(decision)
+        off = {
+            sid for sid, d in decision.allocation.decisions.items() if d.state is ServiceState.OFF
+        }
+    return decisions
+
+
+def _noise(rng: random.Random, cycles: int, batch_w: float = 300.0):
+    return [
+        {
+            "pdu-a/1": 250.0 + rng.gauss(0.0, 15.0),
+            "pdu-a/2": 150.0 + rng.gauss(0.0, 15.0),
+            "pdu-a/3": batch_w + rng.gauss(0.0, 25.0),
+        }
+        for _ in range(cycles)
+    ]
+
+
+def test_guard_sheds_before_a_ramp_crosses_the_limit() -> None:
+    rng = random.Random(1)
+    history = _noise(rng, 400)
+    ramp = _noise(rng, 200)
+    for i, outlet_w in enumerate(ramp):
+        outlet_w["pdu-a/3"] += 4.0 * i  # +0.4 W/s: the batch job spins up
+    cycles = history + ramp
+    crossing = next(i for i, o in enumerate(cycles) if sum(o.values()) > PDU_LIMIT_W)
+    decisions = _run(cycles)
+    started = next(i for i, d in enumerate(decisions) if "pdu-a" in d.sheds_started)
+    assert started < crossing
+    shed = decisions[started].allocation.decisions
+    assert shed["batch"].state is ServiceState.OFF
+    assert shed["db"].state is ServiceState.ON
+    assert decisions[started].risks["pdu-a"].level is OverloadLevel.SHEDDING
+
+
+def test_guard_stays_quiet_on_noise() -> None:
+    rng = random.Random(2)
+    decisions = _run(_noise(rng, 1500, batch_w=350.0))
+    assert not any(d.sheds_started for d in decisions)
+    assert all(
+        d.allocation.decisions[s].state is ServiceState.ON
+        for d in decisions
+        for s in ("db", "web", "batch")
+    )
+
+
+def test_one_noisy_reading_sheds_nothing() -> None:
+    rng = random.Random(3)
+    cycles = _noise(rng, 400)
+    cycles[300]["pdu-a/3"] += 250.0  # a single spike to ~950 W: inside the limit
+    decisions = _run(cycles)
+    assert not any(d.sheds_started for d in decisions)
+
+
+def test_shed_is_held_then_released_once_safe() -> None:
+    rng = random.Random(4)
+    history = _noise(rng, 300)
+    ramp = _noise(rng, 60)
+    for i, outlet_w in enumerate(ramp):
+        outlet_w["pdu-a/3"] += 8.0 * i
+    quiet = _noise(rng, 200, batch_w=100.0)
+    settings = GuardSettings(release_hold_s=600.0)
+    decisions = _run(history + ramp + quiet, settings)
+    started = [i for i, d in enumerate(decisions) if d.sheds_started]
+    released = [i for i, d in enumerate(decisions) if d.sheds_released]
+    assert started
+    assert released
+    assert released[0] - started[0] >= 600.0 / STEP_S
+    assert decisions[-1].shed_w == {}
+
+
+def test_probability_rises_with_the_mean() -> None:
+    forecaster = LoadForecaster(ForecastSettings(step_s=STEP_S, horizon_steps=12))
+    rng = random.Random(5)
+    for i in range(500):
+        forecaster.observe(i * STEP_S, 800.0 + rng.gauss(0.0, 30.0))
+    far, _ = exceed_probability(forecaster, 800.0, 1000.0, 60.0)
+    near, _ = exceed_probability(forecaster, 800.0, 850.0, 60.0)
+    over, _ = exceed_probability(forecaster, 800.0, 700.0, 60.0)
+    assert far == 0.0
+    assert 0.0 < near < 0.5
+    assert over == 1.0
+
+
+def test_trip_curves_follow_published_shapes() -> None:
+    assert math.isinf(UPS_TRIP_CURVE.trip_after_s(0.95))
+    assert 10.0 <= UPS_TRIP_CURVE.trip_after_s(1.2) <= 60.0
+    assert UPS_TRIP_CURVE.trip_after_s(1.6) == pytest.approx(0.5)
+    assert math.isinf(BREAKER_TRIP_CURVE.trip_after_s(1.1))
+    assert BREAKER_TRIP_CURVE.trip_after_s(6.0) <= 0.1
+    with pytest.raises(ValueError, match="trip curve"):
+        TripCurve(((1.5, 1.0), (1.1, 30.0)))
