@@ -4,6 +4,8 @@
         [--control-port 7070] [--speed X] [--start-s T]
         [--mqtt-host H --mqtt-port N --mqtt-profile P --mqtt-prefix PREFIX]
 
+MQTT profiles (simulator/mqtt_bridge.py): tasmota, shelly_gen2, nut (default), power_allocation.
+
 Simulated time runs `--speed` times faster than the wall clock from `--start-s` (default 0; use
 the scenario's `history_s` minus a little to land just before its outage) and follows the
 scenario's timeline. Modbus: each UPS, then each PDU, on its own port from `--modbus-port` (0 picks
@@ -31,7 +33,7 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from custom_components.power_allocation.drivers.scenario_file import (
     ScenarioFileError,
@@ -39,18 +41,11 @@ from custom_components.power_allocation.drivers.scenario_file import (
 )
 
 from .modbus_server import SiteModbusServer
+from .mqtt_bridge import BRIDGE_PROFILES, MqttBridge
 from .site import SimulatedSite
 
 # Wall-clock pacing: never tick faster than this, however fast the simulation runs.
 MIN_TICK_S = 0.05
-
-
-class Publisher(Protocol):
-    """What the loop needs from the MQTT bridge."""
-
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    def publish(self) -> None: ...
 
 
 def control_reply(site: SimulatedSite, line: str) -> str:
@@ -76,7 +71,9 @@ def control_reply(site: SimulatedSite, line: str) -> str:
                 return json.dumps(dataclasses.asdict(site.snapshot()))
             case _:
                 return f"error unknown command {line.strip()!r}"
-    except (KeyError, ValueError) as error:
+    except KeyError as error:
+        return f"error {error.args[0]}"
+    except ValueError as error:
         return f"error {error}"
     return "ok"
 
@@ -88,7 +85,7 @@ class SimulatorRun:
         self.site = site
         self.args = args
         self.modbus = SiteModbusServer(site, args.host, args.modbus_port)
-        self.mqtt: Publisher | None = None
+        self.mqtt: MqttBridge | None = None
         self.control: asyncio.Server | None = None
 
     async def start(self) -> dict[str, Any]:
@@ -98,8 +95,6 @@ class SimulatorRun:
             self._serve_control, self.args.host, self.args.control_port
         )
         if self.args.mqtt_host:
-            from .mqtt_bridge import MqttBridge
-
             bridge = MqttBridge(
                 self.site,
                 self.args.mqtt_host,
@@ -171,7 +166,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     run.add_argument("--start-s", type=float, default=0.0, help="simulated time to start at")
     run.add_argument("--mqtt-host", help="publish to and obey this MQTT broker")
     run.add_argument("--mqtt-port", type=int, default=1883)
-    run.add_argument("--mqtt-profile", default="nut", help="MQTT profile to speak")
+    run.add_argument("--mqtt-profile", default="nut", choices=BRIDGE_PROFILES)
     run.add_argument("--mqtt-prefix", default="sim", help="topic prefix")
     args = parser.parse_args(argv)
     if args.speed <= 0:
