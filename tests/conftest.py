@@ -1,4 +1,4 @@
-"""Shared fixtures. Real peers (Mosquitto, the simulator's Modbus server) come from tests/fixtures."""
+"""Shared fixtures; real peers (Mosquitto, the simulator's Modbus server) are in tests/fixtures."""
 
 from __future__ import annotations
 

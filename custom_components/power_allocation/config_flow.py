@@ -21,7 +21,7 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         if user_input is not None:
             name = user_input[CONF_SITE_NAME].strip()
-            if not slugify(name):
+            if not any(ch.isalnum() for ch in name):
                 errors[CONF_SITE_NAME] = "invalid_name"
             else:
                 await self.async_set_unique_id(slugify(name))

@@ -15,7 +15,7 @@ Objective = tuple[tuple[int, ...], int, float]
 
 
 def _incidence(site: Site) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(services × nodes) share matrix, node limits, node ids."""
+    """(services x nodes) share matrix, node limits, node ids."""
     node_ids = [n.id for n in site.nodes]
     column = {nid: j for j, nid in enumerate(node_ids)}
     shares = np.zeros((len(site.services), len(node_ids)))

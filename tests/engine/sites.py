@@ -1,4 +1,4 @@
-"""Hypothesis strategies for random sites: random DAGs, limits, dual-fed services, throttle floors."""
+"""Random sites for hypothesis: random DAGs, limits, dual-fed services, throttle floors."""
 
 from __future__ import annotations
 
@@ -25,7 +25,12 @@ def random_cases(draw: st.DrawFn, max_services: int = 14) -> RandomCase:
     n = draw(st.integers(1, max_services))
     ups_count = draw(st.integers(1, 2))
     ups = tuple(
-        Ups(f"ups{u}", rated_w=draw(st.integers(100, 3000)), capacity_wh=500, runtime_full_load_s=300)
+        Ups(
+            f"ups{u}",
+            rated_w=draw(st.integers(100, 3000)),
+            capacity_wh=500,
+            runtime_full_load_s=300,
+        )
         for u in range(ups_count)
     )
     pdu_count = draw(st.integers(1, 3))
