@@ -18,6 +18,7 @@ from custom_components.power_allocation.drivers.modbus import (
 from custom_components.power_allocation.drivers.profile import (
     Function,
     RegisterSpec,
+    UpsProfile,
     ValueType,
     load_profile,
 )
@@ -111,7 +112,7 @@ def test_adjacent_registers_are_read_together() -> None:
     """The APC map needs three requests: status block, battery/output block, the rating."""
     device = ups_device(502)
     profile = device.profile
-    assert not isinstance(profile, type(load_profile("generic_pdu")))
+    assert isinstance(profile, UpsProfile)
     specs = [*profile.values.values(), *(g.status for g in profile.outlet_groups.values())]
     assert plan_reads(specs) == (
         ReadBlock(Function.HOLDING, 0, 19),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from custom_components.power_allocation.drivers.scenario_file import (
     ScenarioFileError,

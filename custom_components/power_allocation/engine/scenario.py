@@ -15,7 +15,7 @@ import bisect
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import pairwise
 from typing import Any
@@ -50,6 +50,7 @@ class Trace:
     offsets_s: tuple[float, ...]
     values: tuple[float, ...]
     span_s: float  # one full replay: last offset plus one sample period
+    mean: float = field(init=False)  # of the values present; every replayed sample divides by it
 
     def __post_init__(self) -> None:
         if not self.values or len(self.values) != len(self.offsets_s):
@@ -62,6 +63,7 @@ class Trace:
             raise ScenarioError("trace values must be finite and not negative")
         if sum(self.values) <= 0:
             raise ScenarioError("a trace whose values are all zero cannot be rescaled")
+        object.__setattr__(self, "mean", sum(self.values) / len(self.values))
 
     @classmethod
     def from_samples(cls, samples: Sequence[tuple[float, float]]) -> Trace:
@@ -73,11 +75,6 @@ class Trace:
         steps = sorted(b - a for a, b in pairwise(offsets))
         period_s = steps[len(steps) // 2] if steps else 1.0
         return cls(offsets, tuple(v for _, v in samples), offsets[-1] + period_s)
-
-    @property
-    def mean(self) -> float:
-        """Mean of the values present."""
-        return sum(self.values) / len(self.values)
 
     def value_at(self, t_s: float) -> float:
         """The sample in force at `t_s`, wrapping around at the end."""
