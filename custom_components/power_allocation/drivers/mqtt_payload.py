@@ -58,6 +58,10 @@ def _reject_constant(name: str) -> float:
     raise MalformedPayloadError(f"{name} is not a number")
 
 
+# One decoder for every message: json.loads with options builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def decode_json(payload: bytes, limits: PayloadLimits) -> Any:
     """Strict JSON: size-checked, UTF-8, no NaN or Infinity."""
     if len(payload) > limits.max_payload_bytes:
@@ -65,7 +69,7 @@ def decode_json(payload: bytes, limits: PayloadLimits) -> Any:
             f"payload of {len(payload)} bytes exceeds {limits.max_payload_bytes}"
         )
     try:
-        return json.loads(payload, parse_constant=_reject_constant)
+        return _DECODER.decode(payload.decode("utf-8"))
     except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError too
         raise MalformedPayloadError(f"not JSON: {err}") from None
 
@@ -119,6 +123,12 @@ class DeviceParser:
             self.messages[render(message.topic, variables)] = MessageSpec(
                 topic=render(message.topic, variables), format=message.format, fields=fields
             )
+        self._ceilings = {
+            Quantity.WATTS: limits.max_power_w,
+            Quantity.PERCENT: 100.0,
+            Quantity.SECONDS: limits.max_runtime_s,
+            Quantity.VOLTS: limits.max_voltage_v,
+        }
         self.availability_topic: str | None = None
         self._online_words: dict[str, bool] = {}
         if profile.availability is not None:
@@ -148,62 +158,57 @@ class DeviceParser:
             raise MalformedPayloadError(f"unknown topic {topic[:200]!r}")
         is_text = message.format is PayloadFormat.TEXT
         if is_text:
-            text = decode_text(payload, self.limits)
-            values = {spec.reading: text for spec in message.fields}
+            document: Any = decode_text(payload, self.limits)
         else:
             document = decode_json(payload, self.limits)
             if not isinstance(document, dict):
                 raise MalformedPayloadError("JSON payload is not an object")
-            values = {spec.reading: walk(document, spec.path) for spec in message.fields}
         readings: dict[str, float | bool] = {}
         for spec in message.fields:
-            raw = values[spec.reading]
+            raw = document if is_text else walk(document, spec.path)
             if raw is _MISSING or (raw is None and spec.optional):
                 if not spec.optional:
-                    raise MalformedPayloadError(f"{'.'.join(spec.path)} is missing")
+                    raise MalformedPayloadError(f"{_name(spec)} is missing")
                 continue
-            readings[spec.reading] = self._value(spec, raw, is_text)
+            if spec.quantity is Quantity.SWITCH:
+                readings[spec.reading] = _switch(spec, raw)
+                continue
+            number = _number_from_text(raw, spec) if is_text else _number(raw, spec)
+            ceiling = self._ceilings[spec.quantity]
+            if not 0.0 <= number <= ceiling:
+                raise MalformedPayloadError(f"{_name(spec)} = {number!r} is outside 0..{ceiling:g}")
+            readings[spec.reading] = number
         if not readings:
             raise MalformedPayloadError("no reading in payload")
         # A device that publishes a reading is online, whatever a stale retained LWT said.
         return DeviceUpdate(readings=readings, online=True)
 
-    def _value(self, spec: FieldSpec, raw: Any, is_text: bool) -> float | bool:
-        name = ".".join(spec.path) or spec.reading
-        if spec.quantity is Quantity.SWITCH:
-            return _switch(spec, raw, name)
-        number = _number_from_text(raw, name) if is_text else _number(raw, name)
-        ceiling = {
-            Quantity.WATTS: self.limits.max_power_w,
-            Quantity.PERCENT: 100.0,
-            Quantity.SECONDS: self.limits.max_runtime_s,
-            Quantity.VOLTS: self.limits.max_voltage_v,
-        }[spec.quantity]
-        if not 0.0 <= number <= ceiling:
-            raise MalformedPayloadError(f"{name} = {number!r} is outside 0..{ceiling:g}")
-        return number
+
+def _name(spec: FieldSpec) -> str:
+    return ".".join(spec.path) or spec.reading
 
 
-def _number_from_text(text: str, name: str) -> float:
+def _number_from_text(text: str, spec: FieldSpec) -> float:
     # Stricter than float(): no "nan", "inf", "1_000" or surrounding junk.
     if not _NUMBER.fullmatch(text):
-        raise MalformedPayloadError(f"{name} = {text[:40]!r} is not a number")
-    return _number(float(text), name)
+        raise MalformedPayloadError(f"{_name(spec)} = {text[:40]!r} is not a number")
+    return _number(float(text), spec)
 
 
-def _number(raw: Any, name: str) -> float:
+def _number(raw: Any, spec: FieldSpec) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise MalformedPayloadError(f"{name} is a {type(raw).__name__}, not a number")
+        raise MalformedPayloadError(f"{_name(spec)} is a {type(raw).__name__}, not a number")
     try:
         number = float(raw)
     except OverflowError:  # a JSON integer with hundreds of digits
-        raise MalformedPayloadError(f"{name} is not finite") from None
+        raise MalformedPayloadError(f"{_name(spec)} is not finite") from None
     if not math.isfinite(number):
-        raise MalformedPayloadError(f"{name} is not finite")
+        raise MalformedPayloadError(f"{_name(spec)} is not finite")
     return number
 
 
-def _switch(spec: FieldSpec, raw: Any, name: str) -> bool:
+def _switch(spec: FieldSpec, raw: Any) -> bool:
+    name = _name(spec)
     if spec.flag is not None:
         if not isinstance(raw, str):
             raise MalformedPayloadError(f"{name} is not a status string")

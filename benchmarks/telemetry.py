@@ -1,0 +1,374 @@
+"""Telemetry benchmark: MQTT ingest through a real Mosquitto, and the Modbus poll of a large site.
+
+    python -m benchmarks.telemetry [--messages N] [--plugs N] [--mqtt-port N]
+        [--modbus-cycles N] [--json]
+
+MQTT: a separate process publishes `--messages` Tasmota `tele/<plug>/SENSOR` messages (a real
+firmware's payload, the power varying) round-robin over `--plugs` plugs to a Mosquitto on loopback
+(started here on a free port unless `--mqtt-port` names one; it is stopped afterwards). Two
+consumers take the same stream in turn: a bare paho subscriber that only counts messages (the
+baseline), and the project's `MqttDriver`, which validates, parses and applies each one. A
+consumer's rate is the messages it counted over the time from its first to its last message; the
+ratio is driver / bare. Targets: at least 20,000 messages/s and a ratio of at least 0.5.
+
+The publisher writes pre-encoded PUBLISH packets straight to its socket after paho has connected
+it: paho's own publish path is slower than either consumer here and would measure itself. The
+benchmark's broker queues without limit, so no message is dropped and both consumers see all of
+them; with `--mqtt-port` a broker's own queue limits may drop some, which the report shows.
+
+Modbus: `benchmarks.modbus_poll` (20 PDUs x 24 outlets plus 2 UPS units against the simulator),
+reported as it reports itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+HOST = "127.0.0.1"
+MOSQUITTO = os.environ.get("POWER_ALLOCATION_TEST_MOSQUITTO", "/usr/sbin/mosquitto")
+TARGET_MESSAGES_PER_S = 20_000.0
+TARGET_RATIO = 0.5
+STARTUP_TIMEOUT_S = 10.0
+# A consumer that has counted nothing new for this long after the publisher finished is done.
+IDLE_AFTER_PUBLISHER_S = 2.0
+POLL_S = 0.002
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRun:
+    """One consumer's share of the run."""
+
+    consumer: str
+    messages_published: int
+    messages_counted: int
+    first_to_last_s: float
+    messages_per_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class MqttIngestBenchmark:
+    """Both consumers, and how the driver compares."""
+
+    plugs: int
+    payload_bytes: int
+    bare: IngestRun
+    driver: IngestRun
+    ratio_to_bare: float
+    malformed: int
+
+    @property
+    def meets_target(self) -> bool:
+        """At least 20,000 messages/s, ratio at least 0.5, nothing lost or rejected."""
+        return (
+            self.driver.messages_per_s >= TARGET_MESSAGES_PER_S
+            and self.ratio_to_bare >= TARGET_RATIO
+            and self.driver.messages_counted == self.driver.messages_published
+            and self.malformed == 0
+        )
+
+
+def sensor_payload(power_w: float) -> bytes:
+    """What Tasmota 13 publishes on tele/<topic>/SENSOR for a metering plug."""
+    return json.dumps(
+        {
+            "Time": "2026-11-27T23:00:00",
+            "ENERGY": {
+                "TotalStartTime": "2026-01-01T00:00:00",
+                "Total": 12.345,
+                "Yesterday": 0.512,
+                "Today": 0.128,
+                "Period": 3,
+                "Power": power_w,
+                "ApparentPower": round(power_w * 1.1, 1),
+                "ReactivePower": round(power_w * 0.3, 1),
+                "Factor": 0.91,
+                "Voltage": 231,
+                "Current": round(power_w / 231, 3),
+            },
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def plug_topic(index: int) -> str:
+    """The Tasmota topic of plug `index`."""
+    return f"bench{index}"
+
+
+def _publish_packet(topic: str, payload: bytes) -> bytes:
+    """An MQTT 3.1.1 PUBLISH at QoS 0: fixed header, remaining length, topic, payload."""
+    encoded_topic = topic.encode()
+    body = len(encoded_topic).to_bytes(2, "big") + encoded_topic + payload
+    length, remaining = bytearray(), len(body)
+    while True:
+        remaining, digit = divmod(remaining, 128)
+        length.append(digit | 0x80 if remaining else digit)
+        if not remaining:
+            break
+    return b"\x30" + bytes(length) + body
+
+
+def publish_burst(port: int, messages: int, plugs: int) -> None:
+    """The publisher process: connect with paho, then write every PUBLISH packet at once."""
+    packets = b"".join(
+        _publish_packet(f"tele/{plug_topic(n % plugs)}/SENSOR", sensor_payload(float(n % 2000) / 4))
+        for n in range(messages)
+    )
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-publisher")
+    client.connect(HOST, port)
+    client.loop(timeout=1.0)  # CONNACK
+    sock = client.socket()
+    assert isinstance(sock, socket.socket)
+    sock.setblocking(True)
+    sock.sendall(packets)
+    client.disconnect()
+
+
+def _start_publisher(port: int, messages: int, plugs: int) -> BaseProcess:
+    # spawn: the parent runs paho threads, which a fork would copy half-way.
+    process = multiprocessing.get_context("spawn").Process(
+        target=publish_burst, args=(port, messages, plugs), name="bench-publisher"
+    )
+    process.start()
+    return process
+
+
+def _drain(count: Callable[[], int], expected: int, publisher: BaseProcess) -> tuple[int, float]:
+    """Poll a consumer's counter until it has every message (or stops getting any after the
+    publisher is done); (messages counted, seconds from the first to the last)."""
+    first_s: float | None = None
+    last_count, last_change_s = 0, time.perf_counter()
+    while True:
+        counted, now_s = count(), time.perf_counter()
+        if counted and first_s is None:
+            first_s = now_s
+        if counted != last_count:
+            last_count, last_change_s = counted, now_s
+        if counted >= expected:
+            break
+        if not publisher.is_alive() and now_s - last_change_s > IDLE_AFTER_PUBLISHER_S:
+            break
+        time.sleep(POLL_S)
+    publisher.join()
+    return last_count, last_change_s - (first_s if first_s is not None else last_change_s)
+
+
+def _rate(consumer: str, published: int, counted: int, seconds: float) -> IngestRun:
+    return IngestRun(consumer, published, counted, seconds, counted / seconds if seconds else 0.0)
+
+
+def measure_bare(port: int, messages: int, plugs: int) -> IngestRun:
+    """A paho subscriber that only counts, on paho's own network thread."""
+    counted = [0]
+    subscribed = threading.Event()
+
+    def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        counted[0] += 1
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare")
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect(HOST, port)
+    client.subscribe([(f"tele/{plug_topic(n)}/SENSOR", 1) for n in range(plugs)])
+    client.loop_start()
+    try:
+        if not subscribed.wait(STARTUP_TIMEOUT_S):
+            raise TimeoutError("the bare subscriber was not subscribed in time")
+        publisher = _start_publisher(port, messages, plugs)
+        total, seconds = _drain(lambda: counted[0], messages, publisher)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return _rate("bare paho subscriber", messages, total, seconds)
+
+
+async def measure_driver(port: int, messages: int, plugs: int) -> tuple[IngestRun, int]:
+    """The project's driver with one Tasmota device per plug; (its run, malformed messages)."""
+    # Imported here, not at the top: the publisher process imports this module, and the package
+    # around the driver pulls in Home Assistant, seconds of start-up it does not need.
+    from custom_components.power_allocation.drivers.mqtt import MqttDriver, MqttDriverConfig
+    from custom_components.power_allocation.drivers.mqtt_profile import MqttDevice
+
+    devices = tuple(
+        MqttDevice("tasmota", f"pdu{n // 24}/{n % 24 + 1}", {"topic": plug_topic(n)})
+        for n in range(plugs)
+    )
+    config = MqttDriverConfig(
+        host=HOST, port=port, client_id="bench-driver", broadcast_status=False, devices=devices
+    )
+    # SUBACK has no public hook on the driver: a retained LWT, delivered once on subscription,
+    # shows when it listens.
+    lwt_topic = f"tele/{plug_topic(0)}/LWT"
+    _publish_retained(port, lwt_topic, b"Online")
+    driver = MqttDriver(config)
+    await driver.start()
+    try:
+        deadline_s = time.monotonic() + STARTUP_TIMEOUT_S
+        while driver.counts().applied == 0:
+            if time.monotonic() > deadline_s:
+                raise TimeoutError("the driver did not subscribe in time")
+            await asyncio.sleep(0.01)
+        before = driver.counts().applied
+
+        def handled() -> int:
+            counts = driver.counts()
+            return counts.applied - before + sum(counts.malformed.values())
+
+        publisher = _start_publisher(port, messages, plugs)
+        total, seconds = await asyncio.to_thread(_drain, handled, messages, publisher)
+        malformed = sum(driver.counts().malformed.values())
+    finally:
+        await driver.stop()
+        _publish_retained(port, lwt_topic, b"")  # leave no retained message behind
+    return _rate("project MqttDriver", messages, total, seconds), malformed
+
+
+def _publish_retained(port: int, topic: str, payload: bytes) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-retain")
+    client.connect(HOST, port)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1, retain=True).wait_for_publish(STARTUP_TIMEOUT_S)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@contextlib.contextmanager
+def mosquitto() -> Iterator[int]:
+    """A Mosquitto on a free loopback port that queues without limit; its port."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port = int(probe.getsockname()[1])
+    with tempfile.TemporaryDirectory() as workdir:
+        config = Path(workdir) / "mosquitto.conf"
+        lines = [
+            f"listener {port} {HOST}",
+            "allow_anonymous true",
+            "persistence false",
+            "max_queued_messages 0",
+            "max_queued_bytes 0",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # it would drop to the `mosquitto` user otherwise
+        config.write_text("\n".join(lines) + "\n")
+        process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            deadline_s = time.monotonic() + STARTUP_TIMEOUT_S
+            while True:
+                try:
+                    socket.create_connection((HOST, port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline_s:
+                        raise RuntimeError("mosquitto did not start") from None
+                    time.sleep(0.02)
+            yield port
+        finally:
+            process.terminate()
+            process.wait()
+
+
+def run_mqtt_ingest(messages: int, plugs: int, port: int | None = None) -> MqttIngestBenchmark:
+    """Both consumers on one broker: the given one, or one started for the run."""
+    with contextlib.ExitStack() as stack:
+        if port is None:
+            if shutil.which(MOSQUITTO) is None:
+                raise SystemExit(f"{MOSQUITTO} not found: install Debian's mosquitto")
+            port = stack.enter_context(mosquitto())
+        bare = measure_bare(port, messages, plugs)
+        driver, malformed = asyncio.run(measure_driver(port, messages, plugs))
+    ratio = driver.messages_per_s / bare.messages_per_s if bare.messages_per_s else 0.0
+    return MqttIngestBenchmark(
+        plugs=plugs,
+        payload_bytes=len(sensor_payload(123.25)),
+        bare=bare,
+        driver=driver,
+        ratio_to_bare=ratio,
+        malformed=malformed,
+    )
+
+
+def run_benchmark(
+    messages: int, plugs: int, mqtt_port: int | None, modbus_cycles: int, modbus_pdus: int = 20
+) -> dict[str, Any]:
+    """Every figure of the run, as JSON-ready data."""
+    from benchmarks.modbus_poll import run_modbus_poll_benchmark
+
+    ingest = run_mqtt_ingest(messages, plugs, mqtt_port)
+    mqtt_figures = asdict(ingest) | {"meets_target": ingest.meets_target}
+    modbus = run_modbus_poll_benchmark(modbus_cycles, pdus=modbus_pdus) if modbus_cycles else None
+    return {"mqtt_ingest": mqtt_figures, "modbus_poll": modbus}
+
+
+def format_table(figures: dict[str, Any]) -> str:
+    """The human-readable report."""
+    from benchmarks.modbus_poll import format_table as format_modbus_table
+
+    ingest = figures["mqtt_ingest"]
+    bare, driver = ingest["bare"], ingest["driver"]
+    lines = [
+        f"MQTT ingest: Tasmota SENSOR payloads of {ingest['payload_bytes']} bytes over "
+        f"{ingest['plugs']} plugs, Mosquitto on loopback",
+        "",
+        "| consumer | published | counted | first to last s | messages/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for run in (bare, driver):
+        lines.append(
+            f"| {run['consumer']} | {run['messages_published']:,} | {run['messages_counted']:,} "
+            f"| {run['first_to_last_s']:.3f} | {run['messages_per_s']:,.0f} |"
+        )
+    lines += [
+        "",
+        f"driver / bare: {ingest['ratio_to_bare']:.3f} (target >= {TARGET_RATIO})",
+        f"driver messages/s target: >= {TARGET_MESSAGES_PER_S:,.0f}",
+        f"malformed: {ingest['malformed']}",
+        f"meets target: {'yes' if ingest['meets_target'] else 'no'}",
+    ]
+    if figures["modbus_poll"] is not None:
+        lines += ["", "Modbus poll:", format_modbus_table(figures["modbus_poll"])]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line; returns the figures it printed."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.telemetry", description=__doc__)
+    parser.add_argument("--messages", type=int, default=100_000, help="MQTT messages per consumer")
+    parser.add_argument("--plugs", type=int, default=100, help="Tasmota plugs they spread over")
+    parser.add_argument("--mqtt-port", type=int, help="use the Mosquitto already on this port")
+    parser.add_argument("--modbus-cycles", type=int, default=50, help="0 skips the Modbus part")
+    parser.add_argument("--modbus-pdus", type=int, default=20)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    figures = run_benchmark(
+        args.messages, args.plugs, args.mqtt_port, args.modbus_cycles, args.modbus_pdus
+    )
+    print(json.dumps(figures, indent=2) if args.json else format_table(figures))
+    return figures
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,37 @@
+"""Smoke test: the telemetry benchmark runs end to end on a tiny input (figures not judged)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import telemetry
+from tests.fixtures.mqtt_broker import Mosquitto
+
+
+def test_telemetry_benchmark_runs_on_a_tiny_input(
+    mqtt_broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    figures = telemetry.main(
+        [
+            *("--messages", "300", "--plugs", "3", "--mqtt-port", str(mqtt_broker.port)),
+            *("--modbus-cycles", "1", "--modbus-pdus", "1", "--json"),
+        ]
+    )
+
+    assert json.loads(capsys.readouterr().out) == figures
+    ingest = figures["mqtt_ingest"]
+    for run in (ingest["bare"], ingest["driver"]):
+        assert run["messages_counted"] == run["messages_published"] == 300
+        assert run["messages_per_s"] > 0
+    assert ingest["malformed"] == 0
+    assert figures["modbus_poll"]["unavailable_device_reads"] == 0
+    assert "project MqttDriver" in telemetry.format_table(figures)
+
+
+def test_publish_packets_are_valid_mqtt() -> None:
+    # Remaining length is a base-128 varint: 321 bytes of body take two bytes.
+    packet = telemetry._publish_packet("t", b"x" * 318)
+    assert packet[:3] == bytes([0x30, 321 % 128 | 0x80, 321 // 128])
+    assert packet[3:6] == b"\x00\x01t"
