@@ -153,6 +153,12 @@ class SimulatedSite:
             for ups in site.ups
             for index, pdu in enumerate(p for p in site.pdus if p.ups == ups.id)
         }
+        # Each outlet's UPS and the switched outlet group (if any) its PDU hangs off.
+        self._feed = {
+            outlet.id: (pdu.ups, self._feeding_group[pdu.id])
+            for pdu in site.pdus
+            for outlet in pdu.outlets
+        }
         self._outlet_on = dict.fromkeys(site.outlet_by_id, True)
         self._mode = dict.fromkeys(site.service_by_id, ServiceMode.RUNNING)
         self._mode_until_s: dict[str, float] = {}
@@ -211,7 +217,8 @@ class SimulatedSite:
         """Run the physics for `dt_s` seconds of simulated time."""
         if dt_s < 0:
             raise ValueError("time only moves forward")
-        output_w = self._ups_output_w(self._outlet_power_w())
+        demand_w = {service_id: self.demand_w(service_id) for service_id in self._mode}
+        output_w = self._ups_output_w(self._outlet_power_w(self._service_power_w(demand_w)))
         for ups_id, battery in self._batteries.items():
             if self.mains_on:
                 self._soc_ratio[ups_id] = min(1.0, self._soc_ratio[ups_id] + dt_s / RECHARGE_FULL_S)
@@ -239,7 +246,9 @@ class SimulatedSite:
 
     def snapshot(self) -> SiteSnapshot:
         """Every outlet, UPS and service as they are now."""
-        outlet_power_w = self._outlet_power_w()
+        demand_w = {service_id: self.demand_w(service_id) for service_id in self._mode}
+        service_power_w = self._service_power_w(demand_w)
+        outlet_power_w = self._outlet_power_w(service_power_w)
         output_w = self._ups_output_w(outlet_power_w)
         ups = {}
         for ups_id, battery in self._batteries.items():
@@ -274,8 +283,8 @@ class SimulatedSite:
             service_id: ServiceState(
                 service_id=service_id,
                 mode=mode,
-                demand_w=self.demand_w(service_id),
-                power_w=self._service_power_w(service_id),
+                demand_w=demand_w[service_id],
+                power_w=service_power_w[service_id],
                 cap_w=self._cap_w[service_id],
             )
             for service_id, mode in self._mode.items()
@@ -293,9 +302,7 @@ class SimulatedSite:
         self._settle()
 
     def _powered(self, outlet_id: str) -> bool:
-        pdu_id = self.scenario.site.outlet_by_id[outlet_id].pdu
-        ups_id = self.scenario.site.pdu_by_id[pdu_id].ups
-        group = self._feeding_group[pdu_id]
+        ups_id, group = self._feed[outlet_id]
         return (
             self._outlet_on[outlet_id]
             and self._ups_alive[ups_id]
@@ -303,22 +310,26 @@ class SimulatedSite:
             and (group is None or self._group_on[ups_id, group])
         )
 
-    def _service_power_w(self, service_id: str) -> float:
-        mode = self._mode[service_id]
-        if mode is ServiceMode.UNPOWERED:
-            return 0.0
-        if mode is ServiceMode.STOPPED:
-            return float(self._service(service_id).idle_w)
-        cap_w = self._cap_w[service_id]
-        demand_w = self.demand_w(service_id)
-        return demand_w if cap_w is None else min(demand_w, cap_w)
+    def _service_power_w(self, demand_w: Mapping[str, float]) -> dict[str, float]:
+        power_w = {}
+        for service_id, mode in self._mode.items():
+            cap_w = self._cap_w[service_id]
+            if mode is ServiceMode.UNPOWERED:
+                power_w[service_id] = 0.0
+            elif mode is ServiceMode.STOPPED:
+                power_w[service_id] = float(self._service(service_id).idle_w)
+            elif cap_w is None:
+                power_w[service_id] = demand_w[service_id]
+            else:
+                power_w[service_id] = min(demand_w[service_id], cap_w)
+        return power_w
 
-    def _outlet_power_w(self) -> dict[str, float]:
+    def _outlet_power_w(self, service_power_w: Mapping[str, float]) -> dict[str, float]:
         power_w = dict.fromkeys(self._outlet_on, 0.0)
         for service in self.scenario.site.services:
             powered = [o for o in service.outlets if self._powered(o)]
             if powered:
-                share_w = self._service_power_w(service.id) / len(powered)
+                share_w = service_power_w[service.id] / len(powered)
                 for outlet_id in powered:
                     power_w[outlet_id] = share_w
         return power_w
@@ -326,7 +337,7 @@ class SimulatedSite:
     def _ups_output_w(self, outlet_power_w: dict[str, float]) -> dict[str, float]:
         output_w = dict.fromkeys(self._batteries, 0.0)
         for outlet_id, watts in outlet_power_w.items():
-            output_w[self.scenario.site.nodes_above_outlet(outlet_id)[2]] += watts
+            output_w[self._feed[outlet_id][0]] += watts
         return output_w
 
     def _settle(self) -> None:
