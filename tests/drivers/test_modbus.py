@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from custom_components.power_allocation.drivers.interface import Command, CommandKind
 from custom_components.power_allocation.drivers.modbus import (
@@ -357,3 +360,59 @@ async def test_a_failed_command_reports_the_failure(faulty_ups: FaultyLink) -> N
 def test_devices_need_distinct_ids() -> None:
     with pytest.raises(ValueError, match="own id"):
         ModbusDriver([ups_device(502), ups_device(503)])
+
+
+register_specs = st.builds(
+    RegisterSpec,
+    function=st.sampled_from(list(Function)),
+    address=st.integers(min_value=0, max_value=3000),
+    type=st.sampled_from([ValueType.U16, ValueType.U32, ValueType.FLOAT32]),
+)
+
+
+@given(st.lists(register_specs, max_size=60), st.integers(min_value=0, max_value=40))
+def test_read_plans_cover_every_value_within_protocol_limits(
+    specs: list[RegisterSpec], max_gap: int
+) -> None:
+    blocks = plan_reads(specs, max_gap)
+    assert all(any(block.holds(spec) for block in blocks) for spec in specs)
+    for block in blocks:
+        limit = 2000 if block.function.is_bit_table else 125
+        assert 1 <= block.count <= limit
+    for first, second in itertools.pairwise(blocks):
+        if first.function is second.function:
+            assert first.address + first.count <= second.address  # no register read twice
+
+
+@given(
+    st.sampled_from(list(ValueType)),
+    st.lists(st.integers(min_value=0, max_value=0xFFFF), min_size=2, max_size=2),
+    st.sampled_from(["big", "little"]),
+    st.one_of(st.none(), st.integers(min_value=0, max_value=15)),
+)
+def test_any_words_decode_without_raising(
+    value_type: ValueType, words: list[int], word_order: str, bit: int | None
+) -> None:
+    function = Function.COIL if value_type is ValueType.BOOL else Function.HOLDING
+    spec = RegisterSpec(function, 0, value_type, bit=bit, word_order=word_order)
+    value = spec.decode(words[: spec.width])
+    assert isinstance(value, bool | float)
+
+
+async def test_impossible_readings_are_reported_unknown(modbus_site: ModbusSite) -> None:
+    """A UPS claiming 150 % charge: the reading is dropped, the device stays available."""
+    ups_profile = load_profile("apc_smart_ups")
+    assert isinstance(ups_profile, UpsProfile)
+    values = dict(ups_profile.values)
+    values["soc_pct"] = RegisterSpec(Function.HOLDING, 130, ValueType.U16, scale=1.5 / 512)
+    lying = UpsProfile("lying", values, ups_profile.outlet_groups, ups_profile.outlet_command)
+    port = modbus_site.server.ports["ups1"]
+    driver = ModbusDriver([ModbusDevice("ups1", HOST, lying, port=port)])
+    await driver.start()
+    try:
+        reading = (await driver.read(1.0)).ups["ups1"]
+    finally:
+        await driver.stop()
+    assert reading.available
+    assert reading.soc_pct is None
+    assert reading.runtime_s is not None

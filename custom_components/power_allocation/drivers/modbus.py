@@ -236,6 +236,11 @@ def _number(values: Mapping[str, float | bool], name: str) -> float | None:
     return value
 
 
+def _percent(values: Mapping[str, float | bool], name: str) -> float | None:
+    value = _number(values, name)
+    return value if value is not None and 0.0 <= value <= 100.0 else None
+
+
 def _flag(values: Mapping[str, float | bool], name: str) -> bool | None:
     value = values.get(name)
     return None if value is None else bool(value)
@@ -246,7 +251,9 @@ def _ups_reading(device: ModbusDevice, values: Mapping[str, float | bool] | None
         return UpsReading(device.device_id, available=False)
     output_w = _number(values, "output_w")
     load_pct, rated_w = _number(values, "output_load_pct"), _number(values, "rated_w")
-    if output_w is None and load_pct is not None and rated_w is not None:
+    if output_w is not None and output_w < 0:
+        output_w = None
+    if output_w is None and load_pct is not None and rated_w is not None and load_pct >= 0:
         output_w = load_pct / 100.0 * rated_w
     return UpsReading(
         ups_id=device.device_id,
@@ -255,7 +262,7 @@ def _ups_reading(device: ModbusDevice, values: Mapping[str, float | bool] | None
         online=_flag(values, "online"),
         low_battery=_flag(values, "low_battery"),
         runtime_s=_number(values, "runtime_s"),
-        soc_pct=_number(values, "soc_pct"),
+        soc_pct=_percent(values, "soc_pct"),
         output_w=output_w,
         output_voltage_v=_number(values, "output_voltage_v"),
     )
