@@ -173,6 +173,8 @@ class _DeviceLink:
                 )
         _check(reply)
         if block.function.is_bit_table:
+            if len(reply.bits) < block.count:
+                raise DeviceError(f"short reply: {len(reply.bits)} of {block.count} bits")
             return [int(bit) for bit in reply.bits[: block.count]]
         if len(reply.registers) < block.count:
             raise DeviceError(f"short reply: {len(reply.registers)} of {block.count} registers")
@@ -196,7 +198,7 @@ class _DeviceLink:
                 self.device.device_id,
                 self.device.host,
                 self.device.port,
-                error or type(error).__name__,
+                str(error) or type(error).__name__,
             )
         else:
             _LOGGER.debug("Modbus device %s still unavailable: %s", self.device.device_id, error)
