@@ -248,7 +248,9 @@ class MqttBridge:
             has_power = service.mode is not ServiceMode.UNPOWERED
             messages.append((f"{root}/availability", "online" if has_power else "offline"))
             if has_power:
-                messages.append((f"{root}/telemetry", json.dumps({"power_w": service.power_w})))
+                messages.append(
+                    (f"{root}/telemetry", json.dumps({"power_w": round(service.power_w, 1)}))
+                )
         return messages
 
     # --- what is obeyed ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,11 @@ from custom_components.power_allocation.drivers.interface import (
     CommandKind,
     TelemetrySnapshot,
 )
-from custom_components.power_allocation.drivers.mqtt import MqttDriver, MqttDriverConfig
+from custom_components.power_allocation.drivers.mqtt import (
+    MqttDriver,
+    MqttDriverConfig,
+    TlsOptions,
+)
 from custom_components.power_allocation.drivers.mqtt_payload import PayloadLimits
 from custom_components.power_allocation.drivers.mqtt_profile import MqttDevice, ProfileError
 from custom_components.power_allocation.drivers.mqtt_status import (
@@ -22,7 +27,7 @@ from custom_components.power_allocation.drivers.mqtt_status import (
     ServiceStatus,
     SiteStatus,
 )
-from tests.fixtures.mqtt_broker import Mosquitto, MqttPeer, eventually
+from tests.fixtures.mqtt_broker import Mosquitto, MqttPeer, eventually, write_tls_files
 
 type PeerFactory = Callable[..., MqttPeer]
 
@@ -440,6 +445,32 @@ async def test_nothing_is_published_outside_the_configured_topics(
     published_by_driver = {topic for topic, _ in spy.received} - published_by_peers
     assert published_by_driver == {"cmnd/plug1/POWER", f"{BASE}/availability"}
     spy.publish(f"{BASE}/availability", b"", retain=True)
+
+
+async def test_tls_with_the_brokers_ca(tls_mqtt_broker: Mosquitto, mqtt_peers: PeerFactory) -> None:
+    plug = mqtt_peers(tls_mqtt_broker, "plug1")
+    tls = TlsOptions(ca_certs=tls_mqtt_broker.ca_certs)
+    async with connected(config_for(tls_mqtt_broker, TASMOTA, tls=tls)) as driver:
+        plug.publish("tele/plug1/SENSOR", json.dumps({"ENERGY": {"Power": 4}}))
+        await snapshot_where(driver, lambda s: s.outlets["pdu-a/1"].power_w == 4.0)
+
+
+async def test_tls_refuses_a_broker_it_does_not_trust(
+    tls_mqtt_broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other_ca, _, _ = write_tls_files(tmp_path)
+    config = config_for(tls_mqtt_broker, TASMOTA, tls=TlsOptions(ca_certs=str(other_ca)))
+    driver = MqttDriver(config)
+    await driver.start()
+    try:
+        await eventually(lambda: "Cannot connect to MQTT broker" in caplog.text)
+        result = await driver.execute(Command(CommandKind.OUTLET_ON, "pdu-a/1"))
+        snapshot = await driver.read(0.0)
+    finally:
+        await driver.stop()
+    assert not result.ok
+    assert not snapshot.outlets["pdu-a/1"].available
+    assert "Connected to MQTT broker" not in caplog.text
 
 
 def test_bad_device_configuration_is_rejected_with_a_reason() -> None:

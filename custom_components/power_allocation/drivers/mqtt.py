@@ -178,6 +178,7 @@ class MqttDriver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._stopping = False
+        self._reported_unreachable = False
 
     @property
     def subscriptions(self) -> tuple[str, ...]:
@@ -227,6 +228,7 @@ class MqttDriver:
         client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         self._client = client
         self._stopping = False
@@ -394,11 +396,23 @@ class MqttDriver:
         _LOGGER.info("Connected to MQTT broker %s:%s", self._config.host, self._config.port)
         with self._lock:
             self._connected = True
+            self._reported_unreachable = False
         # A clean session forgets subscriptions: subscribe on every (re)connection.
         if self._subscriptions:
             client.subscribe([(topic, COMMAND_QOS) for topic in self._subscriptions])
         if self._config.broadcast_status:
             client.publish(self._config.availability_topic, ONLINE, qos=COMMAND_QOS, retain=True)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # Refused TCP, failed TLS handshake, unknown host: paho retries with backoff; say it once.
+        with self._lock:
+            first, self._reported_unreachable = not self._reported_unreachable, True
+        if first:
+            _LOGGER.warning(
+                "Cannot connect to MQTT broker %s:%s; retrying with backoff",
+                self._config.host,
+                self._config.port,
+            )
 
     def _on_disconnect(
         self,
