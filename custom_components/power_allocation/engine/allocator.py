@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple, cast
@@ -32,6 +32,9 @@ from .model import TIERS_MOST_IMPORTANT_FIRST, Priority, Site
 
 # Draws are compared with this slack so float rounding never turns a fit into an overload.
 TOLERANCE_W = 1e-6
+# A running service is modelled as drawing at least this much, so that a draw of 0 always means
+# off (a service forecast at 0 W still has to be told apart from a shed one).
+MIN_RUNNING_W = 1e-3
 EXACT_MAX_SERVICES = 250
 EXACT_TIME_BUDGET_S = 2.0
 
@@ -117,8 +120,12 @@ class _Index:
     node_of: dict[str, int]
     # Each service's (node, share) pairs; shares of one node are summed.
     feeds: tuple[tuple[tuple[int, float], ...], ...]
-    # Each node's (service, share) pairs.
+    # Each node's (service, share) pairs, and the same services as an array.
     fed: tuple[tuple[tuple[int, float], ...], ...]
+    fed_members: tuple[tuple[int, ...], ...]
+    # The UPS nodes feeding each service (UPS units come first among the nodes).
+    ups_of: tuple[tuple[int, ...], ...]
+    ups_count: int
     unmanaged_nodes: dict[str, tuple[int, ...]]
     # The same incidence as flat arrays, for vectorised loads.
     feed_service: npt.NDArray[np.int64]
@@ -178,6 +185,9 @@ def _build_index(site: Site) -> _Index:
         node_of=node_of,
         feeds=tuple(feeds),
         fed=tuple(tuple(pairs) for pairs in fed),
+        fed_members=tuple(tuple(i for i, _ in pairs) for pairs in fed),
+        ups_of=tuple(tuple(n for n, _ in pairs if n < len(site.ups)) for pairs in feeds),
+        ups_count=len(site.ups),
         unmanaged_nodes={
             outlet: tuple(node_of[n] for n in site.nodes_above_outlet(outlet))
             for outlet in site.unmanaged_outlets
@@ -251,6 +261,7 @@ def _problem(
         if bad.any():
             first = int(np.argmax(bad))
             _watts(f"service {index.service_ids[first]!r}: {name}", float(values[first]))
+    upper = np.maximum(upper, MIN_RUNNING_W)
     minimum = index.throttle_min_w
     floor = np.where(np.isnan(minimum), upper, np.fmin(minimum, upper))
     capacity = list(index.node_limit_w)
@@ -318,8 +329,10 @@ def _greedy(problem: _Problem) -> list[float]:
     upper, floor, capacity = problem.upper_w, problem.floor_w, problem.capacity_w
     n = len(upper)
     draw = [0.0 if i in problem.forced_off else upper[i] for i in range(n)]
-    load = cast(list[float], _node_loads(problem, draw).tolist())
-    over = [j for j in reversed(range(len(load))) if load[j] > capacity[j] + TOLERANCE_W]
+    loads = _node_loads(problem, draw)
+    load = cast(list[float], loads.tolist())
+    overloaded = np.flatnonzero(loads > np.asarray(capacity) + TOLERANCE_W)[::-1]
+    over = cast(list[int], overloaded.tolist())
     pinned = problem.forced_on | problem.forced_off
     movable = [i not in pinned for i in range(n)] if pinned else [True] * n
 
@@ -329,27 +342,40 @@ def _greedy(problem: _Problem) -> list[float]:
         for node, share in index.feeds[i]:
             load[node] += delta * share
 
-    rank, lost_rank = index.rank, index.lost_rank
+    def members_by(
+        node: int, keep: Callable[[int], bool], *columns: Callable[[int], float]
+    ) -> list[int]:
+        """The services on `node` that `keep` accepts, sorted by `columns` (first is primary)."""
+        kept = [i for i in index.fed_members[node] if keep(i)]
+        if len(kept) < 64:
+            return sorted(kept, key=lambda i: tuple(column(i) for column in columns))
+        # A UPS feeds every service: sort its thousands of members in numpy.
+        keys = [np.fromiter(map(column, kept), np.float64, len(kept)) for column in columns]
+        return cast(list[int], np.asarray(kept)[np.lexsort(keys[::-1])].tolist())
+
     for node in over:
         if load[node] <= capacity[node] + TOLERANCE_W:
             continue
-        candidates = sorted(
-            (i for i, _ in index.fed[node] if draw[i] > floor[i] and i not in problem.forced_off),
-            key=lambda i: (rank[i], floor[i] - draw[i]),
-        )
-        for i in candidates:
+        for i in members_by(
+            node,
+            lambda i: draw[i] > floor[i],
+            index.rank.__getitem__,
+            lambda i: floor[i] - draw[i],  # the biggest reduction first
+        ):
             set_draw(i, floor[i])
             if load[node] <= capacity[node] + TOLERANCE_W:
                 break
     for node in over:
         if load[node] <= capacity[node] + TOLERANCE_W:
             continue
-        candidates = sorted(
-            (i for i, _ in index.fed[node] if draw[i] > 0 and movable[i]),
-            key=lambda i: (lost_rank[i], rank[i], -draw[i]),
-        )
-        for i in candidates:
-            if draw[i] == 0:
+        for i in members_by(
+            node,
+            lambda i: draw[i] > 0 and movable[i],
+            index.lost_rank.__getitem__,
+            index.rank.__getitem__,
+            lambda i: -draw[i],
+        ):
+            if draw[i] == 0:  # already shed as a dependent of an earlier one
                 continue
             stack = [i]
             while stack:
@@ -377,11 +403,16 @@ def _greedy(problem: _Problem) -> list[float]:
         ):
             for k in needed:
                 set_draw(k, floor[k])
-    # Raise every capped service as far as its nodes allow, most important first.
+    # Raise every capped service as far as its nodes allow, most important first. A service under
+    # a UPS with no room left cannot be raised: on a large site that skips most of them at once.
+    full_ups = {u for u in range(index.ups_count) if load[u] >= capacity[u] - TOLERANCE_W}
     for i in [i for i in index.readmit_order if 0 < draw[i] < upper[i]]:
+        if full_ups and not full_ups.isdisjoint(index.ups_of[i]):
+            continue
         room = min((capacity[node] - load[node]) / share for node, share in index.feeds[i])
         if room > TOLERANCE_W:
             set_draw(i, min(upper[i], draw[i] + room))
+            full_ups.update(u for u in index.ups_of[i] if load[u] >= capacity[u] - TOLERANCE_W)
     return draw
 
 
@@ -499,7 +530,15 @@ def _result(problem: _Problem, draw: Sequence[float], *, optimal: bool, method: 
     index = problem.index
     loads = _node_loads(problem, draw)
     slack = cast(list[float], (np.asarray(problem.capacity_w) - loads).tolist())
-    decisions = {sid: _decide(problem, i, draw, slack) for i, sid in enumerate(index.service_ids)}
+    upper, forced_on = problem.upper_w, problem.forced_on
+    decisions: dict[str, Decision] = {}
+    for i, sid in enumerate(index.service_ids):
+        watts = draw[i]
+        # Most services simply run: skip the search for a reason.
+        if watts >= upper[i] - TOLERANCE_W and i not in forced_on:
+            decisions[sid] = Decision(ServiceState.ON, watts, None, _FITS)
+        else:
+            decisions[sid] = _decide(problem, i, draw, slack)
     within = min(slack, default=0.0) >= -TOLERANCE_W
     totals = cast(list[float], (loads + np.asarray(problem.unmanaged_w)).tolist())
     node_load_w = dict(zip(index.node_ids, totals, strict=True))
