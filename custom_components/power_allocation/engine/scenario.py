@@ -100,15 +100,14 @@ _NOISE_BLOCK = 4096
 
 
 @lru_cache(maxsize=256)
-def _noise_block(seed: int, stream: int, block: int) -> tuple[float, ...]:
-    rng = np.random.default_rng((seed, stream, block))
-    return tuple(float(x) for x in rng.standard_normal(_NOISE_BLOCK))
+def _noise_block(seed: int, stream: int, block: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return np.random.default_rng((seed, stream, block)).standard_normal(_NOISE_BLOCK)
 
 
 def standard_noise(seed: int, stream: str, step: int) -> float:
     """A standard normal draw that depends only on (seed, stream, step)."""
     values = _noise_block(seed, zlib.crc32(stream.encode()), step // _NOISE_BLOCK)
-    return values[step % _NOISE_BLOCK]
+    return float(values[step % _NOISE_BLOCK])
 
 
 @dataclass(frozen=True, slots=True)
