@@ -68,9 +68,10 @@ def test_greedy_allocation_is_always_feasible(case: RandomCase) -> None:
     assert allocation.within_limits
     assert_feasible(case.site, allocation, case.unmanaged_w)
     exact = allocate(case.site, case.demand_w, unmanaged_w=case.unmanaged_w)
-    assert allocation_objective(case.site, allocation)[:2] <= allocation_objective(
-        case.site, exact
-    )[:2]
+    assert (
+        allocation_objective(case.site, allocation)[:2]
+        <= allocation_objective(case.site, exact)[:2]
+    )
 
 
 @settings(max_examples=80, deadline=None)
@@ -123,7 +124,9 @@ DEMAND = {
 
 
 def test_everything_fits_needs_no_search() -> None:
-    allocation = allocate(rack(), {k: Demand(v.mean_w / 4, v.upper_w / 4) for k, v in DEMAND.items()})
+    allocation = allocate(
+        rack(), {k: Demand(v.mean_w / 4, v.upper_w / 4) for k, v in DEMAND.items()}
+    )
     assert allocation.method == "all_fit"
     assert allocation.optimal
     assert {d.state for d in allocation.decisions.values()} == {ServiceState.ON}
