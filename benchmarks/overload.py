@@ -50,7 +50,7 @@ DATA = Path(__file__).parent / "data"
 WEEK_S = 7 * 86400.0
 CYCLE_S = 10.0  # telemetry cycle: the guard and the forecasters run once per cycle
 # A pre-emptive shed counts as justified if its node really went over within this time.
-FALSE_SHED_WINDOW_S = 900.0
+FALSE_SHED_WINDOW_S = 1800.0
 POLICIES = ("none", "allocator", "guard")
 
 

@@ -18,7 +18,9 @@ A probability at or above `warning_probability` raises a warning. At or above `s
 for `confirm_cycles` cycles in a row (hysteresis: one noisy reading sheds nothing) — or at once when
 the node is already over its limit, or the device's trip curve at the forecast upper draw leaves
 less than `urgent_trip_s` — the guard starts a pre-emptive shed: it works out how many watts must
-go for the node's forecast upper draw to sit `headroom_ratio` below its limit, and asks the
+go for the probability of exceeding the limit within the lookahead to fall to
+`shed_target_probability` (the same estimate, with every forecast mean lowered by the shed), and
+asks the
 allocator for an allocation with that node's limit lowered by that much, so the allocator picks
 what goes by priority and dependencies (I1, I4). The shed holds until the node's forecast upper
 draw plus what was shed has stayed `release_margin_ratio` below the limit for `release_hold_s`
@@ -91,7 +93,7 @@ class GuardSettings:
     shed_probability: float = 0.5
     confirm_cycles: int = 2
     urgent_trip_s: float = 10.0
-    headroom_ratio: float = 0.05
+    shed_target_probability: float = 0.01
     release_margin_ratio: float = 0.1
     release_hold_s: float = 900.0
     # A graceful shutdown takes minutes; until it has, the draw has not fallen yet, so more
@@ -101,6 +103,8 @@ class GuardSettings:
     def __post_init__(self) -> None:
         if not 0.0 < self.warning_probability <= self.shed_probability <= 1.0:
             raise ValueError("need 0 < warning_probability <= shed_probability <= 1")
+        if not 0.0 < self.shed_target_probability < self.shed_probability:
+            raise ValueError("need 0 < shed_target_probability < shed_probability")
         if self.lookahead_s <= 0 or self.confirm_cycles < 1:
             raise ValueError("lookahead_s must be positive and confirm_cycles at least 1")
 
@@ -131,26 +135,56 @@ class GuardDecision:
 
 
 def exceed_probability(
-    forecaster: LoadForecaster, draw_w: float, limit_w: float, lookahead_s: float
+    forecaster: LoadForecaster,
+    draw_w: float,
+    limit_w: float,
+    lookahead_s: float,
+    shed_w: float = 0.0,
 ) -> tuple[float, float]:
     """P(draw > limit) within the lookahead, and the highest forecast upper bound there.
 
-    Until a horizon's band is calibrated its probability is 1 or 0 by the mean alone.
+    `shed_w` lowers every forecast mean by that much: the risk left once it is shed. Until a
+    horizon's band is calibrated its probability is 1 or 0 by the mean alone.
     """
+    if draw_w - shed_w > limit_w:
+        return 1.0, draw_w - shed_w
     points = forecaster.forecast()
     steps = min(len(points), max(1, math.ceil(lookahead_s / forecaster.settings.step_s)))
-    if draw_w > limit_w:
-        return 1.0, draw_w
     stays_below = 1.0
-    upper_w = draw_w
+    upper_w = draw_w - shed_w
     for h, point in enumerate(points[:steps], start=1):
-        upper_w = max(upper_w, point.upper_w)
+        mean_w = point.mean_w - shed_w
+        upper_w = max(upper_w, point.upper_w - shed_w)
         if point.calibrated:
-            share = forecaster.share_of_errors_above(h, limit_w - point.mean_w)
+            share = forecaster.share_of_errors_above(h, limit_w - mean_w)
         else:
-            share = 1.0 if point.mean_w > limit_w else 0.0
+            share = 1.0 if mean_w > limit_w else 0.0
         stays_below *= 1.0 - share
     return 1.0 - stays_below, upper_w
+
+
+def watts_to_shed(
+    forecaster: LoadForecaster,
+    draw_w: float,
+    limit_w: float,
+    lookahead_s: float,
+    target_probability: float,
+) -> float:
+    """The least draw to take off a node for its exceedance probability to reach the target."""
+    low_w, high_w = 0.0, max(draw_w, limit_w)
+    # Shedding everything leaves no risk at all, so the answer lies in [0, draw + limit].
+    while exceed_probability(forecaster, draw_w, limit_w, lookahead_s, high_w)[0] > (
+        target_probability
+    ):
+        high_w *= 2.0
+    for _ in range(30):  # to a billionth of the range: well below a watt
+        middle_w = (low_w + high_w) / 2.0
+        risk = exceed_probability(forecaster, draw_w, limit_w, lookahead_s, middle_w)[0]
+        if risk > target_probability:
+            low_w = middle_w
+        else:
+            high_w = middle_w
+    return high_w
 
 
 @dataclass(slots=True)
@@ -200,7 +234,6 @@ class OverloadGuard:
             risky = probability >= s.shed_probability
             watch.above_cycles = watch.above_cycles + 1 if risky else 0
             urgent = risky and (draw_w > limit_w or trip_s < s.urgent_trip_s)
-            target_w = (1.0 - s.headroom_ratio) * limit_w
             # Escalating waits until the last shed has taken effect, even when urgent: a
             # graceful shutdown does not go faster for asking twice.
             settled = now_s - watch.shed_at_s >= s.settle_s
@@ -209,7 +242,9 @@ class OverloadGuard:
                 if watch.shed_w == 0.0:
                     started.append(node.id)
                 # What is still coming comes on top of what is already shed.
-                watch.shed_w += max(0.0, upper_w - target_w)
+                watch.shed_w += watts_to_shed(
+                    forecaster, draw_w, limit_w, s.lookahead_s, s.shed_target_probability
+                )
                 watch.shed_at_s = now_s
                 watch.above_cycles = 0
                 watch.safe_since_s = None
