@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from custom_components.power_allocation.drivers.interface import (
@@ -16,6 +17,7 @@ from custom_components.power_allocation.drivers.interface import (
     TelemetrySnapshot,
 )
 from custom_components.power_allocation.drivers.mqtt import (
+    MessageCounts,
     MqttDriver,
     MqttDriverConfig,
     TlsOptions,
@@ -471,6 +473,17 @@ async def test_tls_refuses_a_broker_it_does_not_trust(
     assert not result.ok
     assert not snapshot.outlets["pdu-a/1"].available
     assert "Connected to MQTT broker" not in caplog.text
+
+
+def test_a_message_on_a_topic_it_never_subscribed_is_counted_not_applied() -> None:
+    # Exact subscriptions make this a broker fault (a bridge remapping topics, say).
+    driver = MqttDriver(MqttDriverConfig(host="127.0.0.1", devices=(TASMOTA,)))
+    message = mqtt.MQTTMessage(topic=b"tele/plug2/SENSOR")
+    message.payload = b'{"ENERGY": {"Power": 5}}'
+
+    driver._on_message(mqtt.Client(mqtt.CallbackAPIVersion.VERSION2), None, message)
+
+    assert driver.counts() == MessageCounts(applied=0, malformed={"unknown topics": 1})
 
 
 def test_bad_device_configuration_is_rejected_with_a_reason() -> None:

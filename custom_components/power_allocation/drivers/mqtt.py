@@ -53,6 +53,7 @@ from .mqtt_status import SiteStatus, encode_status
 _LOGGER = logging.getLogger(__name__)
 
 COMMAND_QOS = 1
+UNKNOWN_TOPIC_SOURCE = "unknown topics"
 ONLINE = "online"
 OFFLINE = "offline"
 
@@ -166,6 +167,7 @@ class MqttDriver:
                 self._commands[kind, bound.device.target] = index
                 if spec.ack is not None:
                     ack_topics.add(render(spec.ack.topic, bound.variables))
+        self._ack_topics = frozenset(ack_topics)
         self._subscriptions = sorted(set(self._routes) | ack_topics)
 
         self._lock = threading.Lock()
@@ -386,12 +388,15 @@ class MqttDriver:
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
-            _LOGGER.warning(
-                "MQTT broker %s:%s refused the connection: %s",
-                self._config.host,
-                self._config.port,
-                reason_code,
-            )
+            with self._lock:
+                first, self._reported_unreachable = not self._reported_unreachable, True
+            if first:
+                _LOGGER.warning(
+                    "MQTT broker %s:%s refused the connection: %s; retrying with backoff",
+                    self._config.host,
+                    self._config.port,
+                    reason_code,
+                )
             return
         _LOGGER.info("Connected to MQTT broker %s:%s", self._config.host, self._config.port)
         with self._lock:
@@ -438,6 +443,10 @@ class MqttDriver:
             self._match_ack(topic, payload)
         routes = self._routes.get(topic)
         if routes is None:
+            if topic not in self._ack_topics:  # a late reply to a command is no fault
+                self._count_malformed(
+                    UNKNOWN_TOPIC_SOURCE, topic, MalformedPayloadError("unknown topic")
+                )
             return
         for index in routes:
             bound = self._devices[index]
