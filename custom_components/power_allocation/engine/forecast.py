@@ -150,16 +150,18 @@ class _DifferencedAutoregression:
     def learn(self, value_w: float) -> None:
         if self.last_w is not None:
             target = value_w - self.last_w
-            x = self._features(self.diffs_w)
+            x0, x1, x2, x3 = self._features(self.diffs_w)
             s = self.covariance
-            sx = [sum(row[j] * x[j] for j in range(_AR_FEATURES)) for row in s]
-            gain_den = 1.0 + sum(x[i] * sx[i] for i in range(_AR_FEATURES))
+            # Written out for four features: this runs once per step for every load.
+            sx = [r0 * x0 + r1 * x1 + r2 * x2 + r3 * x3 for r0, r1, r2, r3 in s]
+            gain_den = 1.0 + x0 * sx[0] + x1 * sx[1] + x2 * sx[2] + x3 * sx[3]
             gain = [v / gain_den for v in sx]
-            error = target - sum(w * xi for w, xi in zip(self.weights, x, strict=True))
+            w0, w1, w2, w3 = self.weights
+            error = target - (w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3)
             self.weights = [w + g * error for w, g in zip(self.weights, gain, strict=True)]
             self.covariance = [
-                [s[i][j] - gain[i] * sx[j] for j in range(_AR_FEATURES)]
-                for i in range(_AR_FEATURES)
+                [s_ij - g_i * sx_j for s_ij, sx_j in zip(row, sx, strict=True)]
+                for row, g_i in zip(s, gain, strict=True)
             ]
             self.diffs_w = [target, *self.diffs_w[: _AR_LAGS - 1]]
         self.last_w = value_w
