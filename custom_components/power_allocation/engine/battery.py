@@ -12,6 +12,9 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from .graph import DependencyGraph
 from .model import Ups
 
@@ -42,11 +45,14 @@ class BatteryModel:
 
     def full_runtime_s(self, load_w: float) -> float:
         """Runtime from full charge at a constant output load."""
-        if load_w <= 0:
-            return math.inf
-        curve_s: float = self.t_ref_s * (self.p_ref_w / load_w) ** self.peukert_k
-        energy_cap_s = self.capacity_wh * self.efficiency * 3600.0 / load_w
-        return min(curve_s, energy_cap_s)
+        return float(self.full_runtimes_s(np.asarray(load_w, dtype=np.float64)))
+
+    def full_runtimes_s(self, load_w: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """`full_runtime_s` for many loads at once (inf where nothing is drawn)."""
+        with np.errstate(divide="ignore"):
+            curve_s = self.t_ref_s * np.power(self.p_ref_w / load_w, self.peukert_k)
+            energy_cap_s = self.capacity_wh * self.efficiency * 3600.0 / load_w
+        return np.where(load_w > 0, np.minimum(curve_s, energy_cap_s), np.inf)
 
     def runtime_s(self, load_w: float, soc_ratio: float = 1.0) -> float:
         """Runtime left at a constant output load from state of charge `soc_ratio`."""

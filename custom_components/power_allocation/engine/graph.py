@@ -39,6 +39,8 @@ class DependencyGraph:
             for dep in deps:
                 dependents[dep].append(node)
         self._dependents = {node: tuple(users) for node, users in dependents.items()}
+        self._startup_order = list(TopologicalSorter(self._depends_on).static_order())
+        self._startup_rank = {node: i for i, node in enumerate(self._startup_order)}
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -65,13 +67,25 @@ class DependencyGraph:
         self, nodes: Iterable[str] | None = None, key: Callable[[str], Any] | None = None
     ) -> list[str]:
         """Dependencies first; among services ready together, smallest `key` first."""
+        if key is None:
+            return self._restricted(nodes)
         return _ordered(self._depends_on, nodes, key)
 
     def shutdown_order(
         self, nodes: Iterable[str] | None = None, key: Callable[[str], Any] | None = None
     ) -> list[str]:
         """Dependents first; among services ready together, smallest `key` first."""
+        if key is None:
+            return self._restricted(nodes)[::-1]
         return _ordered(self._dependents, nodes, key)
+
+    def _restricted(self, nodes: Iterable[str] | None) -> list[str]:
+        # The whole graph's startup order, restricted to a subset, is a startup order of the
+        # subset: computed once, it spares a sort per call on the planner's hot path.
+        if nodes is None:
+            return list(self._startup_order)
+        rank = self._startup_rank
+        return sorted(set(nodes), key=rank.__getitem__)
 
     def startup_waves(self, nodes: Iterable[str] | None = None) -> list[list[str]]:
         """Groups that can start together: each needs only earlier groups."""
@@ -107,11 +121,9 @@ def _sorter(
 def _ordered(
     before: Mapping[str, tuple[str, ...]],
     nodes: Iterable[str] | None,
-    key: Callable[[str], Any] | None,
+    key: Callable[[str], Any],
 ) -> list[str]:
     sorter = _sorter(before, nodes)
-    if key is None:
-        return list(sorter.static_order())
     sorter.prepare()
     position = {node: i for i, node in enumerate(before)}
     ready: list[tuple[Any, int, str]] = []

@@ -1,0 +1,150 @@
+"""How long an outage lasts: a prior over durations, conditioned on the time already on battery.
+
+Most interruptions are momentary (seconds to a few minutes); the rest are sustained, lognormal
+with a median of about 1.5 h (IEEE 1366: US SAIDI about 2 h a year over SAIFI about 1-1.4
+interruptions). The mixture's survival function S(t) = P(outage lasts longer than t) is tabulated
+once on a log-spaced grid, so that the planner's many look-ups are interpolations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from scipy.stats import lognorm
+
+GRID_MAX_S = 14 * 86400.0
+
+
+@dataclass(frozen=True)
+class OutagePrior:
+    """A mixture of momentary and sustained outages; every parameter is configurable."""
+
+    momentary_ratio: float = 0.7
+    momentary_median_s: float = 20.0
+    momentary_sigma: float = 1.0
+    sustained_median_s: float = 5400.0
+    sustained_sigma: float = 1.2
+    _grid_s: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
+    _survival: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
+    _area_s: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
+    _density: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.momentary_ratio <= 1.0:
+            raise ValueError("momentary_ratio must be within 0..1")
+        for name in (
+            "momentary_median_s",
+            "momentary_sigma",
+            "sustained_median_s",
+            "sustained_sigma",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        grid = np.concatenate([[0.0], np.geomspace(0.5, GRID_MAX_S, 2000)])
+        survival = self.momentary_ratio * lognorm.sf(
+            grid, self.momentary_sigma, scale=self.momentary_median_s
+        ) + (1.0 - self.momentary_ratio) * lognorm.sf(
+            grid, self.sustained_sigma, scale=self.sustained_median_s
+        )
+        survival[0] = 1.0
+        area = np.concatenate(
+            [[0.0], np.cumsum(np.diff(grid) * (survival[1:] + survival[:-1]) / 2)]
+        )
+        object.__setattr__(self, "_grid_s", grid)
+        object.__setattr__(self, "_survival", survival)
+        density = self.momentary_ratio * lognorm.pdf(
+            grid, self.momentary_sigma, scale=self.momentary_median_s
+        ) + (1.0 - self.momentary_ratio) * lognorm.pdf(
+            grid, self.sustained_sigma, scale=self.sustained_median_s
+        )
+        object.__setattr__(self, "_area_s", area)
+        object.__setattr__(self, "_density", density)
+
+    def survival(self, t_s: float) -> float:
+        """P(the outage lasts longer than t_s), from its start."""
+        return float(np.interp(t_s, self._grid_s, self._survival, right=0.0))
+
+    def given(self, elapsed_s: float) -> ConditionalOutage:
+        """The remaining duration, knowing the outage has lasted `elapsed_s` so far."""
+        return ConditionalOutage(self, max(0.0, elapsed_s))
+
+
+@dataclass(frozen=True)
+class ConditionalOutage:
+    """The outage's remaining duration, `elapsed_s` into it; times are from now.
+
+    Methods take a float or an array of times / ratios, so the planner can ask for every service
+    at once.
+    """
+
+    prior: OutagePrior
+    elapsed_s: float
+    _envelopes: dict[float, npt.NDArray[np.float64]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    @property
+    def _base(self) -> float:
+        return max(self.prior.survival(self.elapsed_s), 1e-12)
+
+    @property
+    def _start(self) -> int:
+        return int(np.searchsorted(self.prior._grid_s, self.elapsed_s, side="right"))
+
+    def survival(self, t_s: float) -> float:
+        """P(mains is still off `t_s` from now)."""
+        return self.prior.survival(self.elapsed_s + t_s) / self._base
+
+    def survivals(self, t_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """`survival` for many times at once."""
+        prior = self.prior
+        at = np.minimum(self.elapsed_s + t_s, GRID_MAX_S)
+        survival = np.interp(at, prior._grid_s, prior._survival, right=0.0)
+        return np.asarray(survival / self._base, dtype=np.float64)
+
+    def expected_overlap_s(self, t_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """E[min(t_s, remaining duration)]: the expected time a service kept on for t_s serves."""
+        prior = self.prior
+        start = np.interp(self.elapsed_s, prior._grid_s, prior._area_s)
+        end = np.interp(
+            np.minimum(self.elapsed_s + np.maximum(t_s, 0.0), GRID_MAX_S),
+            prior._grid_s,
+            prior._area_s,
+        )
+        return np.asarray((end - start) / self._base, dtype=np.float64)
+
+    def time_when_survival_falls_to(self, ratio: float) -> float:
+        """The time from now at which P(mains still off) drops to `ratio` (inf if never)."""
+        return float(self.times_when_worth_falls_to(np.array([ratio]), restart_s=0.0)[0])
+
+    def times_when_worth_falls_to(
+        self, ratios: npt.NDArray[np.float64], restart_s: float
+    ) -> npt.NDArray[np.float64]:
+        """When keeping a service on is worth less than its ratio per second, for good.
+
+        Keeping it on for one more second is worth P(mains still off) — that second of service —
+        plus restart_s times the chance the outage ends in that second: stopping it then would
+        have cost a restart after mains returns. The second term is why blips are ridden through.
+        Returns, per ratio, the time from now after which the worth stays below it (inf: never).
+        """
+        envelope = self._envelope(restart_s)
+        grid = self.prior._grid_s[self._start :]
+        # `envelope` is non-increasing: count the grid points where it is still above each ratio.
+        above = np.searchsorted(-envelope, -ratios, side="left")
+        padded = np.append(grid, math.inf)
+        return np.where(above == 0, 0.0, np.maximum(padded[above] - self.elapsed_s, 0.0))
+
+    def _envelope(self, restart_s: float) -> npt.NDArray[np.float64]:
+        """The worth of a second from each grid time on, at its latest peak (stop for good)."""
+        cached = self._envelopes.get(restart_s)
+        if cached is None:
+            prior = self.prior
+            start = self._start
+            worth = (prior._survival[start:] + restart_s * prior._density[start:]) / self._base
+            cached = np.maximum.accumulate(worth[::-1])[::-1]
+            self._envelopes[restart_s] = cached
+        return cached

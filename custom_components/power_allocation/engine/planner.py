@@ -1,0 +1,407 @@
+"""The plan for the rest of an outage: when each service would be throttled or shut down.
+
+The objective is the expected weighted service-time over the outage-duration distribution: a
+service of weight w kept on until t is worth w · E[min(t, remaining outage)]. Keeping it on costs
+energy that the services still running at the end would otherwise have had. With a price μ on
+that energy, a service is worth its draw P while w · P(outage still on at t) ≥ μ · P: so each
+service stops at the time the outage's survival falls to μ · P / w, and a throttle-capable one is
+first capped (it then draws less, so it stays on longer). The planner searches μ on a grid; for
+each, it walks every UPS's charge forward along the schedule (with the battery model) to the
+moment the charge left is what a clean shutdown of everything still on needs, and that is when the
+final shutdown starts (I4). The μ with the highest expected score wins.
+
+Critical services, and whatever they depend on, are never stopped before the final shutdown (I4);
+a service stops no later than anything it depends on (I1). Energy is planned on the mean draw, the
+reserve for the final shutdown on the upper quantile plus a margin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import numpy.typing as npt
+
+from .allocator import Demand
+from .battery import BatteryModel, shutdown_reserve
+from .model import TIERS_MOST_IMPORTANT_FIRST, Priority, Service, Site
+from .outage import ConditionalOutage
+
+TIER_WEIGHTS: Mapping[Priority, float] = {
+    Priority.CRITICAL: 1000.0,
+    Priority.HIGH: 100.0,
+    Priority.MEDIUM: 10.0,
+    Priority.LOW: 1.0,
+}
+PRICE_GRID_SIZE = 24
+RESERVE_MARGIN_RATIO = 0.15
+HORIZON_S = 4 * 3600.0
+RIDE_THROUGH_S = 120.0  # how long a blip is ridden through before anything is stopped
+RIDE_THROUGH_COST_RATIO = 0.1  # ... unless it costs the last services more of their runtime
+RESTORE_DELAY_S = 60.0  # mains must be stable this long before anything restarts (I6)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanStep:
+    """One action the plan would take if the outage goes on."""
+
+    at_s: float  # from now
+    service_id: str
+    action: str  # "throttle" or "shutdown"
+    cap_w: float | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The staged schedule and what it predicts."""
+
+    steps: tuple[PlanStep, ...]
+    stop_at_s: Mapping[str, float]  # when each running service starts to shut down
+    throttle_at_s: Mapping[str, float]  # when each throttle-capable service is capped (inf: never)
+    final_shutdown_at_s: float  # when the clean shutdown of everything still on begins
+    tier_runtime_s: Mapping[Priority, float]  # until the last service of each tier stops
+    expected_score: float
+    energy_price: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    score: float
+    price: float
+    stop_at_s: npt.NDArray[np.float64]  # follows _Context.on
+    throttle_at_s: npt.NDArray[np.float64]
+    final_at_s: float
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every candidate schedule of one planning call shares; arrays follow `on`."""
+
+    site: Site
+    on: tuple[Service, ...]
+    weight: npt.NDArray[np.float64]  # each running service's own tier weight
+    value: npt.NDArray[np.float64]  # its weight plus its running dependents'
+    untouchable: npt.NDArray[np.bool_]  # critical, or needed by a critical service
+    mean_w: npt.NDArray[np.float64]
+    floor_w: npt.NDArray[np.float64]  # NaN where it cannot be throttled below its mean
+    restart_groups: tuple[tuple[float, npt.NDArray[np.int64]], ...]  # restart_s -> services
+    restart_s: npt.NDArray[np.float64]  # how long it stays down after mains returns, if stopped
+    dependency_edges: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]  # (user, needed)
+    demand_w: Mapping[str, Demand]
+    outage: ConditionalOutage
+    batteries: Mapping[str, BatteryModel]
+    soc_ratio: Mapping[str, float]
+    reserves: tuple[_Reserve, ...]  # per UPS
+    margin_ratio: float
+
+
+def plan_outage(
+    site: Site,
+    batteries: Mapping[str, BatteryModel],
+    soc_ratio: Mapping[str, float],
+    demand_w: Mapping[str, Demand],
+    outage: ConditionalOutage,
+    *,
+    running: frozenset[str] | None = None,
+    unmanaged_w: Mapping[str, float] | None = None,
+    weights: Mapping[Priority, float] = TIER_WEIGHTS,
+    reserve_margin_ratio: float = RESERVE_MARGIN_RATIO,
+    restore_delay_s: float = RESTORE_DELAY_S,
+    ride_through_s: float = RIDE_THROUGH_S,
+    ride_through_cost_ratio: float = RIDE_THROUGH_COST_RATIO,
+    horizon_s: float = HORIZON_S,
+) -> Plan:
+    """Plan the rest of the outage for the services in `running` (all by default).
+
+    `batteries` and `soc_ratio` are keyed by UPS id; `demand_w` by service id (the forecast over
+    the coming hours); `unmanaged_w` by unmanaged outlet.
+    """
+    context = _context(
+        site, batteries, soc_ratio, demand_w, outage, running, unmanaged_w or {}, weights,
+        reserve_margin_ratio, restore_delay_s,
+    )  # fmt: skip
+    movable = ~context.untouchable & (context.value > 0) & (context.mean_w > 0)
+    prices = [0.0]
+    if movable.any():
+        # A service stops once its worth per second falls below price * P / value: the grid
+        # spans "keep everything" to "stop every service that may be stopped at once".
+        top = float(np.max(context.value[movable] / context.mean_w[movable])) * 10.0
+        prices += [float(p) for p in np.geomspace(1e-4, 1.0, PRICE_GRID_SIZE - 1) * top]
+    best = max((_evaluate(context, price, 0.0) for price in prices), key=lambda c: c.score)
+    # Ride through a blip without stopping anything, unless that costs the services that run to
+    # the end more than a small share of their runtime.
+    ride_s = max(0.0, ride_through_s - outage.elapsed_s)
+    if ride_s > 0 and len(best.stop_at_s) and float(best.stop_at_s.min()) < ride_s:
+        riding = max((_evaluate(context, price, ride_s) for price in prices), key=lambda c: c.score)
+        if riding.final_at_s >= (1.0 - ride_through_cost_ratio) * best.final_at_s:
+            best = riding
+    return _plan_from(context, best, horizon_s)
+
+
+def _context(
+    site: Site,
+    batteries: Mapping[str, BatteryModel],
+    soc_ratio: Mapping[str, float],
+    demand_w: Mapping[str, Demand],
+    outage: ConditionalOutage,
+    running: frozenset[str] | None,
+    unmanaged_w: Mapping[str, float],
+    weights: Mapping[Priority, float],
+    margin_ratio: float,
+    restore_delay_s: float,
+) -> _Context:
+    on = tuple(s for s in site.services if running is None or s.id in running)
+    position = {s.id: i for i, s in enumerate(on)}
+    graph = site.graph
+    weight = np.array([weights[s.priority] for s in on], dtype=np.float64)
+    # Stopping a service stops what depends on it, so it is worth its dependents too; and what a
+    # critical service needs is as untouchable as the critical service itself.
+    value = np.zeros(len(on))
+    untouchable = np.zeros(len(on), dtype=bool)
+    for i, service in enumerate(on):
+        users = [position[u] for u in graph.dependent_closure([service.id]) if u in position]
+        value[i] = weight[users].sum()
+        untouchable[i] = any(on[u].priority is Priority.CRITICAL for u in users)
+    mean_w = np.array([demand_w[s.id].mean_w for s in on], dtype=np.float64)
+    floor_w = np.array(
+        [math.nan if s.throttle_min_w is None else s.throttle_min_w for s in on], dtype=np.float64
+    )
+    floor_w[~(floor_w < mean_w)] = math.nan
+    restart_s = np.array([s.startup_s + restore_delay_s for s in on], dtype=np.float64)
+    groups = tuple(
+        (float(r), np.flatnonzero(restart_s == r).astype(np.int64)) for r in np.unique(restart_s)
+    )
+    edges = [(position[s.id], position[d]) for s in on for d in s.depends_on if d in position]
+    return _Context(
+        site=site,
+        on=on,
+        weight=weight,
+        value=value,
+        untouchable=untouchable,
+        mean_w=mean_w,
+        floor_w=floor_w,
+        restart_groups=groups,
+        restart_s=restart_s,
+        dependency_edges=(
+            np.array([u for u, _ in edges], dtype=np.int64),
+            np.array([d for _, d in edges], dtype=np.int64),
+        ),
+        demand_w=demand_w,
+        outage=outage,
+        batteries=batteries,
+        soc_ratio=soc_ratio,
+        reserves=_reserves(site, on, demand_w, batteries, _unmanaged_per_ups(site, unmanaged_w)),
+        margin_ratio=margin_ratio,
+    )
+
+
+def _ups_shares(site: Site, on: tuple[Service, ...]) -> tuple[npt.NDArray[np.float64], ...]:
+    """For every UPS, the share of each running service's draw it carries."""
+    column = {u.id: j for j, u in enumerate(site.ups)}
+    shares = np.zeros((len(site.ups), len(on)))
+    for i, service in enumerate(on):
+        for outlet in service.outlets:
+            shares[column[site.nodes_above_outlet(outlet)[2]], i] += 1.0 / len(service.outlets)
+    return tuple(shares)
+
+
+def _unmanaged_per_ups(site: Site, unmanaged_w: Mapping[str, float]) -> dict[str, float]:
+    totals = {u.id: 0.0 for u in site.ups}
+    for outlet, watts in unmanaged_w.items():
+        totals[site.nodes_above_outlet(outlet)[2]] += watts
+    return totals
+
+
+def _evaluate(context: _Context, price: float, ride_s: float) -> _Candidate:
+    """The schedule the energy price `price` implies, and its expected score."""
+    outage = context.outage
+    n = len(context.on)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        full_ratio = np.where(context.value > 0, price * context.mean_w / context.value, np.inf)
+        floor_ratio = np.where(context.value > 0, price * context.floor_w / context.value, np.inf)
+    throttleable = ~np.isnan(context.floor_w)
+    stop: npt.NDArray[np.float64] = np.empty(n)
+    for restart_s, members in context.restart_groups:
+        stop[members] = outage.times_when_worth_falls_to(
+            np.where(throttleable[members], floor_ratio[members], full_ratio[members]), restart_s
+        )
+    # A cap is undone without a restart, so it is priced on the time alone.
+    throttle = np.where(throttleable, outage.times_when_worth_falls_to(full_ratio, 0.0), math.inf)
+    stop[context.untouchable] = math.inf
+    throttle[context.untouchable] = math.inf
+    if ride_s > 0:
+        np.maximum(stop, ride_s, out=stop)
+        np.maximum(throttle, ride_s, out=throttle)
+    # I1: nothing runs longer than what it depends on; one pass per level of the deepest chain.
+    users, needed = context.dependency_edges
+    while len(users):
+        before = stop[users].copy()
+        np.minimum.at(stop, users, stop[needed])
+        if np.array_equal(before, stop[users]):
+            break
+    throttle = np.minimum(throttle, stop)
+    final = min(
+        (_final_shutdown_s(context, u, stop, throttle) for u in range(len(context.site.ups))),
+        default=math.inf,
+    )
+    np.minimum(stop, final, out=stop)
+    throttle = np.minimum(throttle, stop)
+    # Service time during the outage, less the restart a stop costs when mains returns before
+    # the final shutdown (after that, everything restarts anyway).
+    lost_s = context.restart_s * np.maximum(0.0, outage.survivals(stop) - outage.survival(final))
+    score = float(context.weight @ (outage.expected_overlap_s(stop) - lost_s))
+    return _Candidate(score, price, stop, throttle, final)
+
+
+def _final_shutdown_s(
+    context: _Context,
+    ups_index: int,
+    stop: npt.NDArray[np.float64],
+    throttle: npt.NDArray[np.float64],
+) -> float:
+    """When this UPS's charge left falls to what a clean shutdown of what is on then needs.
+
+    What is on then depends on when then is: starting from the services that run to the end, each
+    round takes the reserve of what is on at the time found and finds an earlier (or the same)
+    time, until the set no longer changes — the latest time that is safe for what is on at it.
+    """
+    ups = context.site.ups[ups_index]
+    reserve = context.reserves[ups_index]
+    members = reserve.share > 0
+    if not members.any() and reserve.base_w <= 0:
+        return math.inf
+    # Piecewise-constant load: each service draws its mean, its floor once throttled, 0 once off.
+    share = reserve.share
+    full_w = context.mean_w * share
+    capped_w = np.where(np.isnan(context.floor_w), full_w, np.fmin(context.floor_w * share, full_w))
+    throttled = members & (throttle < stop)
+    times = np.concatenate([throttle[throttled], stop[members]])
+    deltas = np.concatenate(
+        [(capped_w - full_w)[throttled], -np.where(throttled, capped_w, full_w)[members]]
+    )
+    order = np.argsort(times, kind="stable")
+    starts = np.concatenate([[0.0], times[order]])
+    with np.errstate(invalid="ignore"):
+        spans = np.nan_to_num(np.diff(np.append(starts, math.inf)), nan=0.0)
+    start_w = reserve.base_w + float(full_w[members].sum())
+    loads = np.maximum(start_w + np.concatenate([[0.0], np.cumsum(deltas[order])]), 0.0)
+    full_runtime = context.batteries[ups.id].full_runtimes_s(loads)
+    with np.errstate(invalid="ignore"):
+        used = np.where(spans > 0, spans / full_runtime, 0.0)
+    soc_before = context.soc_ratio[ups.id] - np.concatenate([[0.0], np.cumsum(used)[:-1]])
+    still_on = members & np.isinf(stop)
+    final = math.inf
+    for _ in range(len(starts) + 1):
+        needed = reserve.soc_ratio(still_on) * (1.0 + context.margin_ratio)
+        with np.errstate(invalid="ignore", over="ignore"):
+            reach = (soc_before - needed) * full_runtime
+        hits = np.flatnonzero(reach <= spans)
+        final = math.inf if len(hits) == 0 else float(starts[hits[0]] + max(reach[hits[0]], 0.0))
+        on_then = members & (stop > final)
+        if np.array_equal(on_then, still_on):
+            break
+        still_on = on_then
+    return final
+
+
+@dataclass(frozen=True)
+class _Reserve:
+    """A fast, safe bound on the charge a clean shutdown of any set of one UPS's services needs.
+
+    `finish_s` is when each service's shutdown ends when everything stops together (from the
+    exact schedule in `battery.shutdown_reserve`); a subset finishes no later. Each draws its
+    upper quantile until then, and the energy is charged at the deliverable energy of the
+    heaviest load (the start), where Peukert makes a watt-second cost the most charge.
+    """
+
+    model: BatteryModel
+    share: npt.NDArray[np.float64]  # of each running service's draw this UPS carries
+    upper_w: npt.NDArray[np.float64]  # upper-quantile draw on this UPS
+    finish_s: npt.NDArray[np.float64]
+    base_w: float
+
+    def soc_ratio(self, on: npt.NDArray[np.bool_]) -> float:
+        if not on.any():
+            return 0.0
+        duration_s = float(self.finish_s[on].max())
+        energy_ws = self.base_w * duration_s + float(self.upper_w[on] @ self.finish_s[on])
+        start_w = self.base_w + float(self.upper_w[on].sum())
+        deliverable_ws = start_w * self.model.full_runtime_s(start_w)
+        return energy_ws / deliverable_ws if deliverable_ws > 0 else math.inf
+
+
+def _reserves(
+    site: Site,
+    on: tuple[Service, ...],
+    demand_w: Mapping[str, Demand],
+    batteries: Mapping[str, BatteryModel],
+    base_w: Mapping[str, float],
+) -> tuple[_Reserve, ...]:
+    shares = _ups_shares(site, on)
+    upper = np.array([demand_w[s.id].upper_w for s in on], dtype=np.float64)
+    reserves = []
+    for ups, share in zip(site.ups, shares, strict=True):
+        fed = [(i, s) for i, s in enumerate(on) if share[i] > 0]
+        schedule = shutdown_reserve(
+            batteries[ups.id],
+            site.graph,
+            draw_w={s.id: float(upper[i] * share[i]) for i, s in fed},
+            shutdown_s={s.id: s.shutdown_s for _, s in fed},
+            base_load_w=base_w[ups.id],
+        )
+        finish = np.zeros(len(on))
+        for i, s in fed:
+            finish[i] = schedule.finish_s[s.id]
+        reserves.append(_Reserve(batteries[ups.id], share, upper * share, finish, base_w[ups.id]))
+    return tuple(reserves)
+
+
+def _plan_from(context: _Context, best: _Candidate, horizon_s: float) -> Plan:
+    outage = context.outage
+    ids = [s.id for s in context.on]
+    stop_at = dict(zip(ids, cast(list[float], best.stop_at_s.tolist()), strict=True))
+    throttle_at = dict(zip(ids, cast(list[float], best.throttle_at_s.tolist()), strict=True))
+    steps: list[PlanStep] = []
+    for service in context.on:
+        sid = service.id
+        stop_s, throttle_s = stop_at[sid], throttle_at[sid]
+        if throttle_s < stop_s and throttle_s <= horizon_s:
+            steps.append(
+                PlanStep(
+                    throttle_s,
+                    sid,
+                    "throttle",
+                    service.throttle_min_w,
+                    f"capped to {service.throttle_min_w:.0f} W: by then the outage goes on with "
+                    f"{outage.survival(throttle_s):.0%} probability, and the energy saved "
+                    "keeps more important services up longer",
+                )
+            )
+        if stop_s <= horizon_s:
+            if stop_s >= best.final_at_s:
+                reason = "final shutdown: the battery holds just enough to stop everything cleanly"
+            elif any(stop_at.get(dep, math.inf) <= stop_s for dep in service.depends_on):
+                reason = "shut down before a service it depends on stops"
+            else:
+                reason = (
+                    f"shut down: by then the outage goes on with {outage.survival(stop_s):.0%} "
+                    "probability, and its energy is worth more to the services that run to the end"
+                )
+            steps.append(PlanStep(stop_s, sid, "shutdown", None, reason))
+    steps.sort(key=lambda step: (step.at_s, step.service_id))
+    tier_runtime = dict.fromkeys(TIERS_MOST_IMPORTANT_FIRST, 0.0)
+    for service in context.on:
+        tier_runtime[service.priority] = max(tier_runtime[service.priority], stop_at[service.id])
+    return Plan(
+        steps=tuple(steps),
+        stop_at_s=stop_at,
+        throttle_at_s=throttle_at,
+        final_shutdown_at_s=best.final_at_s,
+        tier_runtime_s=tier_runtime,
+        expected_score=best.score,
+        energy_price=best.price,
+    )
