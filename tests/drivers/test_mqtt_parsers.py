@@ -213,7 +213,7 @@ def test_acknowledgements_are_matched_to_their_command() -> None:
     agent = builtin_profiles()["power_allocation_agent"].commands[CommandKind.AGENT_START].ack
     assert shelly is not None
     assert agent is not None
-    expect_7 = {("id",): 7}
+    expect_7: dict[tuple[str, ...], Any] = {("id",): 7}
     assert judge_ack(shelly, expect_7, b'{"id": 7, "result": {}}', LIMITS) == AckVerdict(ok=True)
     assert judge_ack(shelly, expect_7, b'{"id": 8, "result": {}}', LIMITS) is None
     assert judge_ack(shelly, expect_7, b'{"id": true}', LIMITS) is None
