@@ -20,11 +20,10 @@ the node is already over its limit, or the device's trip curve at the forecast u
 less than `urgent_trip_s` — the guard starts a pre-emptive shed: it works out how many watts must
 go for the probability of exceeding the limit within the lookahead to fall to
 `shed_target_probability` (the same estimate, with every forecast mean lowered by the shed), and
-asks the
-allocator for an allocation with that node's limit lowered by that much, so the allocator picks
-what goes by priority and dependencies (I1, I4). The shed holds until the node's forecast upper
-draw plus what was shed has stayed `release_margin_ratio` below the limit for `release_hold_s`
-(I5: no flapping).
+asks the allocator for an allocation with that node's limit lowered by that much, so the allocator
+picks what goes by priority and dependencies (I1, I4). The shed holds until the node's forecast
+upper draw plus what was shed has stayed `release_margin_ratio` below the limit for
+`release_hold_s` (I5: no flapping).
 """
 
 from __future__ import annotations
