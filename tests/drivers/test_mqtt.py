@@ -10,6 +10,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+import voluptuous as vol
 from paho.mqtt.enums import CallbackAPIVersion
 
 from custom_components.power_allocation.drivers.interface import (
@@ -23,6 +24,7 @@ from custom_components.power_allocation.drivers.mqtt import (
     MqttDriverConfig,
     TlsOptions,
 )
+from custom_components.power_allocation.drivers.mqtt_config import mqtt_config_from_mapping
 from custom_components.power_allocation.drivers.mqtt_payload import PayloadLimits
 from custom_components.power_allocation.drivers.mqtt_profile import MqttDevice, ProfileError
 from custom_components.power_allocation.drivers.mqtt_status import (
@@ -501,3 +503,42 @@ def test_bad_device_configuration_is_rejected_with_a_reason() -> None:
         driver_for(TASMOTA, MqttDevice("shelly_gen2", "pdu-a/1", {"prefix": "s"}))
     with pytest.raises(ProfileError, match="unknown variable"):
         driver_for(MqttDevice("nut", "ups1", {"prefix": "nut/ups1", "port": 3493}))
+
+
+def test_stored_settings_become_a_driver_config() -> None:
+    config = mqtt_config_from_mapping(
+        {
+            "host": "127.0.0.1",
+            "port": 8883,
+            "username": "power",
+            "password": "allocation",
+            "tls": {"ca_certs": "/etc/ssl/ca.pem"},
+            "devices": [
+                {"profile": "tasmota", "target": "pdu-a/1", "variables": {"topic": "plug1"}},
+                {"profile": "power_allocation_agent", "target": "db"},
+            ],
+            "max_power_w": 3680,
+        }
+    )
+
+    assert config.tls == TlsOptions(ca_certs="/etc/ssl/ca.pem")
+    assert config.devices == (TASMOTA, AGENT)
+    assert config.limits == PayloadLimits(max_power_w=3680.0)
+    assert config.base_topic == "power_allocation"
+    assert MqttDriver(config).subscriptions  # every device binds to its profile
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({}, "host"),
+        ({"host": "h", "port": 0}, "port"),
+        ({"host": "h", "base_topic": "a/#"}, "base_topic"),
+        ({"host": "h", "devices": [{"profile": "tasmota"}]}, "target"),
+        ({"host": "h", "max_power_w": -1}, "max_power_w"),
+        ({"host": "h", "colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_stored_settings_name_the_problem(settings: dict[str, object], problem: str) -> None:
+    with pytest.raises(vol.Invalid, match=problem):
+        mqtt_config_from_mapping(settings)
