@@ -6,6 +6,8 @@ import math
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from custom_components.power_allocation.engine.allocator import Demand, ServiceState
 from custom_components.power_allocation.engine.forecast import (
@@ -23,6 +25,7 @@ from custom_components.power_allocation.engine.overload import (
     OverloadLevel,
     TripCurve,
     exceed_probability,
+    watts_to_shed,
 )
 
 STEP_S = 10.0
@@ -153,3 +156,22 @@ def test_trip_curves_follow_published_shapes() -> None:
     assert BREAKER_TRIP_CURVE.trip_after_s(6.0) <= 0.1
     with pytest.raises(ValueError, match="trip curve"):
         TripCurve(((1.5, 1.0), (1.1, 30.0)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.floats(min_value=0.0, max_value=2000.0), min_size=30, max_size=200),
+    st.floats(min_value=100.0, max_value=3000.0),
+    st.floats(min_value=0.0, max_value=500.0),
+)
+def test_probability_is_monotone_and_shedding_meets_its_target(values, limit_w, extra_w) -> None:
+    forecaster = LoadForecaster(ForecastSettings(step_s=STEP_S, horizon_steps=12))
+    for i, value in enumerate(values):
+        forecaster.observe(i * STEP_S, value)
+    draw_w = values[-1]
+    low, _ = exceed_probability(forecaster, draw_w, limit_w, 120.0)
+    high, _ = exceed_probability(forecaster, draw_w, limit_w + extra_w, 120.0)
+    assert 0.0 <= high <= low <= 1.0
+    shed = watts_to_shed(forecaster, draw_w, limit_w, 120.0, 0.01)
+    assert shed >= 0.0
+    assert exceed_probability(forecaster, draw_w, limit_w, 120.0, shed)[0] <= 0.01
