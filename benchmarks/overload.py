@@ -173,9 +173,11 @@ def simulate(
                 run.services_shed += 1
             elif decided.state is not ServiceState.OFF and mode is ServiceMode.STOPPED:
                 simulated.request_start(sid)
-            simulated.throttle(
-                sid, decided.cap_w if decided.state is ServiceState.THROTTLED else None
-            )
+            if decided.state is ServiceState.THROTTLED:
+                simulated.throttle(sid, decided.cap_w)
+            elif decided.state is ServiceState.ON:
+                simulated.throttle(sid, None)
+            # Off keeps its cap: a host shutting down keeps drawing, and must stay capped.
     return run
 
 
