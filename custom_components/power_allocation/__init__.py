@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant
+from typing import TYPE_CHECKING
+
+# Home Assistant is imported for type checking only: the simulator and the benchmarks import the
+# engine and the drivers through this package, and must not pay seconds of Home Assistant start-up.
+if TYPE_CHECKING:
+    from homeassistant.config_entries import ConfigEntry
+    from homeassistant.const import Platform
+    from homeassistant.core import HomeAssistant
 
 PLATFORMS: list[Platform] = []
 
