@@ -114,12 +114,54 @@ _LOAD_STEP = vol.Schema(
         vol.Required("duration_s"): _NON_NEGATIVE,
     }
 )
+_FAULT_BASE = {
+    vol.Required("at_s"): _NON_NEGATIVE,
+    vol.Required("duration_s"): _NON_NEGATIVE,
+}
+_TELEMETRY_GAP = vol.Schema({**_FAULT_BASE, vol.Required("kind"): "telemetry_gap"})
+_MAINS_FLICKER = vol.Schema({**_FAULT_BASE, vol.Required("kind"): "mains_flicker"})
+_COMMAND_FAILS = vol.Schema(
+    {**_FAULT_BASE, vol.Required("kind"): "command_fails", vol.Required("service"): _ID}
+)
+_OUTLET_STUCK = vol.Schema(
+    {**_FAULT_BASE, vol.Required("kind"): "outlet_stuck", vol.Required("outlet"): _ID}
+)
+_UPS_RUNTIME_JUMP = vol.Schema(
+    {
+        **_FAULT_BASE,
+        vol.Required("kind"): "ups_runtime_jump",
+        vol.Required("ups"): _ID,
+        vol.Required("factor"): vol.All(_finite, vol.Range(min=0)),
+    }
+)
+_EVENTS_BY_KIND = {
+    "load_step": _LOAD_STEP,
+    "telemetry_gap": _TELEMETRY_GAP,
+    "mains_flicker": _MAINS_FLICKER,
+    "command_fails": _COMMAND_FAILS,
+    "outlet_stuck": _OUTLET_STUCK,
+    "ups_runtime_jump": _UPS_RUNTIME_JUMP,
+}
+
+
+def _event(value: Any) -> Any:
+    """One timeline event, checked against the schema of its `kind`."""
+    if not isinstance(value, dict):
+        raise vol.Invalid("an event must be a mapping")
+    schema = _EVENTS_BY_KIND.get(str(value.get("kind")))
+    if schema is None:
+        raise vol.Invalid(
+            f"unknown event kind {value.get('kind')!r} ({', '.join(_EVENTS_BY_KIND)})", ["kind"]
+        )
+    return schema(value)
+
+
 _TIMELINE = vol.Schema(
     {
         vol.Optional("history_s", default=0.0): _NON_NEGATIVE,
         vol.Optional("outage_at_s"): _NON_NEGATIVE,
         vol.Optional("outage_duration_s", default=None): vol.Any(None, _NON_NEGATIVE),
-        vol.Optional("events", default=[]): [_LOAD_STEP],
+        vol.Optional("events", default=[]): [_event],
     }
 )
 SCENARIO_SCHEMA = vol.Schema(

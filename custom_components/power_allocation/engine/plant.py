@@ -36,6 +36,8 @@ Physics, in the order `advance` applies it:
 - An outlet is powered when it is switched on, its UPS is alive, and the UPS's `main` group and the
   switched outlet group feeding its PDU are on. Switched outlet groups `sog0..sog2` feed the UPS's
   first three PDUs in site order; further PDUs hang off `main` only.
+- Following the timeline, mains goes off and on at each of its outages (the main one and every
+  `mains_flicker`); `set_mains` overrides it until the next change.
 - On mains the battery recharges linearly to full in `RECHARGE_FULL_S`; on battery the UPS output
   (the sum of its outlets' draws) drains it through `engine.battery.BatteryModel`. At 0 % the UPS
   dies: every outlet it feeds loses power until mains returns.
@@ -233,11 +235,11 @@ class SimulatedSite:
                     self._ups_alive[ups_id] = False
         before_s, self.time_s = self.time_s, self.time_s + dt_s
         if self.follow_timeline:
-            timeline = self.scenario.timeline
-            if before_s < timeline.outage_at_s <= self.time_s:
-                self.mains_on = False
-            if before_s < timeline.outage_end_s <= self.time_s:
-                self.mains_on = True
+            for start_s, end_s in self.scenario.timeline.outages_s:
+                if before_s < start_s <= self.time_s:
+                    self.mains_on = False
+                if before_s < end_s <= self.time_s:
+                    self.mains_on = True
         self._load_steps = [s for s in self._load_steps if s.at_s + s.duration_s > self.time_s]
         self._settle()
 

@@ -164,6 +164,34 @@ class LoadStep:
         return self.extra_w if self.at_s <= t_s < self.at_s + self.duration_s else 0.0
 
 
+FAULT_KINDS = (
+    "telemetry_gap",  # no reading of any kind arrives
+    "command_fails",  # commands to `target` (a service) are lost
+    "outlet_stuck",  # `target` (an outlet) ignores switch commands
+    "ups_runtime_jump",  # `target` (a UPS) reports its runtime multiplied by `factor`
+    "mains_flicker",  # mains is off for `duration_s` (a blip, or a second outage)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEvent:
+    """Something going wrong from `at_s` for `duration_s` (see `FAULT_KINDS`)."""
+
+    at_s: float
+    kind: str
+    duration_s: float
+    target: str | None = None
+    factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ScenarioError(f"unknown fault kind {self.kind!r} ({', '.join(FAULT_KINDS)})")
+
+    def active_at(self, t_s: float) -> bool:
+        """Whether the fault is in force at `t_s`."""
+        return self.at_s <= t_s < self.at_s + self.duration_s
+
+
 @dataclass(frozen=True, slots=True)
 class Timeline:
     """Normal operation for `history_s`, then an outage (None duration: mains never returns)."""
@@ -172,6 +200,7 @@ class Timeline:
     outage_at_s: float
     outage_duration_s: float | None
     load_steps: tuple[LoadStep, ...] = ()
+    faults: tuple[FaultEvent, ...] = ()
 
     def __post_init__(self) -> None:
         if self.history_s < 0 or self.outage_at_s < 0:
@@ -188,7 +217,28 @@ class Timeline:
 
     def mains_on_at(self, t_s: float) -> bool:
         """Whether mains is present at `t_s` according to the timeline."""
-        return not self.outage_at_s <= t_s < self.outage_end_s
+        return not any(start <= t_s < end for start, end in self.outages_s)
+
+    @property
+    def outages_s(self) -> tuple[tuple[float, float], ...]:
+        """Every (start, end) mains is off, the main outage and the flickers merged, in order."""
+        spans = sorted(
+            [(self.outage_at_s, self.outage_end_s)]
+            + [
+                (f.at_s, f.at_s + f.duration_s)
+                for f in self.faults
+                if f.kind == "mains_flicker" and f.duration_s > 0
+            ]
+        )
+        merged: list[tuple[float, float]] = []
+        for start, end in spans:
+            if end <= start:
+                continue
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        return tuple(merged)
 
 
 @dataclass(frozen=True)
@@ -217,6 +267,14 @@ class Scenario:
         for step in self.timeline.load_steps:
             if step.service not in services:
                 raise ScenarioError(f"timeline load_step: unknown service {step.service!r}")
+        known = {
+            "command_fails": services,
+            "outlet_stuck": set(self.site.outlet_by_id),
+            "ups_runtime_jump": {u.id for u in self.site.ups},
+        }
+        for fault in self.timeline.faults:
+            if fault.kind in known and fault.target not in known[fault.kind]:
+                raise ScenarioError(f"timeline {fault.kind}: unknown target {fault.target!r}")
 
     def demand_w(self, service_id: str, t_s: float) -> float:
         """What `service_id` would draw at `t_s` running unthrottled, timeline steps included."""
@@ -267,6 +325,17 @@ def build_scenario(config: Mapping[str, Any], traces: Mapping[tuple[str, str], T
             for event in timeline_config.get("events", [])
             if event["kind"] == "load_step"
         ),
+        faults=tuple(
+            FaultEvent(
+                at_s=float(event["at_s"]),
+                kind=str(event["kind"]),
+                duration_s=float(event["duration_s"]),
+                target=_fault_target(event),
+                factor=float(event.get("factor", 1.0)),
+            )
+            for event in timeline_config.get("events", [])
+            if event["kind"] != "load_step"
+        ),
     )
     return Scenario(
         name=str(config.get("name", "scenario")),
@@ -279,6 +348,13 @@ def build_scenario(config: Mapping[str, Any], traces: Mapping[tuple[str, str], T
         loads=loads,
         timeline=timeline,
     )
+
+
+def _fault_target(event: Mapping[str, Any]) -> str | None:
+    for key in ("service", "outlet", "ups"):
+        if key in event:
+            return str(event[key])
+    return None
 
 
 def _optional_float(value: Any) -> float | None:

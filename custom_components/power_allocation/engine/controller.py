@@ -1,0 +1,697 @@
+"""The outage controller: a state machine that turns telemetry and the plan into commands.
+
+Each cycle the caller passes what it measured (`Telemetry`, with `now_s`) and the state the last
+cycle returned; `step` returns the new state, the commands to carry out and the faults to report.
+The state is a plain value (`to_dict` / `from_dict`), so a controller restarted in the middle of an
+outage picks up where it was: what it shed stays shed, a shutdown under way goes on.
+
+How it decides, on battery: the planner (`plan_outage`, re-planned every cycle over what still
+runs) says when each service would be throttled or shut down and when the final shutdown begins;
+what is due now is done. The allocation of this instant (`allocate`) sheds or caps whatever does not
+fit under a limit (I2). A service is stopped only once everything that depends on it is down (I1),
+its outlets are cut only after its graceful stop finished or its `shutdown_s` ran out (I3), and a
+switch that does not happen is retried with backoff and reported (I7). Holds are obeyed (I8). Once
+mains has been back for `restore_delay_s`, what was stopped comes back dependencies first, highest
+priority first, one start every `restore_stagger_s` (I6).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from .allocator import Demand, ServiceState, allocate
+from .battery import BatteryModel
+from .model import Priority, Site
+from .outage import ConditionalOutage, OutagePrior
+from .planner import plan_outage
+
+STATE_VERSION = 1
+
+
+class Mode(StrEnum):
+    """Where the site is in an outage's life."""
+
+    NORMAL = "normal"
+    ON_BATTERY = "on_battery"  # nothing shed yet
+    SHEDDING = "shedding"  # some services throttled or stopped
+    CRITICAL_ONLY = "critical_only"  # only critical services (and what they need) still run
+    FINAL_SHUTDOWN = "final_shutdown"  # everything still on is being stopped cleanly
+    RESTORING = "restoring"  # mains is back: bringing services back
+
+
+class Phase(StrEnum):
+    """Where one service is, as the controller drives it."""
+
+    ON = "on"
+    PENDING_STOP = "pending_stop"  # to stop once everything depending on it is down
+    STOPPING = "stopping"  # asked to stop; waiting for its draw to fall or shutdown_s to pass
+    CUTTING = "cutting"  # OS down; its outlets are being switched off
+    OFF = "off"
+    STARTING = "starting"  # outlets on and asked to boot; running once startup_s has passed
+
+
+DOWN_PHASES = frozenset({Phase.CUTTING, Phase.OFF})
+RUNNING_PHASES = frozenset({Phase.ON, Phase.PENDING_STOP})
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    """Tunables; the defaults are what an operator would pick for a small rack."""
+
+    restore_delay_s: float = 60.0  # mains stable this long before anything restarts (I6)
+    restore_stagger_s: float = 15.0  # between two starts, to bound inrush (I6)
+    idle_margin_w: float = 5.0  # a stopping service is down once its draw is under idle_w + this
+    min_run_s: float = 600.0  # I5: a restart on battery must leave this much run time
+    retry_base_s: float = 5.0  # first retry of a switch that did not happen; doubles each time
+    retry_max_s: float = 120.0
+    switch_verify_s: float = 5.0  # an outlet not reporting its new state after this has failed
+    runtime_confirm_s: float = 60.0  # a UPS reading that disagrees must persist this long
+    runtime_disagree_ratio: float = 0.5  # ... by more than this share of the charge
+    limit_recheck_s: float = 300.0  # a service shed for a limit waits this long to come back
+
+
+@dataclass(frozen=True, slots=True)
+class UpsReading:
+    """One UPS as last read; None where the reading is missing."""
+
+    soc_ratio: float | None
+    runtime_s: float | None
+    output_w: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """What the caller measured this cycle. Missing readings are None or absent."""
+
+    now_s: float
+    mains_on: bool | None
+    ups: Mapping[str, UpsReading]
+    service_draw_w: Mapping[str, float | None]
+    outlet_on: Mapping[str, bool | None]  # the relay state each outlet reports
+    demand_w: Mapping[str, Demand]  # forecast draw of every service, running uncapped
+    unmanaged_w: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StopService:
+    """Ask a service's OS to shut down gracefully."""
+
+    service_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchOutlets:
+    """Switch a service's outlets on or off."""
+
+    service_id: str
+    outlet_ids: tuple[str, ...]
+    on: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """Cap a service's draw (None releases the cap)."""
+
+    service_id: str
+    cap_w: float | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartService:
+    """Power a service's outlets and ask it to boot."""
+
+    service_id: str
+    outlet_ids: tuple[str, ...]
+    reason: str
+
+
+Command = StopService | SwitchOutlets | Throttle | StartService
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """Something the caller must report (entity unavailable, repair issue, event)."""
+
+    service_id: str | None
+    kind: str  # "outlet_stuck", "stop_unconfirmed", "telemetry_missing", "runtime_disagrees"
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceControl:
+    """One service's phase, since when, and the retry state of its switches."""
+
+    phase: Phase = Phase.ON
+    since_s: float = 0.0
+    cap_w: float | None = None
+    shed_in_outage: bool = False
+    shed_for_limit_s: float | None = None  # when it was shed for a limit (None: not for that)
+    switch_attempts: int = 0
+    next_switch_s: float = 0.0
+    reason: str = ""  # why it is in this phase
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerState:
+    """Everything the controller remembers between cycles; JSON-able through `to_dict`."""
+
+    mode: Mode = Mode.NORMAL
+    outage_started_s: float | None = None
+    mains_back_s: float | None = None
+    last_start_s: float = -math.inf
+    soc_ratio: Mapping[str, float] = field(default_factory=dict)  # last estimate per UPS
+    soc_at_s: float | None = None
+    runtime_disagrees_since_s: Mapping[str, float] = field(default_factory=dict)
+    services: Mapping[str, ServiceControl] = field(default_factory=dict)
+    held_on: frozenset[str] = frozenset()
+    held_off: frozenset[str] = frozenset()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able copy (infinities as None)."""
+        return {
+            "version": STATE_VERSION,
+            "mode": self.mode.value,
+            "outage_started_s": self.outage_started_s,
+            "mains_back_s": self.mains_back_s,
+            "last_start_s": None if math.isinf(self.last_start_s) else self.last_start_s,
+            "soc_ratio": dict(self.soc_ratio),
+            "soc_at_s": self.soc_at_s,
+            "runtime_disagrees_since_s": dict(self.runtime_disagrees_since_s),
+            "services": {sid: _control_dict(control) for sid, control in self.services.items()},
+            "held_on": sorted(self.held_on),
+            "held_off": sorted(self.held_off),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ControllerState:
+        """Restores `to_dict`'s output."""
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown controller state version {data.get('version')!r}")
+        last_start = data["last_start_s"]
+        return cls(
+            mode=Mode(data["mode"]),
+            outage_started_s=data["outage_started_s"],
+            mains_back_s=data["mains_back_s"],
+            last_start_s=-math.inf if last_start is None else float(last_start),
+            soc_ratio={k: float(v) for k, v in data["soc_ratio"].items()},
+            soc_at_s=data["soc_at_s"],
+            runtime_disagrees_since_s={
+                k: float(v) for k, v in data["runtime_disagrees_since_s"].items()
+            },
+            services={
+                sid: ServiceControl(
+                    phase=Phase(c["phase"]),
+                    since_s=float(c["since_s"]),
+                    cap_w=c["cap_w"],
+                    shed_in_outage=bool(c["shed_in_outage"]),
+                    shed_for_limit_s=c["shed_for_limit_s"],
+                    switch_attempts=int(c["switch_attempts"]),
+                    next_switch_s=float(c["next_switch_s"]),
+                    reason=str(c["reason"]),
+                )
+                for sid, c in data["services"].items()
+            },
+            held_on=frozenset(data["held_on"]),
+            held_off=frozenset(data["held_off"]),
+        )
+
+
+def _control_dict(control: ServiceControl) -> dict[str, Any]:
+    return {
+        "phase": control.phase.value,
+        "since_s": control.since_s,
+        "cap_w": control.cap_w,
+        "shed_in_outage": control.shed_in_outage,
+        "shed_for_limit_s": control.shed_for_limit_s,
+        "switch_attempts": control.switch_attempts,
+        "next_switch_s": control.next_switch_s,
+        "reason": control.reason,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """One cycle's outcome."""
+
+    state: ControllerState
+    commands: tuple[Command, ...]
+    faults: tuple[Fault, ...]
+
+
+def initial_state(site: Site, soc_ratio: Mapping[str, float] | None = None) -> ControllerState:
+    """Everything on, on mains."""
+    return ControllerState(
+        soc_ratio=dict(soc_ratio or {u.id: 1.0 for u in site.ups}),
+        services={s.id: ServiceControl() for s in site.services},
+    )
+
+
+def hold(state: ControllerState, service_id: str, on: bool | None) -> ControllerState:
+    """Hold a service on or off (I8); None releases it."""
+    held_on = state.held_on - {service_id}
+    held_off = state.held_off - {service_id}
+    if on is True:
+        held_on |= {service_id}
+    elif on is False:
+        held_off |= {service_id}
+    return replace(state, held_on=held_on, held_off=held_off)
+
+
+class OutageController:
+    """The pure decision function, with what is fixed for a site bound once."""
+
+    def __init__(
+        self,
+        site: Site,
+        batteries: Mapping[str, BatteryModel] | None = None,
+        prior: OutagePrior | None = None,
+        settings: ControllerSettings | None = None,
+    ) -> None:
+        self.site = site
+        self.batteries = dict(batteries or {u.id: BatteryModel.from_ups(u) for u in site.ups})
+        self.prior = prior or OutagePrior()
+        self.settings = settings or ControllerSettings()
+
+    def outage_given(self, elapsed_s: float) -> ConditionalOutage:
+        """The outage's remaining duration as this controller believes it (overridable)."""
+        return self.prior.given(elapsed_s)
+
+    def step(self, state: ControllerState, telemetry: Telemetry) -> StepResult:
+        """One control cycle."""
+        cycle = _Cycle(self, state, telemetry)
+        cycle.run()
+        return StepResult(cycle.finish(), tuple(cycle.commands), tuple(cycle.faults))
+
+
+class _Cycle:
+    """The working copy of one `step`; nothing here outlives the call."""
+
+    def __init__(
+        self, controller: OutageController, state: ControllerState, telemetry: Telemetry
+    ) -> None:
+        self.controller = controller
+        self.site = controller.site
+        self.settings = controller.settings
+        self.telemetry = telemetry
+        self.now_s = telemetry.now_s
+        self.state = state
+        self.services = {
+            s.id: state.services.get(s.id, ServiceControl()) for s in self.site.services
+        }
+        self.commands: list[Command] = []
+        self.faults: list[Fault] = []
+
+    # --- the cycle --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._track_mains()
+        self._estimate_charge()
+        self._apply_holds()
+        if self.state.outage_started_s is not None and self.state.mains_back_s is None:
+            self._on_battery()
+        else:
+            self._on_mains()
+        self._advance_phases()
+
+    def finish(self) -> ControllerState:
+        return replace(self.state, services=dict(self.services), mode=self._mode())
+
+    # --- mains and charge -------------------------------------------------------------------
+
+    def _track_mains(self) -> None:
+        mains_on = self.telemetry.mains_on
+        state = self.state
+        if mains_on is None:
+            self.faults.append(Fault(None, "telemetry_missing", "mains state unknown: unchanged"))
+            return
+        if not mains_on:
+            if state.outage_started_s is None:
+                state = replace(state, outage_started_s=self.now_s, mains_back_s=None)
+                self.services = {
+                    sid: replace(c, shed_in_outage=False) for sid, c in self.services.items()
+                }
+            elif state.mains_back_s is not None:
+                # Mains came back but did not stay: the same outage goes on if nothing had
+                # restarted yet; otherwise this is a second outage, planned from now.
+                flicker = self.now_s - state.mains_back_s < self.settings.restore_delay_s
+                state = replace(
+                    state,
+                    mains_back_s=None,
+                    outage_started_s=state.outage_started_s if flicker else self.now_s,
+                )
+        elif state.outage_started_s is not None and state.mains_back_s is None:
+            state = replace(state, mains_back_s=self.now_s)
+        self.state = state
+
+    def _estimate_charge(self) -> None:
+        """Each UPS's charge: its own reading, else dead reckoning from the last one.
+
+        A runtime reading that implies much less charge than the charge reading is believed only
+        once it has persisted for `runtime_confirm_s` (a UPS's estimate jumps when the load
+        changes; an aged pack shows it for good).
+        """
+        soc: dict[str, float] = {}
+        disagree: dict[str, float] = {}
+        dt_s = 0.0 if self.state.soc_at_s is None else max(0.0, self.now_s - self.state.soc_at_s)
+        on_battery = self.state.outage_started_s is not None and self.state.mains_back_s is None
+        for ups in self.site.ups:
+            model = self.controller.batteries[ups.id]
+            reading = self.telemetry.ups.get(ups.id)
+            last = self.state.soc_ratio.get(ups.id, 1.0)
+            if reading is None or reading.soc_ratio is None:
+                load_w = self._ups_load_w(ups.id)
+                soc[ups.id] = model.soc_after(last, load_w, dt_s) if on_battery else last
+                self.faults.append(
+                    Fault(None, "telemetry_missing", f"UPS {ups.id}: charge estimated")
+                )
+                continue
+            estimate = reading.soc_ratio
+            load_w = reading.output_w if reading.output_w is not None else self._ups_load_w(ups.id)
+            if reading.runtime_s is not None and load_w > 0:
+                implied = reading.runtime_s / model.full_runtime_s(load_w)
+                if implied < estimate * (1.0 - self.settings.runtime_disagree_ratio):
+                    since = self.state.runtime_disagrees_since_s.get(ups.id, self.now_s)
+                    disagree[ups.id] = since
+                    if self.now_s - since >= self.settings.runtime_confirm_s:
+                        estimate = implied
+                        self.faults.append(
+                            Fault(
+                                None,
+                                "runtime_disagrees",
+                                f"UPS {ups.id}: runtime reading implies {implied:.0%} charge, "
+                                f"charge reads {reading.soc_ratio:.0%}: planning on the lower",
+                            )
+                        )
+            soc[ups.id] = max(0.0, min(1.0, estimate))
+        self.state = replace(
+            self.state, soc_ratio=soc, soc_at_s=self.now_s, runtime_disagrees_since_s=disagree
+        )
+
+    def _ups_load_w(self, ups_id: str) -> float:
+        total_w = 0.0
+        for service in self.site.services:
+            if self.services[service.id].phase is Phase.OFF:
+                continue
+            share = sum(
+                1 for o in service.outlets if self.site.nodes_above_outlet(o)[2] == ups_id
+            ) / len(service.outlets)
+            total_w += share * self.telemetry.demand_w[service.id].upper_w
+        for outlet, watts in self.telemetry.unmanaged_w.items():
+            if self.site.nodes_above_outlet(outlet)[2] == ups_id:
+                total_w += watts
+        return total_w
+
+    # --- holds ------------------------------------------------------------------------------
+
+    def _apply_holds(self) -> None:
+        graph = self.site.graph
+        for sid in graph.dependent_closure(self.state.held_off):
+            self._shed(sid, "held off by an administrator", for_limit=False)
+
+    def _protected(self) -> frozenset[str]:
+        """Held on, and what a held-on service needs: never stopped by the controller (I8)."""
+        return self.site.graph.dependency_closure(self.state.held_on)
+
+    # --- on battery -------------------------------------------------------------------------
+
+    def _on_battery(self) -> None:
+        assert self.state.outage_started_s is not None
+        elapsed_s = self.now_s - self.state.outage_started_s
+        running = frozenset(
+            sid for sid, c in self.services.items() if c.phase in (Phase.ON, Phase.STARTING)
+        )
+        demand = self.telemetry.demand_w
+        if self.state.mode is Mode.FINAL_SHUTDOWN:
+            self._final_shutdown()
+            return
+        if running:
+            plan = plan_outage(
+                self.site,
+                self.controller.batteries,
+                self.state.soc_ratio,
+                demand,
+                self.controller.outage_given(elapsed_s),
+                running=running,
+                unmanaged_w=self.telemetry.unmanaged_w,
+                restore_delay_s=self.settings.restore_delay_s,
+            )
+            if plan.final_shutdown_at_s <= 0.0:
+                self.state = replace(self.state, mode=Mode.FINAL_SHUTDOWN)
+                self._final_shutdown()
+                return
+            for sid in running:
+                if plan.stop_at_s[sid] <= 0.0:
+                    reason = next(
+                        (s.reason for s in plan.steps if s.service_id == sid), "plan: stop now"
+                    )
+                    self._shed(sid, reason, for_limit=False)
+                elif plan.throttle_at_s[sid] <= 0.0:
+                    service = self.site.service_by_id[sid]
+                    self._throttle(
+                        sid,
+                        service.throttle_min_w,
+                        "plan: capped so that more important services run longer",
+                    )
+        self._fit_limits()
+
+    def _final_shutdown(self) -> None:
+        for sid, control in self.services.items():
+            if control.phase in (Phase.ON, Phase.STARTING):
+                self._shed(
+                    sid,
+                    "final shutdown: the battery holds just enough to stop everything cleanly",
+                    for_limit=False,
+                )
+
+    def _fit_limits(self) -> None:
+        """Shed or cap whatever the allocation of this instant cannot fit (I2)."""
+        down = frozenset(
+            sid for sid, c in self.services.items() if c.phase not in (Phase.ON, Phase.STARTING)
+        )
+        protected = self._protected()
+        allocation = allocate(
+            self.site,
+            self.telemetry.demand_w,
+            unmanaged_w=self.telemetry.unmanaged_w,
+            held_on=protected - down,
+            held_off=down - protected,
+        )
+        for sid, decision in allocation.decisions.items():
+            control = self.services[sid]
+            if control.phase not in (Phase.ON, Phase.STARTING):
+                continue
+            if decision.state is ServiceState.OFF:
+                self._shed(sid, f"over a limit: {decision.reason}", for_limit=True)
+            elif decision.state is ServiceState.THROTTLED:
+                self._throttle(sid, decision.cap_w, f"over a limit: {decision.reason}")
+
+    # --- on mains ---------------------------------------------------------------------------
+
+    def _on_mains(self) -> None:
+        state = self.state
+        if state.mains_back_s is not None:
+            self._abort_pending_stops()
+            if self.now_s - state.mains_back_s < self.settings.restore_delay_s:
+                return
+            self.state = replace(state, outage_started_s=None, mains_back_s=None)
+            for sid, control in self.services.items():
+                if control.cap_w is not None:
+                    self._throttle(sid, None, "mains is back: cap released")
+        self._fit_limits()
+        self._restore_next()
+
+    def _abort_pending_stops(self) -> None:
+        for sid, control in self.services.items():
+            if control.phase is Phase.PENDING_STOP and sid not in self._held_off_closure():
+                self.services[sid] = replace(control, phase=Phase.ON, shed_in_outage=False)
+
+    def _held_off_closure(self) -> frozenset[str]:
+        return self.site.graph.dependent_closure(self.state.held_off)
+
+    def _restore_next(self) -> None:
+        """Start the next service that may come back: one per stagger, in order (I6)."""
+        if self.now_s - self.state.last_start_s < self.settings.restore_stagger_s:
+            return
+        graph = self.site.graph
+        held_off = self._held_off_closure()
+        candidates = [
+            sid
+            for sid, control in self.services.items()
+            if control.phase is Phase.OFF
+            and sid not in held_off
+            and (
+                control.shed_for_limit_s is None
+                or self.now_s - control.shed_for_limit_s >= self.settings.limit_recheck_s
+            )
+            and all(self.services[d].phase is Phase.ON for d in graph.dependencies(sid))
+        ]
+        if not candidates:
+            return
+        by_id = self.site.service_by_id
+        order = graph.startup_order(candidates, key=lambda sid: -by_id[sid].priority.rank)
+        for sid in order:
+            if self._fits_with(sid):
+                self._start(sid, "mains is back and stable: restoring in dependency order")
+                return
+
+    def _fits_with(self, service_id: str) -> bool:
+        on = frozenset(
+            sid for sid, c in self.services.items() if c.phase in (Phase.ON, Phase.STARTING)
+        )
+        allocation = allocate(
+            self.site,
+            self.telemetry.demand_w,
+            unmanaged_w=self.telemetry.unmanaged_w,
+            held_off=frozenset(self.services) - on - {service_id},
+        )
+        return all(d.state is ServiceState.ON for d in allocation.decisions.values() if d.draw_w)
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def _shed(self, service_id: str, reason: str, *, for_limit: bool) -> None:
+        """Mark a service and everything depending on it to stop, dependents first (I1)."""
+        protected = self._protected()
+        for sid in self.site.graph.dependent_closure([service_id]):
+            control = self.services[sid]
+            if sid in protected or control.phase not in (Phase.ON, Phase.STARTING):
+                continue
+            why = reason if sid == service_id else f"a service it depends on stops: {reason}"
+            self.services[sid] = replace(
+                control,
+                phase=Phase.PENDING_STOP,
+                since_s=self.now_s,
+                shed_in_outage=self.state.outage_started_s is not None,
+                shed_for_limit_s=self.now_s if for_limit else None,
+                reason=why,
+            )
+
+    def _throttle(self, service_id: str, cap_w: float | None, reason: str) -> None:
+        control = self.services[service_id]
+        if control.cap_w == cap_w or (cap_w is not None and service_id in self._protected()):
+            return
+        self.services[service_id] = replace(control, cap_w=cap_w)
+        self.commands.append(Throttle(service_id, cap_w, reason))
+
+    def _start(self, service_id: str, reason: str) -> None:
+        service = self.site.service_by_id[service_id]
+        self.services[service_id] = replace(
+            self.services[service_id],
+            phase=Phase.STARTING,
+            since_s=self.now_s,
+            switch_attempts=0,
+            next_switch_s=self.now_s + self.settings.switch_verify_s,
+            shed_for_limit_s=None,
+        )
+        self.state = replace(self.state, last_start_s=self.now_s)
+        self.commands.append(StartService(service_id, service.outlets, reason))
+
+    # --- phases -----------------------------------------------------------------------------
+
+    def _advance_phases(self) -> None:
+        graph = self.site.graph
+        for sid in graph.shutdown_order(list(self.services)):
+            control = self.services[sid]
+            service = self.site.service_by_id[sid]
+            if control.phase is Phase.PENDING_STOP:
+                if all(self.services[d].phase in DOWN_PHASES for d in graph.dependents(sid)):
+                    self.services[sid] = replace(control, phase=Phase.STOPPING, since_s=self.now_s)
+                    self.commands.append(StopService(sid, control.reason))
+            elif control.phase is Phase.STOPPING:
+                draw_w = self.telemetry.service_draw_w.get(sid)
+                done = draw_w is not None and draw_w <= service.idle_w + self.settings.idle_margin_w
+                timed_out = self.now_s - control.since_s >= service.shutdown_s
+                if done or timed_out:
+                    why = "its draw fell to idle" if done else "its shutdown_s ran out"
+                    if timed_out and not done:
+                        self.faults.append(
+                            Fault(sid, "stop_unconfirmed", f"{sid}: stop not confirmed in time")
+                        )
+                    self.services[sid] = replace(
+                        control,
+                        phase=Phase.CUTTING,
+                        since_s=self.now_s,
+                        switch_attempts=1,
+                        next_switch_s=self.now_s + self.settings.switch_verify_s,
+                    )
+                    self.commands.append(
+                        SwitchOutlets(sid, service.outlets, False, f"graceful stop done: {why}")
+                    )
+        for sid, control in list(self.services.items()):
+            service = self.site.service_by_id[sid]
+            if control.phase is Phase.CUTTING:
+                self._verify_switch(sid, control, on=False)
+            elif (
+                control.phase is Phase.STARTING
+                and self._verify_switch(sid, control, on=True)
+                and self.now_s - control.since_s >= service.startup_s
+            ):
+                self.services[sid] = replace(self.services[sid], phase=Phase.ON)
+
+    def _verify_switch(self, sid: str, control: ServiceControl, *, on: bool) -> bool:
+        """Whether the outlets report the state asked for; if not, retry with backoff (I7)."""
+        service = self.site.service_by_id[sid]
+        reported = [self.telemetry.outlet_on.get(o) for o in service.outlets]
+        if on:
+            switched = any(r is True for r in reported) or all(r is None for r in reported)
+        else:
+            switched = all(r is False for r in reported) or all(r is None for r in reported)
+        if switched:
+            if not on:
+                self.services[sid] = replace(control, phase=Phase.OFF, switch_attempts=0)
+            return True
+        if self.now_s < control.next_switch_s:
+            return False
+        backoff_s = min(
+            self.settings.retry_max_s, self.settings.retry_base_s * 2**control.switch_attempts
+        )
+        self.services[sid] = replace(
+            control,
+            switch_attempts=control.switch_attempts + 1,
+            next_switch_s=self.now_s + backoff_s,
+        )
+        self.faults.append(
+            Fault(
+                sid,
+                "outlet_stuck",
+                f"{sid}: outlets did not switch {'on' if on else 'off'} "
+                f"(attempt {control.switch_attempts}); retrying in {backoff_s:.0f} s",
+            )
+        )
+        self.commands.append(
+            SwitchOutlets(sid, service.outlets, on, "retrying a switch that did not happen")
+        )
+        return False
+
+    # --- mode -------------------------------------------------------------------------------
+
+    def _mode(self) -> Mode:
+        state = self.state
+        if state.outage_started_s is None:
+            busy = any(c.phase is not Phase.ON for c in self.services.values())
+            return Mode.RESTORING if busy and state.mode is not Mode.NORMAL else Mode.NORMAL
+        if state.mains_back_s is not None:
+            return Mode.RESTORING
+        if state.mode is Mode.FINAL_SHUTDOWN:
+            return Mode.FINAL_SHUTDOWN
+        up = [sid for sid, c in self.services.items() if c.phase in RUNNING_PHASES]
+        throttled = any(c.cap_w is not None for c in self.services.values())
+        if len(up) == len(self.services) and not throttled:
+            return Mode.ON_BATTERY
+        needed = self.site.graph.dependency_closure(
+            s.id for s in self.site.services if s.priority is Priority.CRITICAL
+        )
+        if up and all(sid in needed for sid in up):
+            return Mode.CRITICAL_ONLY
+        return Mode.SHEDDING
+
+
+def services_on(state: ControllerState) -> Iterable[str]:
+    """Services the controller keeps running (or is starting)."""
+    return (sid for sid, c in state.services.items() if c.phase in (Phase.ON, Phase.STARTING))

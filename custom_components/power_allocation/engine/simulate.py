@@ -1,0 +1,398 @@
+"""A deterministic, time-stepped run of a scenario under a policy, and its report.
+
+The site's physics is `plant.SimulatedSite`; a policy sees what a real installation would read
+(through the scenario's faults: gaps, a UPS runtime that jumps) and answers with controller
+commands, which are carried out on the plant (or lost, or ignored by a stuck outlet). History runs
+at a coarse step (policies learn their loads there); from the first outage on, the physics runs at
+the scenario's step and the policy decides every `cycle_s`.
+
+The report is DESIGN.md's "Scenario files" report: per service, per tier and for the site.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .battery import BatteryModel
+from .controller import (
+    Command,
+    StartService,
+    StopService,
+    SwitchOutlets,
+    Throttle,
+    UpsReading,
+)
+from .model import TIERS_MOST_IMPORTANT_FIRST, Site
+from .planner import TIER_WEIGHTS
+from .plant import ServiceMode, SimulatedSite, SiteSnapshot
+from .scenario import Scenario
+
+HISTORY_STEP_S = 60.0
+CYCLE_S = 5.0
+# After the last outage, long enough for a restore to finish.
+TAIL_S = 1800.0
+# When mains never returns, the run stops once nothing has drawn power for this long, or after
+# the longest run any UPS could give.
+NEVER_RETURNS_MAX_S = 12 * 3600.0
+OVERLOAD_TOLERANCE_W = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What a policy reads in one cycle, and the truth an oracle may use."""
+
+    now_s: float
+    mains_on: bool | None  # None during a telemetry gap
+    ups: Mapping[str, UpsReading]
+    ups_low_battery: Mapping[str, bool | None]
+    service_draw_w: Mapping[str, float | None]
+    outlet_on: Mapping[str, bool | None]
+    unmanaged_w: Mapping[str, float]
+    truth: SiteSnapshot  # for the oracle only: every other policy must ignore it
+
+
+class Policy(Protocol):
+    """Anything that answers an observation with commands."""
+
+    name: str
+
+    def decide(self, observation: Observation) -> Sequence[Command]:
+        """The commands to carry out now."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceReport:
+    """One service over the outages."""
+
+    uptime_s: float
+    demand_s: float
+    interruptions: int
+    clean_shutdown: bool | None  # None: never went down
+    unclean_power_loss: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The report of one run."""
+
+    scenario: str
+    policy: str
+    services: Mapping[str, ServiceReport]
+    tier_uptime_ratio: Mapping[str, float | None]
+    weighted_score: float
+    unclean_power_losses: int
+    dependency_violation_s: float
+    overload_s: float
+    unnecessary_sheds: int
+    battery_end_pct: float
+    decisions: tuple[Mapping[str, Any], ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able."""
+        return {
+            "scenario": self.scenario,
+            "policy": self.policy,
+            "services": {
+                sid: {
+                    "uptime_s": r.uptime_s,
+                    "demand_s": r.demand_s,
+                    "interruptions": r.interruptions,
+                    "clean_shutdown": r.clean_shutdown,
+                    "unclean_power_loss": r.unclean_power_loss,
+                }
+                for sid, r in self.services.items()
+            },
+            "tiers": {tier: {"uptime_ratio": v} for tier, v in self.tier_uptime_ratio.items()},
+            "site": {
+                "weighted_score": self.weighted_score,
+                "unclean_power_losses": self.unclean_power_losses,
+                "dependency_violation_s": self.dependency_violation_s,
+                "overload_s": self.overload_s,
+                "unnecessary_sheds": self.unnecessary_sheds,
+                "battery_end_pct": self.battery_end_pct,
+            },
+            "decisions": list(self.decisions),
+        }
+
+
+def simulate(
+    scenario: Scenario,
+    policy: Policy,
+    *,
+    cycle_s: float = CYCLE_S,
+    history_step_s: float = HISTORY_STEP_S,
+    tail_s: float = TAIL_S,
+) -> Report:
+    """Run `scenario` under `policy` and report."""
+    return _Run(scenario, policy, cycle_s, history_step_s, tail_s).report()
+
+
+class _Run:
+    def __init__(
+        self,
+        scenario: Scenario,
+        policy: Policy,
+        cycle_s: float,
+        history_step_s: float,
+        tail_s: float,
+    ) -> None:
+        self.scenario = scenario
+        self.policy = policy
+        self.site = scenario.site
+        self.plant = SimulatedSite(scenario, start_s=0.0, follow_timeline=True)
+        self.outages = scenario.timeline.outages_s
+        self.decisions: list[dict[str, Any]] = []
+        ids = list(self.site.service_by_id)
+        self.uptime_s = dict.fromkeys(ids, 0.0)
+        self.interruptions = dict.fromkeys(ids, 0)
+        self.went_down = dict.fromkeys(ids, False)
+        self.shed_at_s: dict[str, float] = {}
+        self.dependency_violation_s = 0.0
+        self.overload_s = 0.0
+        self.unnecessary = 0
+        self.battery_end_soc = {u.id: 1.0 for u in self.site.ups}
+        self._run(cycle_s, history_step_s, tail_s)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _run(self, cycle_s: float, history_step_s: float, tail_s: float) -> None:
+        first_s = self.outages[0][0] if self.outages else math.inf
+        t_s = 0.0
+        while t_s < first_s - 1e-9:
+            dt_s = min(history_step_s, first_s - t_s)
+            self._cycle(self.plant.snapshot())
+            self.plant.advance(dt_s)
+            t_s = self.plant.time_s
+        last_end_s = self.outages[-1][1] if self.outages else 0.0
+        end_s = last_end_s + tail_s if math.isfinite(last_end_s) else first_s + NEVER_RETURNS_MAX_S
+        step_s = self.scenario.step_s
+        losses_before = dict(self.plant.unclean_power_losses)
+        self.losses_before = losses_before
+        next_cycle_s = t_s
+        was_running = dict.fromkeys(self.uptime_s, True)
+        was_mains = True
+        dark_since_s: float | None = None
+        while t_s < end_s - 1e-9:
+            snapshot = self.plant.snapshot()
+            if t_s >= next_cycle_s - 1e-9:
+                self._cycle(snapshot)
+                next_cycle_s = t_s + cycle_s
+                snapshot = self.plant.snapshot()
+            in_outage = not snapshot.mains_on
+            if was_mains and in_outage:
+                self.shed_at_s = {}
+            if not was_mains and snapshot.mains_on:
+                self._count_unnecessary(snapshot)
+                self.battery_end_soc = {u: s.soc_pct / 100.0 for u, s in snapshot.ups.items()}
+            was_mains = snapshot.mains_on
+            self._measure(snapshot, step_s, in_outage, was_running)
+            if not math.isfinite(last_end_s):
+                drawing = any(s.power_w > 0 for s in snapshot.services.values())
+                dark_since_s = None if drawing else (dark_since_s or t_s)
+                if dark_since_s is not None and t_s - dark_since_s > tail_s:
+                    break
+                self.battery_end_soc = {u: s.soc_pct / 100.0 for u, s in snapshot.ups.items()}
+            self.plant.advance(step_s)
+            t_s = self.plant.time_s
+
+    def _cycle(self, snapshot: SiteSnapshot) -> None:
+        observation = self._observe(snapshot)
+        for command in self.policy.decide(observation):
+            self._carry_out(command, snapshot.time_s)
+
+    def _observe(self, snapshot: SiteSnapshot) -> Observation:
+        t_s = snapshot.time_s
+        faults = [f for f in self.scenario.timeline.faults if f.active_at(t_s)]
+        gap = any(f.kind == "telemetry_gap" for f in faults)
+        jumps = {f.target: f.factor for f in faults if f.kind == "ups_runtime_jump"}
+        unmanaged = {o: snapshot.outlets[o].power_w for o in self.site.unmanaged_outlets}
+        if gap:
+            return Observation(
+                now_s=t_s,
+                mains_on=None,
+                ups={u: UpsReading(None, None, None) for u in snapshot.ups},
+                ups_low_battery=dict.fromkeys(snapshot.ups),
+                service_draw_w=dict.fromkeys(snapshot.services),
+                outlet_on=dict.fromkeys(snapshot.outlets),
+                unmanaged_w=unmanaged,
+                truth=snapshot,
+            )
+        return Observation(
+            now_s=t_s,
+            mains_on=snapshot.mains_on,
+            ups={
+                u: UpsReading(
+                    soc_ratio=s.soc_pct / 100.0,
+                    runtime_s=s.runtime_s * jumps.get(u, 1.0),
+                    output_w=s.output_w,
+                )
+                for u, s in snapshot.ups.items()
+            },
+            ups_low_battery={u: s.low_battery for u, s in snapshot.ups.items()},
+            service_draw_w={sid: s.power_w for sid, s in snapshot.services.items()},
+            outlet_on={o: s.is_on for o, s in snapshot.outlets.items()},
+            unmanaged_w=unmanaged,
+            truth=snapshot,
+        )
+
+    def _carry_out(self, command: Command, t_s: float) -> None:
+        faults = [f for f in self.scenario.timeline.faults if f.active_at(t_s)]
+        lost = any(f.kind == "command_fails" and f.target == command.service_id for f in faults)
+        stuck = {f.target for f in faults if f.kind == "outlet_stuck"}
+        self.decisions.append(_logged(command, t_s, lost))
+        if lost:
+            return
+        plant = self.plant
+        match command:
+            case StopService(service_id=sid):
+                plant.request_shutdown(sid)
+                if not plant.mains_on:
+                    self.shed_at_s.setdefault(sid, t_s)
+            case SwitchOutlets(outlet_ids=outlets, on=on):
+                for outlet in outlets:
+                    if outlet not in stuck:
+                        plant.set_outlet(outlet, on)
+            case Throttle(service_id=sid, cap_w=cap_w):
+                plant.throttle(sid, cap_w)
+            case StartService(service_id=sid, outlet_ids=outlets):
+                for outlet in outlets:
+                    if outlet not in stuck:
+                        plant.set_outlet(outlet, True)
+                plant.request_start(sid)
+                self.shed_at_s.pop(sid, None)
+
+    # --- measuring --------------------------------------------------------------------------
+
+    def _measure(
+        self,
+        snapshot: SiteSnapshot,
+        dt_s: float,
+        in_outage: bool,
+        was_running: dict[str, bool],
+    ) -> None:
+        running = {sid: s.mode is ServiceMode.RUNNING for sid, s in snapshot.services.items()}
+        for sid, now_running in running.items():
+            if in_outage and now_running:
+                self.uptime_s[sid] += dt_s
+            if was_running[sid] and not now_running:
+                self.interruptions[sid] += 1
+                self.went_down[sid] = True
+            was_running[sid] = now_running
+        site = self.site
+        if any(running[s.id] and not all(running[d] for d in s.depends_on) for s in site.services):
+            self.dependency_violation_s += dt_s
+        if _overloaded(snapshot, self.site):
+            self.overload_s += dt_s
+
+    def _count_unnecessary(self, snapshot: SiteSnapshot) -> None:
+        """Sheds the battery could have carried to the end of the outage that just ended.
+
+        Per UPS: the energy each shed service would have drawn from its shed to now, smallest
+        first, against the energy the pack still holds at its present load.
+        """
+        now_s = snapshot.time_s
+        for ups in self.site.ups:
+            state = snapshot.ups[ups.id]
+            if not state.alive:
+                continue
+            model = BatteryModel.from_ups(ups)
+            left_wh = model.energy_left_wh(state.soc_pct / 100.0, max(state.output_w, 1.0))
+            costs = []
+            for sid, shed_s in self.shed_at_s.items():
+                service = self.site.service_by_id[sid]
+                share = sum(
+                    1 for o in service.outlets if self.site.nodes_above_outlet(o)[2] == ups.id
+                ) / len(service.outlets)
+                if share == 0:
+                    continue
+                samples = max(2, int((now_s - shed_s) // 60) + 1)
+                mean_w = (
+                    sum(
+                        self.scenario.demand_w(sid, shed_s + i * (now_s - shed_s) / (samples - 1))
+                        for i in range(samples)
+                    )
+                    / samples
+                )
+                costs.append(share * mean_w * (now_s - shed_s) / 3600.0)
+            for cost_wh in sorted(costs):
+                if cost_wh > left_wh:
+                    break
+                left_wh -= cost_wh
+                self.unnecessary += 1
+        self.shed_at_s = {}
+
+    # --- the report -------------------------------------------------------------------------
+
+    def report(self) -> Report:
+        outage_s = sum(min(end, self.plant.time_s) - start for start, end in self.outages)
+        losses = {
+            sid: self.plant.unclean_power_losses[sid] - self.losses_before[sid]
+            for sid in self.uptime_s
+        }
+        services = {
+            sid: ServiceReport(
+                uptime_s=self.uptime_s[sid],
+                demand_s=outage_s,
+                interruptions=self.interruptions[sid],
+                clean_shutdown=(losses[sid] == 0) if self.went_down[sid] else None,
+                unclean_power_loss=losses[sid],
+            )
+            for sid in self.uptime_s
+        }
+        tiers: dict[str, float | None] = {}
+        weighted = total = 0.0
+        for tier in TIERS_MOST_IMPORTANT_FIRST:
+            members = [s.id for s in self.site.services if s.priority is tier]
+            wanted = outage_s * len(members)
+            up = sum(self.uptime_s[sid] for sid in members)
+            tiers[tier.value] = up / wanted if wanted > 0 else None
+            weighted += TIER_WEIGHTS[tier] * up
+            total += TIER_WEIGHTS[tier] * wanted
+        return Report(
+            scenario=self.scenario.name,
+            policy=self.policy.name,
+            services=services,
+            tier_uptime_ratio=tiers,
+            weighted_score=weighted / total if total > 0 else 1.0,
+            unclean_power_losses=sum(losses.values()),
+            dependency_violation_s=self.dependency_violation_s,
+            overload_s=self.overload_s,
+            unnecessary_sheds=self.unnecessary,
+            battery_end_pct=100.0 * min(self.battery_end_soc.values(), default=1.0),
+            decisions=tuple(self.decisions),
+        )
+
+
+def _logged(command: Command, t_s: float, lost: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "at_s": t_s,
+        "service": command.service_id,
+        "action": type(command).__name__,
+        "reason": command.reason,
+    }
+    if isinstance(command, Throttle):
+        entry["cap_w"] = command.cap_w
+    if isinstance(command, SwitchOutlets):
+        entry["on"] = command.on
+    if lost:
+        entry["lost"] = True
+    return entry
+
+
+def _overloaded(snapshot: SiteSnapshot, site: Site) -> bool:
+    pdu_w: dict[str, float] = {}
+    for pdu in site.pdus:
+        total = 0.0
+        for outlet in pdu.outlets:
+            watts = snapshot.outlets[outlet.id].power_w
+            if outlet.limit_w is not None and watts > outlet.limit_w + OVERLOAD_TOLERANCE_W:
+                return True
+            total += watts
+        pdu_w[pdu.id] = total
+        if total > pdu.limit_w + OVERLOAD_TOLERANCE_W:
+            return True
+    return any(snapshot.ups[u.id].output_w > u.rated_w + OVERLOAD_TOLERANCE_W for u in site.ups)
