@@ -316,9 +316,11 @@ async def test_broker_restart_reconnects_and_resubscribes(
         broker.start()
         await eventually(lambda: driver.connected)
 
+        # Retained, so that they reach the driver whether its subscriptions (sent right after it
+        # connects) are in place before or after these are published.
         again = mqtt_peers(broker, "plug1-again")
-        again.publish("tele/plug1/SENSOR", json.dumps({"ENERGY": {"Power": 31}}))
-        again.publish("nut/ups1/battery.charge", "99")
+        again.publish("tele/plug1/SENSOR", json.dumps({"ENERGY": {"Power": 31}}), retain=True)
+        again.publish("nut/ups1/battery.charge", "99", retain=True)
         snapshot = await snapshot_where(
             driver, lambda s: s.outlets["pdu-a/1"].power_w == 31.0 and s.ups["ups1"].available
         )

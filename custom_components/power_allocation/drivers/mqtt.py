@@ -189,7 +189,7 @@ class MqttDriver:
 
     @property
     def connected(self) -> bool:
-        """Whether the broker connection is up."""
+        """Whether the broker connection is up and every subscription is in place."""
         with self._lock:
             return self._connected
 
@@ -232,6 +232,7 @@ class MqttDriver:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         self._stopping = False
         client.connect_async(config.host, config.port, config.keepalive_s)
@@ -400,8 +401,10 @@ class MqttDriver:
             return
         _LOGGER.info("Connected to MQTT broker %s:%s", self._config.host, self._config.port)
         with self._lock:
-            self._connected = True
             self._reported_unreachable = False
+            # Ready once the broker has acknowledged the subscriptions: a reading published
+            # before that would be missed.
+            self._connected = not self._subscriptions
         # A clean session forgets subscriptions: subscribe on every (re)connection.
         if self._subscriptions:
             client.subscribe([(topic, COMMAND_QOS) for topic in self._subscriptions])
@@ -461,6 +464,20 @@ class MqttDriver:
                     state.online = update.online
                 state.readings.update(update.readings)
                 self._applied += 1
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        refused = [code for code in reason_codes if code.is_failure]
+        if refused:
+            _LOGGER.warning("MQTT broker refused %d subscription(s): %s", len(refused), refused[0])
+        with self._lock:
+            self._connected = True
 
     def _match_ack(self, topic: str, payload: bytes) -> None:
         with self._lock:
