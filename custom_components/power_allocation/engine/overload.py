@@ -22,7 +22,8 @@ go for the probability of exceeding the limit within the lookahead to fall to
 `shed_target_probability` (the same estimate, with every forecast mean lowered by the shed), and
 asks the allocator for an allocation with that node's limit lowered by that much, so the allocator
 picks what goes by priority and dependencies (I1, I4). The shed holds until the node's forecast
-upper draw plus what was shed has stayed `release_margin_ratio` below the limit for
+upper draw plus everything the shed keeps off it (the allocator's upper draw under the node
+without the lowered limit, minus with it) has stayed `release_margin_ratio` below the limit for
 `release_hold_s` (I5: no flapping).
 """
 
@@ -192,6 +193,8 @@ class _NodeWatch:
     shed_w: float = 0.0
     shed_at_s: float = -math.inf
     safe_since_s: float | None = None
+    # What the shed keeps off this node: it comes back on release.
+    returning_w: float = 0.0
 
 
 @dataclass(slots=True)
@@ -248,7 +251,7 @@ class OverloadGuard:
                 watch.above_cycles = 0
                 watch.safe_since_s = None
             elif watch.shed_w > 0.0:
-                if upper_w + watch.shed_w <= (1.0 - s.release_margin_ratio) * limit_w:
+                if upper_w + watch.returning_w <= (1.0 - s.release_margin_ratio) * limit_w:
                     if watch.safe_since_s is None:
                         watch.safe_since_s = now_s
                     elif now_s - watch.safe_since_s >= s.release_hold_s:
@@ -283,4 +286,8 @@ class OverloadGuard:
             held_on=held_on,
             held_off=held_off,
         )
+        for node_id, watch in self._watch.items():
+            watch.returning_w = max(
+                0.0, baseline.node_load_w[node_id] - allocation.node_load_w[node_id]
+            )
         return GuardDecision(risks, shed_w, limits_w, allocation, tuple(started), tuple(released))
