@@ -1,6 +1,6 @@
 """Online forecasts of one load's draw, 1..H steps ahead, with a band calibrated on its own errors.
 
-Readings arrive irregularly; they are averaged into fixed steps. Each closed step teaches three
+Readings arrive irregularly; they are averaged into fixed steps. Each closed step teaches four
 candidates and is scored against what each candidate forecast for it 1..H steps earlier:
 
 - naive: the last value;
@@ -10,12 +10,14 @@ candidates and is scored against what each candidate forecast for it 1..H steps 
   stays cheap on a small machine (`tests/engine/test_forecast.py` checks it against river);
 - level median: the median change seen h steps after the load was at about this level, which
   captures what linear models cannot in appliance-like loads (a spike at a high level falls back,
-  a quiet level stays quiet).
+  a quiet level stays quiet);
+- trend: Holt's linear smoothing, for ramps the others mean-revert away from.
 
-At each horizon the candidate with the lowest exponentially weighted absolute error is issued
-(naive until a candidate has a track record: the cold start). The band is the rolling 5 % and 95 %
-quantiles (for a 90 % band) of the issued forecast's own realised errors at that horizon, so it is
-as wide as this load has actually needed lately.
+At each horizon the candidate with the lowest exponentially weighted absolute error is issued if it
+beats naive's by a margin (naive until a candidate has a track record: the cold start). The band
+is a pair of rolling quantiles of the issued forecast's own realised errors at that horizon, so it
+is as wide as this load has actually needed lately; their level adapts so the band misses as often
+as it should (see `LoadForecaster`).
 """
 
 from __future__ import annotations
