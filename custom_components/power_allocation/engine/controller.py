@@ -72,6 +72,7 @@ class ControllerSettings:
     runtime_confirm_s: float = 60.0  # a UPS reading that disagrees must persist this long
     runtime_disagree_ratio: float = 0.5  # ... by more than this share of the charge
     limit_recheck_s: float = 300.0  # a service shed for a limit waits this long to come back
+    cap_hysteresis_ratio: float = 0.1  # a cap is tightened only by more than this share
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,7 +505,8 @@ class _Cycle:
             for sid, control in self.services.items():
                 if control.cap_w is not None:
                     self._throttle(sid, None, "mains is back: cap released")
-        self._fit_limits()
+        # On mains in steady state, overloads are the overload guard's (engine/overload.py);
+        # here only restarts are checked against the limits, one at a time.
         self._restore_next()
 
     def _abort_pending_stops(self) -> None:
@@ -574,7 +576,15 @@ class _Cycle:
 
     def _throttle(self, service_id: str, cap_w: float | None, reason: str) -> None:
         control = self.services[service_id]
-        if control.cap_w == cap_w or (cap_w is not None and service_id in self._protected()):
+        if cap_w is not None and service_id in self._protected():
+            return
+        if control.cap_w == cap_w or (
+            # Hysteresis (I5): a cap is only loosened by the restore, and tightened by a step
+            # that matters, not on every wobble of the forecast.
+            cap_w is not None
+            and control.cap_w is not None
+            and cap_w >= control.cap_w * (1.0 - self.settings.cap_hysteresis_ratio)
+        ):
             return
         self.services[service_id] = replace(control, cap_w=cap_w)
         self.commands.append(Throttle(service_id, cap_w, reason))

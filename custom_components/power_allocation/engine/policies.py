@@ -47,13 +47,15 @@ STATIC_SHED_AFTER_S: Mapping[Priority, float] = {
     Priority.HIGH: 900.0,
 }
 STATIC_RESTORE_DELAY_S = 60.0
-FORECAST_SETTINGS = ForecastSettings(step_s=60.0, horizon_steps=12)
+# Five-minute steps an hour ahead: the span an outage plan needs, and cheap to learn from.
+FORECAST_SETTINGS = ForecastSettings(step_s=300.0, horizon_steps=12)
 # Until a forecaster has a band, the upper quantile is the last reading plus this share.
 UNCALIBRATED_UPPER_RATIO = 0.2
 ORACLE_LOOKAHEAD_S = 4 * 3600.0
 ORACLE_SAMPLE_S = 60.0
 # The oracle's outage "prior": the known duration, as a lognormal this narrow.
 ORACLE_SIGMA = 0.02
+NEVER_RETURNS_S = 10 * 86400.0  # within the outage prior's grid
 
 
 def _low_battery(observation: Observation) -> bool:
@@ -259,14 +261,18 @@ class PredictivePolicy:
         return result.commands
 
     def demand_w(self, observation: Observation) -> dict[str, Demand]:
-        """Each service's forecast: the mean over the horizon, the highest upper quantile."""
+        """Each service's forecast: the mean over the hour ahead, the next step's upper quantile.
+
+        Limits are checked on the next step's band: the highest band of the hour would sum every
+        service's rarest peak.
+        """
         demand = {}
         for sid, forecaster in self.forecasters.items():
             points = forecaster.forecast()
             last_w = self.last_draw_w.get(sid, 0.0)
             if points and all(p.calibrated for p in points):
                 mean_w = max(0.0, sum(p.mean_w for p in points) / len(points))
-                upper_w = max(mean_w, *(p.upper_w for p in points))
+                upper_w = max(mean_w, points[0].upper_w)
             else:
                 mean_w = last_w
                 upper_w = last_w * (1.0 + UNCALIBRATED_UPPER_RATIO)
@@ -275,25 +281,27 @@ class PredictivePolicy:
 
 
 class _KnownOutageController(OutageController):
-    """A controller that knows when mains returns."""
+    """A controller that knows when mains returns: its prior is the true outage, nearly exact."""
 
-    def __init__(self, site: Site, remaining_s: Callable[[], float]) -> None:
+    def __init__(
+        self, site: Site, current_outage_s: Callable[[], tuple[float, float, float]]
+    ) -> None:
         super().__init__(site)
-        self.remaining_s = remaining_s
-        self._priors: dict[int, OutagePrior] = {}
+        self.current_outage_s = current_outage_s
+        self._priors: dict[float, OutagePrior] = {}
 
     def outage_given(self, elapsed_s: float) -> ConditionalOutage:
-        remaining_s = self.remaining_s()
-        key = int(min(remaining_s, 10 * 86400.0) // 10)
-        prior = self._priors.get(key)
+        start_s, end_s, now_s = self.current_outage_s()
+        duration_s = min(end_s - start_s, NEVER_RETURNS_S)
+        prior = self._priors.get(duration_s)
         if prior is None:
             prior = OutagePrior(
                 momentary_ratio=0.0,
-                sustained_median_s=max(1.0, key * 10.0),
+                sustained_median_s=max(1.0, duration_s),
                 sustained_sigma=ORACLE_SIGMA,
             )
-            self._priors[key] = prior
-        return prior.given(0.0)
+            self._priors[duration_s] = prior
+        return prior.given(now_s - start_s)
 
 
 class OraclePolicy(PredictivePolicy):
@@ -305,18 +313,16 @@ class OraclePolicy(PredictivePolicy):
         self.scenario = scenario
         self.now_s = 0.0
         super().__init__(
-            scenario.site, _KnownOutageController(scenario.site, self._remaining_outage_s)
+            scenario.site, _KnownOutageController(scenario.site, self._current_outage_s)
         )
         self._demand_cache: tuple[float, dict[str, Demand]] | None = None
 
-    def _outage_end_s(self) -> float:
+    def _current_outage_s(self) -> tuple[float, float, float]:
+        """(start, end, now) of the outage under way; a zero-length one when there is none."""
         for start_s, end_s in self.scenario.timeline.outages_s:
             if start_s <= self.now_s < end_s:
-                return end_s
-        return self.now_s
-
-    def _remaining_outage_s(self) -> float:
-        return self._outage_end_s() - self.now_s
+                return start_s, end_s, self.now_s
+        return self.now_s, self.now_s, self.now_s
 
     def decide(self, observation: Observation) -> Sequence[Command]:
         """As the controller, knowing the future."""
@@ -327,7 +333,8 @@ class OraclePolicy(PredictivePolicy):
         """The true mean and peak of each load over the rest of the outage."""
         if self._demand_cache is not None and self.now_s - self._demand_cache[0] < 60.0:
             return self._demand_cache[1]
-        end_s = min(self._outage_end_s(), self.now_s + ORACLE_LOOKAHEAD_S)
+        _, outage_end_s, _ = self._current_outage_s()
+        end_s = min(outage_end_s, self.now_s + ORACLE_LOOKAHEAD_S)
         count = max(1, math.ceil((end_s - self.now_s) / ORACLE_SAMPLE_S))
         times = [self.now_s + i * ORACLE_SAMPLE_S for i in range(count)]
         demand = {}

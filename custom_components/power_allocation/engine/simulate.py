@@ -31,7 +31,8 @@ from .plant import ServiceMode, SimulatedSite, SiteSnapshot
 from .scenario import Scenario
 
 HISTORY_STEP_S = 60.0
-CYCLE_S = 5.0
+# A typical Home Assistant polling interval for a UPS and its PDUs.
+CYCLE_S = 10.0
 # After the last outage, long enough for a restore to finish.
 TAIL_S = 1800.0
 # When mains never returns, the run stops once nothing has drawn power for this long, or after

@@ -1,0 +1,152 @@
+"""Every scenario under every policy: the outage benchmark.
+
+    python -m benchmarks.policies --scenarios benchmarks/scenarios [--policies a,b] [--json]
+
+Per scenario and as a suite mean: the weighted score, its ratio to the oracle's, the critical
+tier's uptime ratio, unclean power losses, dependency-violation seconds, overload seconds and
+unnecessary sheds. `--json` prints every run's full report instead of the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from custom_components.power_allocation.drivers.scenario_file import load_scenario
+from custom_components.power_allocation.engine.policies import POLICY_NAMES, make_policy
+from custom_components.power_allocation.engine.simulate import Report, simulate
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One scenario under one policy, as the table shows it."""
+
+    scenario: str
+    policy: str
+    weighted_score: float
+    oracle_ratio: float | None
+    critical_uptime_ratio: float | None
+    unclean_power_losses: int
+    dependency_violation_s: float
+    overload_s: float
+    unnecessary_sheds: int
+
+
+def run_suite(folder: Path, policies: Sequence[str]) -> dict[str, dict[str, Report]]:
+    """Reports by scenario name, then policy."""
+    results: dict[str, dict[str, Report]] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        scenario = load_scenario(path)
+        results[scenario.name] = {
+            policy: simulate(scenario, make_policy(policy, scenario)) for policy in policies
+        }
+    return results
+
+
+def rows(results: dict[str, dict[str, Report]]) -> list[Row]:
+    """The table's rows, per scenario and policy."""
+    table = []
+    for scenario, reports in results.items():
+        oracle = reports.get("oracle")
+        for policy, report in reports.items():
+            table.append(
+                Row(
+                    scenario=scenario,
+                    policy=policy,
+                    weighted_score=report.weighted_score,
+                    oracle_ratio=(
+                        report.weighted_score / oracle.weighted_score
+                        if oracle is not None and oracle.weighted_score > 0
+                        else None
+                    ),
+                    critical_uptime_ratio=report.tier_uptime_ratio.get("critical"),
+                    unclean_power_losses=report.unclean_power_losses,
+                    dependency_violation_s=report.dependency_violation_s,
+                    overload_s=report.overload_s,
+                    unnecessary_sheds=report.unnecessary_sheds,
+                )
+            )
+    return table
+
+
+def suite_means(table: Sequence[Row], policies: Sequence[str]) -> list[Row]:
+    """One row per policy: the mean of each column over the scenarios."""
+    means = []
+    for policy in policies:
+        mine = [r for r in table if r.policy == policy]
+        if not mine:
+            continue
+        means.append(
+            Row(
+                scenario="suite mean",
+                policy=policy,
+                weighted_score=_mean([r.weighted_score for r in mine]) or 0.0,
+                oracle_ratio=_mean([r.oracle_ratio for r in mine]),
+                critical_uptime_ratio=_mean([r.critical_uptime_ratio for r in mine]),
+                unclean_power_losses=sum(r.unclean_power_losses for r in mine),
+                dependency_violation_s=sum(r.dependency_violation_s for r in mine),
+                overload_s=sum(r.overload_s for r in mine),
+                unnecessary_sheds=sum(r.unnecessary_sheds for r in mine),
+            )
+        )
+    return means
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def markdown(table: Sequence[Row]) -> str:
+    """The table in Markdown (suite rows sum the counts and seconds, average the ratios)."""
+    lines = [
+        "| scenario | policy | weighted score | / oracle | critical uptime | unclean losses "
+        "| dependency violation s | overload s | unnecessary sheds |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {r.scenario} | {r.policy} | {r.weighted_score:.4f} | {_ratio(r.oracle_ratio)} "
+        f"| {_ratio(r.critical_uptime_ratio)} | {r.unclean_power_losses} "
+        f"| {r.dependency_violation_s:.0f} | {r.overload_s:.0f} | {r.unnecessary_sheds} |"
+        for r in table
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.policies", description=__doc__)
+    parser.add_argument("--scenarios", type=Path, required=True, help="folder of scenario files")
+    parser.add_argument("--policies", default=",".join(POLICY_NAMES), help="comma-separated")
+    parser.add_argument("--json", action="store_true", help="print every report as JSON")
+    args = parser.parse_args(argv)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    unknown = sorted(set(policies) - set(POLICY_NAMES))
+    if unknown:
+        parser.error(f"unknown policies {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)})")
+    if not args.scenarios.is_dir():
+        parser.error(f"{args.scenarios} is not a folder")
+    results = run_suite(args.scenarios, policies)
+    if args.json:
+        json.dump(
+            {s: {p: r.to_dict() for p, r in by.items()} for s, by in results.items()},
+            sys.stdout,
+            indent=1,
+        )
+        print()
+        return 0
+    table = rows(results)
+    print(markdown(table + suite_means(table, policies)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

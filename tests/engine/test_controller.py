@@ -1,0 +1,199 @@
+"""The outage controller: a cycle at a time, on hand-made telemetry."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from custom_components.power_allocation.engine.allocator import Demand
+from custom_components.power_allocation.engine.controller import (
+    ControllerState,
+    Mode,
+    OutageController,
+    Phase,
+    StartService,
+    StopService,
+    SwitchOutlets,
+    Telemetry,
+    UpsReading,
+    hold,
+    initial_state,
+)
+
+from .outage_scenarios import rack
+
+SITE = rack().site
+DEMAND = {
+    "network": Demand(30, 30),
+    "storage": Demand(80, 85),
+    "db": Demand(120, 130),
+    "web": Demand(90, 95),
+    "batch": Demand(150, 200),
+}
+IDLE_W = {s.id: s.idle_w for s in SITE.services}
+
+
+def telemetry(
+    now_s: float,
+    state: ControllerState,
+    *,
+    mains_on: bool | None = False,
+    soc_ratio: float | None = 0.5,
+    runtime_s: float | None = None,
+    stuck: frozenset[str] = frozenset(),
+) -> Telemetry:
+    """What a site obeying every command would report: stopped services idle, cut ones dark."""
+    draw: dict[str, float | None] = {}
+    outlets: dict[str, bool | None] = {}
+    for service in SITE.services:
+        phase = state.services[service.id].phase
+        cut = phase is Phase.OFF or (phase is Phase.CUTTING and service.outlets[0] not in stuck)
+        for outlet in service.outlets:
+            outlets[outlet] = not cut or outlet in stuck
+        if phase is Phase.OFF:
+            draw[service.id] = 0.0
+        elif phase in (Phase.CUTTING,):
+            draw[service.id] = IDLE_W[service.id]
+        else:
+            draw[service.id] = DEMAND[service.id].mean_w
+    return Telemetry(
+        now_s=now_s,
+        mains_on=mains_on,
+        ups={"ups1": UpsReading(soc_ratio, runtime_s, sum(d or 0 for d in draw.values()))},
+        service_draw_w=draw,
+        outlet_on=outlets,
+        demand_w=DEMAND,
+    )
+
+
+def run(
+    controller: OutageController,
+    state: ControllerState,
+    start_s: float,
+    end_s: float,
+    step_s: float = 10.0,
+    **readings: object,
+) -> tuple[ControllerState, list[object], list[object]]:
+    commands: list[object] = []
+    faults: list[object] = []
+    t_s = start_s
+    while t_s < end_s:
+        result = controller.step(state, telemetry(t_s, state, **readings))  # type: ignore[arg-type]
+        state = result.state
+        commands += [(t_s, c) for c in result.commands]
+        faults += list(result.faults)
+        t_s += step_s
+    return state, commands, faults
+
+
+def test_a_blip_is_ridden_through() -> None:
+    controller = OutageController(SITE)
+    state, commands, _ = run(controller, initial_state(SITE), 0, 40, soc_ratio=0.9)
+    assert state.mode is Mode.ON_BATTERY
+    assert commands == []
+    state, commands, _ = run(controller, state, 40, 200, mains_on=True, soc_ratio=0.9)
+    assert state.mode is Mode.NORMAL and commands == []
+
+
+def test_a_long_outage_sheds_dependents_first_and_cuts_only_after_the_stop() -> None:
+    controller = OutageController(SITE)
+    state, commands, _ = run(controller, initial_state(SITE), 0, 900, soc_ratio=0.3)
+    stops = {c.service_id: t for t, c in commands if isinstance(c, StopService)}
+    cuts = {c.service_id: t for t, c in commands if isinstance(c, SwitchOutlets) and not c.on}
+    assert "batch" in stops and "web" in stops
+    for service in SITE.services:
+        if service.id in cuts:
+            # I3: the outlets are cut only once the draw fell (next cycle here) or after shutdown_s
+            assert cuts[service.id] > stops[service.id]
+        for dependency in service.depends_on:
+            if dependency in stops:
+                # I1: a dependency is asked to stop only once its dependents are down
+                assert service.id in cuts and cuts[service.id] <= stops[dependency]
+    assert state.services["network"].phase is Phase.ON  # critical: never shed for a lower tier
+
+
+def test_final_shutdown_stops_everything_cleanly_in_dependency_order() -> None:
+    controller = OutageController(SITE)
+    state, commands, _ = run(controller, initial_state(SITE), 0, 600, soc_ratio=0.004)
+    assert state.mode is Mode.FINAL_SHUTDOWN
+    order = [c.service_id for _, c in commands if isinstance(c, StopService)]
+    assert order.index("storage") > order.index("db") > order.index("web")
+    assert order.index("network") > order.index("storage")
+    assert all(c.phase is Phase.OFF for c in state.services.values())
+
+
+def test_mains_back_mid_shutdown_aborts_pending_stops_and_restores_in_order() -> None:
+    controller = OutageController(SITE)
+    state, _, _ = run(controller, initial_state(SITE), 0, 300, soc_ratio=0.2)
+    assert any(c.phase is not Phase.ON for c in state.services.values())
+    state, commands, _ = run(controller, state, 300, 1500, mains_on=True, soc_ratio=0.2)
+    assert all(c.phase is Phase.ON for c in state.services.values())
+    assert state.mode is Mode.NORMAL
+    starts = [(t, c.service_id) for t, c in commands if isinstance(c, StartService)]
+    assert starts and starts[0][0] >= 300 + controller.settings.restore_delay_s
+    started = [sid for _, sid in starts]
+    for service in SITE.services:
+        for dependency in service.depends_on:
+            if service.id in started and dependency in started:
+                assert started.index(dependency) < started.index(service.id)
+    gaps = [b - a for (a, _), (b, _) in zip(starts, starts[1:], strict=False)]
+    assert all(gap >= controller.settings.restore_stagger_s for gap in gaps)
+
+
+def test_state_survives_a_restart_mid_outage() -> None:
+    controller = OutageController(SITE)
+    state, _, _ = run(controller, initial_state(SITE), 0, 300, soc_ratio=0.2)
+    restored = ControllerState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert restored == state
+    again = OutageController(SITE).step(restored, telemetry(300, restored, soc_ratio=0.2))
+    shed = [sid for sid, c in state.services.items() if c.phase is Phase.OFF]
+    assert not any(isinstance(c, StartService) for c in again.commands)
+    assert all(again.state.services[sid].phase is Phase.OFF for sid in shed)
+
+
+def test_an_outlet_that_does_not_switch_is_retried_with_backoff_and_reported() -> None:
+    controller = OutageController(SITE)
+    stuck = frozenset({"pdu-a/5"})
+    state, commands, faults = run(
+        controller, initial_state(SITE), 0, 900, soc_ratio=0.3, stuck=stuck
+    )
+    retries = [t for t, c in commands if isinstance(c, SwitchOutlets) and c.service_id == "batch"]
+    assert len(retries) >= 3
+    gaps = [b - a for a, b in zip(retries, retries[1:], strict=False)]
+    assert gaps == sorted(gaps)  # backing off
+    assert any(f.kind == "outlet_stuck" and f.service_id == "batch" for f in faults)
+    # The rest of the shutdown is not held up by it.
+    assert state.services["web"].phase is Phase.OFF
+
+
+def test_missing_telemetry_changes_nothing_and_is_reported() -> None:
+    controller = OutageController(SITE)
+    state = initial_state(SITE)
+    result = controller.step(state, telemetry(0, state, mains_on=None, soc_ratio=None))
+    assert result.commands == ()
+    assert result.state.mode is Mode.NORMAL
+    assert {f.kind for f in result.faults} == {"telemetry_missing"}
+
+
+def test_a_runtime_reading_that_jumps_is_believed_only_once_it_persists() -> None:
+    controller = OutageController(SITE)
+    state = initial_state(SITE)
+    state = controller.step(state, telemetry(0, state, soc_ratio=0.9, runtime_s=3000)).state
+    jumped = controller.step(state, telemetry(10, state, soc_ratio=0.9, runtime_s=30))
+    assert jumped.state.soc_ratio["ups1"] == 0.9
+    state = jumped.state
+    for t_s in range(20, 100, 10):
+        state = controller.step(state, telemetry(t_s, state, soc_ratio=0.9, runtime_s=30)).state
+    assert state.soc_ratio["ups1"] < 0.2
+
+
+def test_holds_are_obeyed() -> None:
+    controller = OutageController(SITE)
+    state = hold(hold(initial_state(SITE), "web", True), "batch", False)
+    state, commands, _ = run(controller, state, 0, 600, soc_ratio=0.004)
+    stopped = {c.service_id for _, c in commands if isinstance(c, StopService)}
+    # web is held on, and so is everything it needs; batch is held off.
+    assert stopped == {"batch"}
+    assert state.services["web"].phase is Phase.ON
+    released = hold(replace(state), "web", None)
+    assert "web" not in released.held_on
