@@ -156,8 +156,9 @@ def simulate(
         next_cycle_s = snapshot.time_s + CYCLE_S
         nodes.observe(snapshot.time_s, draw)
         for sid, state in snapshot.services.items():
-            # A stopped service's forecaster keeps what it knew of it running.
-            if state.mode is ServiceMode.RUNNING:
+            # A stopped or capped service's draw says nothing of its demand: its forecaster
+            # keeps what it knew of it running free.
+            if state.mode is ServiceMode.RUNNING and state.cap_w is None:
                 services[sid].observe(snapshot.time_s, state.power_w)
         demand = {sid: _demand(services[sid], snapshot.services[sid].power_w) for sid in services}
         if policy == "guard":

@@ -37,7 +37,7 @@ from enum import StrEnum
 
 from .allocator import Allocation, Demand, allocate
 from .forecast import LoadForecaster
-from .model import Site
+from .model import Priority, Site
 
 
 class OverloadLevel(StrEnum):
@@ -278,12 +278,20 @@ class OverloadGuard:
             node_id: max(0.0, baseline.node_load_w[node_id] - watts)
             for node_id, watts in shed_w.items()
         }
+        # I4: a forecast risk never takes a critical service down; if shedding every other tier
+        # is not enough, the allocation says so (`within_limits`) and the breaker decides.
+        blocked = self.site.graph.dependent_closure(held_off)
+        critical = frozenset(
+            sv.id
+            for sv in self.site.services
+            if sv.priority is Priority.CRITICAL and sv.id not in blocked
+        )
         allocation = allocate(
             self.site,
             demand_w,
             unmanaged_w=unmanaged_w,
             limits_w=limits_w,
-            held_on=held_on,
+            held_on=held_on | critical,
             held_off=held_off,
         )
         for node_id, watch in self._watch.items():
