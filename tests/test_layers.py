@@ -17,7 +17,17 @@ ENGINE_FORBIDDEN_STDLIB = {
     "asyncio", "socket", "subprocess", "threading", "time", "os", "shutil", "pathlib", "urllib",
     "http", "ssl", "select", "selectors", "sqlite3", "multiprocessing",
 }  # fmt: skip
-DRIVERS_THIRD_PARTY = {"numpy", "pymodbus", "paho", "voluptuous", "yaml", "scipy", "river"}
+# orjson, like numpy, comes with Home Assistant itself rather than from manifest.json.
+DRIVERS_THIRD_PARTY = {
+    "numpy",
+    "orjson",
+    "pymodbus",
+    "paho",
+    "voluptuous",
+    "yaml",
+    "scipy",
+    "river",
+}
 
 
 def modules_imported(path: Path) -> list[tuple[str, int]]:

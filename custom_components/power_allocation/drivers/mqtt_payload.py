@@ -8,12 +8,13 @@ at all, so a bad payload never changes a reading.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from .mqtt_profile import (
     AckSpec,
@@ -54,23 +55,20 @@ class DeviceUpdate:
     online: bool | None = None
 
 
-def _reject_constant(name: str) -> float:
-    raise MalformedPayloadError(f"{name} is not a number")
-
-
-# One decoder for every message: json.loads with options builds a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
 def decode_json(payload: bytes, limits: PayloadLimits) -> Any:
-    """Strict JSON: size-checked, UTF-8, no NaN or Infinity."""
+    """Strict JSON: size-checked, UTF-8, no NaN or Infinity, integers within 64 bits.
+
+    orjson (which Home Assistant itself ships) is strict in exactly these ways, and decodes a
+    telemetry message several times faster than the standard library, which matters at the
+    message rates a site of smart plugs produces.
+    """
     if len(payload) > limits.max_payload_bytes:
         raise MalformedPayloadError(
             f"payload of {len(payload)} bytes exceeds {limits.max_payload_bytes}"
         )
     try:
-        return _DECODER.decode(payload.decode("utf-8"))
-    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError too
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as err:
         raise MalformedPayloadError(f"not JSON: {err}") from None
 
 
