@@ -214,7 +214,8 @@ class _LevelMedian:
             if count[h] == 1:
                 spread[h] = abs(change) + 1.0
             spread[h] += (abs(change - median[h]) - spread[h]) * 0.05
-            step = max(1.0 / count[h], rate) * spread[h]
+            # Large steps while a bin is new, then the fixed rate.
+            step = (1.0 / count[h] if count[h] * rate < 1.0 else rate) * spread[h]
             if change > median[h]:
                 median[h] += step
             elif change < median[h]:
@@ -280,10 +281,12 @@ class _ErrorWindow:
 
     def add(self, error_w: float) -> None:
         error_w = _F32.unpack(_F32.pack(error_w))[0]
-        if len(self.arrival_w) == self.arrival_w.maxlen:
-            del self.sorted_w[bisect.bisect_left(self.sorted_w, self.arrival_w[0])]
-        self.arrival_w.append(error_w)
-        bisect.insort(self.sorted_w, error_w)
+        arrival_w = self.arrival_w
+        sorted_w = self.sorted_w
+        if len(arrival_w) == arrival_w.maxlen:
+            del sorted_w[bisect.bisect_left(sorted_w, arrival_w[0])]
+        arrival_w.append(error_w)
+        bisect.insort(sorted_w, error_w)
 
     def share_above(self, error_w: float) -> float:
         """Fraction of the window's errors above `error_w`."""
@@ -394,9 +397,11 @@ class LoadForecaster:
             errors_w = window.sorted_w
             n = len(errors_w)
             if n:
-                # Nearest-rank quantiles of the errors at (miss / 2) and (1 - miss / 2).
-                low_rank = min(n - 1, max(0, math.ceil(miss_level / 2.0 * n) - 1))
-                high_rank = min(n - 1, max(0, math.ceil((1.0 - miss_level / 2.0) * n) - 1))
+                # Nearest-rank quantiles of the errors at (miss / 2) and (1 - miss / 2); with
+                # miss within 0..1 both ranks fall inside the window but the lowest.
+                low_rank = math.ceil(miss_level / 2.0 * n) - 1
+                low_rank = low_rank if low_rank > 0 else 0
+                high_rank = math.ceil((1.0 - miss_level / 2.0) * n) - 1
                 lower_w.append(mean + errors_w[low_rank])
                 upper_w.append(mean + errors_w[high_rank])
             else:
@@ -434,14 +439,10 @@ class LoadForecaster:
         first_s = (self._last_step + 1) * step_s
         mean_w, lower_w, upper_w = self._pending_issued[0]
         return tuple(
-            ForecastPoint(
-                at_s=first_s + h * step_s,
-                mean_w=mean_w[h],
-                lower_w=lower_w[h],
-                upper_w=upper_w[h],
-                calibrated=len(self._errors[h].sorted_w) >= least,
+            ForecastPoint(first_s + h * step_s, mean, lower, upper, len(window.sorted_w) >= least)
+            for h, (mean, lower, upper, window) in enumerate(
+                zip(mean_w, lower_w, upper_w, self._errors, strict=True)
             )
-            for h in range(len(mean_w))
         )
 
     def share_of_errors_above(self, horizon_step: int, error_w: float) -> float:
