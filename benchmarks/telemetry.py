@@ -46,6 +46,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from custom_components.power_allocation.drivers.mqtt import MqttDriver, MqttDriverConfig
+from custom_components.power_allocation.drivers.mqtt_profile import MqttDevice
+
 HOST = "127.0.0.1"
 MOSQUITTO = os.environ.get("POWER_ALLOCATION_TEST_MOSQUITTO", "/usr/sbin/mosquitto")
 TARGET_MESSAGES_PER_S = 20_000.0
@@ -208,11 +211,6 @@ def measure_bare(port: int, messages: int, plugs: int) -> IngestRun:
 
 async def measure_driver(port: int, messages: int, plugs: int) -> tuple[IngestRun, int]:
     """The project's driver with one Tasmota device per plug; (its run, malformed messages)."""
-    # Imported here, not at the top: the publisher process imports this module, and the package
-    # around the driver pulls in Home Assistant, seconds of start-up it does not need.
-    from custom_components.power_allocation.drivers.mqtt import MqttDriver, MqttDriverConfig
-    from custom_components.power_allocation.drivers.mqtt_profile import MqttDevice
-
     devices = tuple(
         MqttDevice("tasmota", f"pdu{n // 24}/{n % 24 + 1}", {"topic": plug_topic(n)})
         for n in range(plugs)
@@ -220,15 +218,12 @@ async def measure_driver(port: int, messages: int, plugs: int) -> tuple[IngestRu
     config = MqttDriverConfig(
         host=HOST, port=port, client_id="bench-driver", broadcast_status=False, devices=devices
     )
-    # SUBACK has no public hook on the driver: a retained LWT, delivered once on subscription,
-    # shows when it listens.
-    lwt_topic = f"tele/{plug_topic(0)}/LWT"
-    _publish_retained(port, lwt_topic, b"Online")
     driver = MqttDriver(config)
     await driver.start()
     try:
+        # The driver reports itself connected once the broker has acknowledged its subscriptions.
         deadline_s = time.monotonic() + STARTUP_TIMEOUT_S
-        while driver.counts().applied == 0:
+        while not driver.connected:
             if time.monotonic() > deadline_s:
                 raise TimeoutError("the driver did not subscribe in time")
             await asyncio.sleep(0.01)
@@ -243,19 +238,7 @@ async def measure_driver(port: int, messages: int, plugs: int) -> tuple[IngestRu
         malformed = sum(driver.counts().malformed.values())
     finally:
         await driver.stop()
-        _publish_retained(port, lwt_topic, b"")  # leave no retained message behind
     return _rate("project MqttDriver", messages, total, seconds), malformed
-
-
-def _publish_retained(port: int, topic: str, payload: bytes) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-retain")
-    client.connect(HOST, port)
-    client.loop_start()
-    try:
-        client.publish(topic, payload, qos=1, retain=True).wait_for_publish(STARTUP_TIMEOUT_S)
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 @contextlib.contextmanager
