@@ -21,6 +21,8 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
+from itertools import repeat
 from typing import NamedTuple, cast
 
 import numpy as np
@@ -530,15 +532,25 @@ def _result(problem: _Problem, draw: Sequence[float], *, optimal: bool, method: 
     index = problem.index
     loads = _node_loads(problem, draw)
     slack = cast(list[float], (np.asarray(problem.capacity_w) - loads).tolist())
-    upper, forced_on = problem.upper_w, problem.forced_on
-    decisions: dict[str, Decision] = {}
-    for i, sid in enumerate(index.service_ids):
-        watts = draw[i]
-        # Most services simply run: skip the search for a reason.
-        if watts >= upper[i] - TOLERANCE_W and i not in forced_on:
-            decisions[sid] = Decision(ServiceState.ON, watts, None, _FITS)
-        else:
-            decisions[sid] = _decide(problem, i, draw, slack)
+    # Most services simply run: build their decisions in bulk, then look for a reason only for
+    # the others (tuple.__new__ through map skips a Python-level constructor call per service).
+    running_in_full = np.asarray(draw) >= np.asarray(problem.upper_w) - TOLERANCE_W
+    running_in_full[list(problem.forced_on)] = False
+    n = len(draw)
+    decisions = dict(
+        zip(
+            index.service_ids,
+            map(
+                partial(tuple.__new__, Decision),
+                zip(
+                    repeat(ServiceState.ON, n), draw, repeat(None, n), repeat(_FITS, n), strict=True
+                ),
+            ),
+            strict=True,
+        )
+    )
+    for i in cast(list[int], np.flatnonzero(~running_in_full).tolist()):
+        decisions[index.service_ids[i]] = _decide(problem, i, draw, slack)
     within = min(slack, default=0.0) >= -TOLERANCE_W
     totals = cast(list[float], (loads + np.asarray(problem.unmanaged_w)).tolist())
     node_load_w = dict(zip(index.node_ids, totals, strict=True))
