@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
+from typing import Any
 
 from custom_components.power_allocation.engine.allocator import Demand
 from custom_components.power_allocation.engine.controller import (
+    Command,
     ControllerState,
+    Fault,
     Mode,
     OutageController,
     Phase,
@@ -72,13 +76,13 @@ def run(
     start_s: float,
     end_s: float,
     step_s: float = 10.0,
-    **readings: object,
-) -> tuple[ControllerState, list[object], list[object]]:
-    commands: list[object] = []
-    faults: list[object] = []
+    **readings: Any,
+) -> tuple[ControllerState, list[tuple[float, Command]], list[Fault]]:
+    commands: list[tuple[float, Command]] = []
+    faults: list[Fault] = []
     t_s = start_s
     while t_s < end_s:
-        result = controller.step(state, telemetry(t_s, state, **readings))  # type: ignore[arg-type]
+        result = controller.step(state, telemetry(t_s, state, **readings))
         state = result.state
         commands += [(t_s, c) for c in result.commands]
         faults += list(result.faults)
@@ -92,7 +96,8 @@ def test_a_blip_is_ridden_through() -> None:
     assert state.mode is Mode.ON_BATTERY
     assert commands == []
     state, commands, _ = run(controller, state, 40, 200, mains_on=True, soc_ratio=0.9)
-    assert state.mode is Mode.NORMAL and commands == []
+    assert state.mode is Mode.NORMAL
+    assert commands == []
 
 
 def test_a_long_outage_sheds_dependents_first_and_cuts_only_after_the_stop() -> None:
@@ -100,7 +105,8 @@ def test_a_long_outage_sheds_dependents_first_and_cuts_only_after_the_stop() -> 
     state, commands, _ = run(controller, initial_state(SITE), 0, 900, soc_ratio=0.3)
     stops = {c.service_id: t for t, c in commands if isinstance(c, StopService)}
     cuts = {c.service_id: t for t, c in commands if isinstance(c, SwitchOutlets) and not c.on}
-    assert "batch" in stops and "web" in stops
+    assert "batch" in stops
+    assert "web" in stops
     for service in SITE.services:
         if service.id in cuts:
             # I3: the outlets are cut only once the draw fell (next cycle here) or after shutdown_s
@@ -108,7 +114,8 @@ def test_a_long_outage_sheds_dependents_first_and_cuts_only_after_the_stop() -> 
         for dependency in service.depends_on:
             if dependency in stops:
                 # I1: a dependency is asked to stop only once its dependents are down
-                assert service.id in cuts and cuts[service.id] <= stops[dependency]
+                assert service.id in cuts
+                assert cuts[service.id] <= stops[dependency]
     assert state.services["network"].phase is Phase.ON  # critical: never shed for a lower tier
 
 
@@ -130,13 +137,14 @@ def test_mains_back_mid_shutdown_aborts_pending_stops_and_restores_in_order() ->
     assert all(c.phase is Phase.ON for c in state.services.values())
     assert state.mode is Mode.NORMAL
     starts = [(t, c.service_id) for t, c in commands if isinstance(c, StartService)]
-    assert starts and starts[0][0] >= 300 + controller.settings.restore_delay_s
+    assert starts
+    assert starts[0][0] >= 300 + controller.settings.restore_delay_s
     started = [sid for _, sid in starts]
     for service in SITE.services:
         for dependency in service.depends_on:
             if service.id in started and dependency in started:
                 assert started.index(dependency) < started.index(service.id)
-    gaps = [b - a for (a, _), (b, _) in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(starts)]
     assert all(gap >= controller.settings.restore_stagger_s for gap in gaps)
 
 
@@ -159,7 +167,7 @@ def test_an_outlet_that_does_not_switch_is_retried_with_backoff_and_reported() -
     )
     retries = [t for t, c in commands if isinstance(c, SwitchOutlets) and c.service_id == "batch"]
     assert len(retries) >= 3
-    gaps = [b - a for a, b in zip(retries, retries[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(retries)]
     assert gaps == sorted(gaps)  # backing off
     assert any(f.kind == "outlet_stuck" and f.service_id == "batch" for f in faults)
     # The rest of the shutdown is not held up by it.

@@ -141,7 +141,7 @@ class Fault:
     """Something the caller must report (entity unavailable, repair issue, event)."""
 
     service_id: str | None
-    kind: str  # "outlet_stuck", "stop_unconfirmed", "telemetry_missing", "runtime_disagrees"
+    kind: str  # outlet_stuck, stop_unconfirmed, start_unconfirmed, telemetry_missing, ...
     message: str
 
 
@@ -308,6 +308,9 @@ class _Cycle:
         }
         self.commands: list[Command] = []
         self.faults: list[Fault] = []
+        # What is due before the next look is done now; the last interval is the best guess of
+        # when that will be.
+        self.cycle_s = 0.0 if state.soc_at_s is None else max(0.0, self.now_s - state.soc_at_s)
 
     # --- the cycle --------------------------------------------------------------------------
 
@@ -443,17 +446,20 @@ class _Cycle:
                 unmanaged_w=self.telemetry.unmanaged_w,
                 restore_delay_s=self.settings.restore_delay_s,
             )
-            if plan.final_shutdown_at_s <= 0.0:
+            # The final shutdown starts early by a cycle per wave of it: each wave is seen to
+            # have stopped only at a cycle, and the plan's reserve assumes no such wait.
+            waves = len(self.site.graph.shutdown_waves(running))
+            if plan.final_shutdown_at_s <= self.cycle_s * (waves + 1):
                 self.state = replace(self.state, mode=Mode.FINAL_SHUTDOWN)
                 self._final_shutdown()
                 return
             for sid in running:
-                if plan.stop_at_s[sid] <= 0.0:
+                if plan.stop_at_s[sid] <= self.cycle_s:
                     reason = next(
                         (s.reason for s in plan.steps if s.service_id == sid), "plan: stop now"
                     )
                     self._shed(sid, reason, for_limit=False)
-                elif plan.throttle_at_s[sid] <= 0.0:
+                elif plan.throttle_at_s[sid] <= self.cycle_s:
                     service = self.site.service_by_id[sid]
                     self._throttle(
                         sid,
@@ -615,7 +621,13 @@ class _Cycle:
                     self.commands.append(StopService(sid, control.reason))
             elif control.phase is Phase.STOPPING:
                 draw_w = self.telemetry.service_draw_w.get(sid)
-                done = draw_w is not None and draw_w <= service.idle_w + self.settings.idle_margin_w
+                threshold_w = service.idle_w + self.settings.idle_margin_w
+                # A load that runs at about its idle draw shows no fall: only time tells.
+                done = (
+                    draw_w is not None
+                    and draw_w <= threshold_w
+                    and self.telemetry.demand_w[sid].mean_w > threshold_w
+                )
                 timed_out = self.now_s - control.since_s >= service.shutdown_s
                 if done or timed_out:
                     why = "its draw fell to idle" if done else "its shutdown_s ran out"
@@ -642,16 +654,45 @@ class _Cycle:
                 and self._verify_switch(sid, control, on=True)
                 and self.now_s - control.since_s >= service.startup_s
             ):
-                self.services[sid] = replace(self.services[sid], phase=Phase.ON)
+                self._confirm_started(sid)
+
+    def _confirm_started(self, sid: str) -> None:
+        """A start counts once the service draws more than idle: what depends on it waits (I1).
+
+        A start that shows no draw is asked for again, with backoff, and reported (I7).
+        """
+        control = self.services[sid]
+        service = self.site.service_by_id[sid]
+        threshold_w = service.idle_w + self.settings.idle_margin_w
+        draw_w = self.telemetry.service_draw_w.get(sid)
+        expected_w = self.telemetry.demand_w[sid].mean_w
+        if (draw_w is not None and draw_w > threshold_w) or expected_w <= threshold_w:
+            self.services[sid] = replace(control, phase=Phase.ON, switch_attempts=0)
+            return
+        if draw_w is None or self.now_s < control.next_switch_s:
+            return
+        backoff_s = min(
+            self.settings.retry_max_s, self.settings.retry_base_s * 2**control.switch_attempts
+        )
+        self.services[sid] = replace(
+            control,
+            switch_attempts=control.switch_attempts + 1,
+            next_switch_s=self.now_s + backoff_s,
+        )
+        self.faults.append(
+            Fault(sid, "start_unconfirmed", f"{sid}: not running after its startup; retrying")
+        )
+        self.commands.append(
+            StartService(sid, service.outlets, "retrying a start that did not happen")
+        )
 
     def _verify_switch(self, sid: str, control: ServiceControl, *, on: bool) -> bool:
         """Whether the outlets report the state asked for; if not, retry with backoff (I7)."""
         service = self.site.service_by_id[sid]
         reported = [self.telemetry.outlet_on.get(o) for o in service.outlets]
-        if on:
-            switched = any(r is True for r in reported) or all(r is None for r in reported)
-        else:
-            switched = all(r is False for r in reported) or all(r is None for r in reported)
+        if all(r is None for r in reported):
+            return False  # no readback now: neither confirmed nor failed, so wait
+        switched = any(r is True for r in reported) if on else all(r is False for r in reported)
         if switched:
             if not on:
                 self.services[sid] = replace(control, phase=Phase.OFF, switch_attempts=0)

@@ -1,0 +1,68 @@
+"""The policy benchmark's command line, on one tiny scenario."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from benchmarks.policies import main
+from custom_components.power_allocation.drivers.scenario_file import load_scenario
+from tests.engine.outage_scenarios import RACK
+
+SUITE = Path(__file__).parents[2] / "benchmarks" / "scenarios"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    config = copy.deepcopy(RACK)
+    config["timeline"]["outage_duration_s"] = 900
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return tmp_path
+
+
+def test_prints_a_row_per_scenario_and_policy_and_the_suite_mean(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--scenarios", str(folder), "--policies", "none,static_timers,oracle"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| scenario | policy | weighted score | / oracle")
+    body = [line.split("|")[1:3] for line in lines[2:]]
+    assert [[c.strip() for c in row] for row in body] == [
+        ["tiny-rack", "none"],
+        ["tiny-rack", "static_timers"],
+        ["tiny-rack", "oracle"],
+        ["suite mean", "none"],
+        ["suite mean", "static_timers"],
+        ["suite mean", "oracle"],
+    ]
+    oracle_row = lines[4].split("|")
+    assert oracle_row[4].strip() == "1.0000"  # the oracle's ratio to itself
+
+
+def test_json_holds_every_report(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--scenarios", str(folder), "--policies", "nut", "--json"]) == 0
+    reports = json.loads(capsys.readouterr().out)
+    assert set(reports) == {"tiny-rack"}
+    assert reports["tiny-rack"]["nut"]["site"]["unclean_power_losses"] == 0
+
+
+def test_unknown_policy_is_refused(folder: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["--scenarios", str(folder), "--policies", "clairvoyant"])
+
+
+def test_the_shipped_suite_covers_what_the_issue_lists() -> None:
+    scenarios = [load_scenario(path) for path in sorted(SUITE.glob("*.yaml"))]
+    assert len(scenarios) >= 12
+    assert max(len(s.site.services) for s in scenarios) >= 30
+    durations = {s.timeline.outage_duration_s for s in scenarios}
+    assert {30.0, 180.0, 1200.0, 7200.0, None} <= durations
+    assert any(len(s.timeline.outages_s) == 2 for s in scenarios)
+    assert any(s.timeline.load_steps for s in scenarios)
+    assert any(s.timeline.faults for s in scenarios)
+    assert any(len(svc.outlets) == 2 for s in scenarios for svc in s.site.services)
+    assert any(svc.throttleable for s in scenarios for svc in s.site.services)
