@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -344,39 +344,33 @@ def _greedy(problem: _Problem) -> list[float]:
         for node, share in index.feeds[i]:
             load[node] += delta * share
 
-    def members_by(
-        node: int, keep: Callable[[int], bool], *columns: Callable[[int], float]
-    ) -> list[int]:
-        """The services on `node` that `keep` accepts, sorted by `columns` (first is primary)."""
-        kept = [i for i in index.fed_members[node] if keep(i)]
-        if len(kept) < 64:
-            return sorted(kept, key=lambda i: tuple(column(i) for column in columns))
-        # A UPS feeds every service: sort its thousands of members in numpy.
-        keys = [np.fromiter(map(column, kept), np.float64, len(kept)) for column in columns]
-        return cast(list[int], np.asarray(kept)[np.lexsort(keys[::-1])].tolist())
+    def position_by(*columns: npt.NDArray[np.float64]) -> list[int]:
+        """Each service's place when all are sorted by `columns` (first is primary)."""
+        order = np.lexsort(columns[::-1])
+        place = np.empty(n, dtype=np.int64)
+        place[order] = np.arange(n)
+        places: list[int] = place.tolist()
+        return places
 
+    rank = np.asarray(index.rank, dtype=np.float64)
+    # Throttle the least important first, the biggest reduction first among equals. Every
+    # candidate still draws its upper quantile until throttled, so the order is fixed up front.
+    place = position_by(rank, np.asarray(floor) - np.asarray(draw))
     for node in over:
         if load[node] <= capacity[node] + TOLERANCE_W:
             continue
-        for i in members_by(
-            node,
-            lambda i: draw[i] > floor[i],
-            index.rank.__getitem__,
-            lambda i: floor[i] - draw[i],  # the biggest reduction first
-        ):
+        members = [i for i in index.fed_members[node] if draw[i] > floor[i]]
+        for i in sorted(members, key=place.__getitem__):
             set_draw(i, floor[i])
             if load[node] <= capacity[node] + TOLERANCE_W:
                 break
+    # Shed what takes the least important tier down with it first, the biggest draw first.
+    place = position_by(np.asarray(index.lost_rank, dtype=np.float64), rank, -np.asarray(draw))
     for node in over:
         if load[node] <= capacity[node] + TOLERANCE_W:
             continue
-        for i in members_by(
-            node,
-            lambda i: draw[i] > 0 and movable[i],
-            index.lost_rank.__getitem__,
-            index.rank.__getitem__,
-            lambda i: -draw[i],
-        ):
+        members = [i for i in index.fed_members[node] if draw[i] > 0 and movable[i]]
+        for i in sorted(members, key=place.__getitem__):
             if draw[i] == 0:  # already shed as a dependent of an earlier one
                 continue
             stack = [i]
