@@ -39,7 +39,7 @@ def test_nut_shuts_everything_down_dependents_first_at_low_battery() -> None:
 
 def test_static_timers_shed_low_first_then_by_tier() -> None:
     report = run("static_timers", 1800)
-    first = {}
+    first: dict[str, float] = {}
     for decision in report.decisions:
         if decision["action"] == "StopService":
             first.setdefault(decision["service"], decision["at_s"])

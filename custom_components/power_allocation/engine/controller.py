@@ -9,10 +9,10 @@ How it decides, on battery: the planner (`plan_outage`, re-planned every cycle o
 runs) says when each service would be throttled or shut down and when the final shutdown begins;
 what is due now is done. The allocation of this instant (`allocate`) sheds or caps whatever does not
 fit under a limit (I2). A service is stopped only once everything that depends on it is down (I1),
-its outlets are cut only after its graceful stop finished or its `shutdown_s` ran out (I3), and a
-switch that does not happen is retried with backoff and reported (I7). Holds are obeyed (I8). Once
-mains has been back for `restore_delay_s`, what was stopped comes back dependencies first, highest
-priority first, one start every `restore_stagger_s` (I6).
+its outlets are cut only after its graceful stop is acknowledged or its `shutdown_s` ran out (I3),
+and a switch that does not happen is retried with backoff and reported (I7). Holds are obeyed (I8).
+Once mains has been back for `restore_delay_s`, what was stopped comes back dependencies first,
+highest priority first, one start every `restore_stagger_s` (I6).
 """
 
 from __future__ import annotations
@@ -48,13 +48,12 @@ class Phase(StrEnum):
 
     ON = "on"
     PENDING_STOP = "pending_stop"  # to stop once everything depending on it is down
-    STOPPING = "stopping"  # asked to stop; waiting for its draw to fall or shutdown_s to pass
+    STOPPING = "stopping"  # asked to stop; waiting for the agent's word or shutdown_s to pass
     CUTTING = "cutting"  # OS down; its outlets are being switched off
     OFF = "off"
     STARTING = "starting"  # outlets on and asked to boot; running once startup_s has passed
 
 
-DOWN_PHASES = frozenset({Phase.CUTTING, Phase.OFF})
 RUNNING_PHASES = frozenset({Phase.ON, Phase.PENDING_STOP})
 
 
@@ -64,7 +63,7 @@ class ControllerSettings:
 
     restore_delay_s: float = 60.0  # mains stable this long before anything restarts (I6)
     restore_stagger_s: float = 15.0  # between two starts, to bound inrush (I6)
-    idle_margin_w: float = 5.0  # a stopping service is down once its draw is under idle_w + this
+    idle_margin_w: float = 5.0  # a service drawing more than idle_w + this is up
     min_run_s: float = 600.0  # I5: a restart on battery must leave this much run time
     retry_base_s: float = 5.0  # first retry of a switch that did not happen; doubles each time
     retry_max_s: float = 120.0
@@ -95,6 +94,7 @@ class Telemetry:
     outlet_on: Mapping[str, bool | None]  # the relay state each outlet reports
     demand_w: Mapping[str, Demand]  # forecast draw of every service, running uncapped
     unmanaged_w: Mapping[str, float] = field(default_factory=dict)
+    stop_acknowledged: frozenset[str] = frozenset()  # services whose agent reported its OS down
 
 
 @dataclass(frozen=True, slots=True)
@@ -616,24 +616,22 @@ class _Cycle:
             control = self.services[sid]
             service = self.site.service_by_id[sid]
             if control.phase is Phase.PENDING_STOP:
-                if all(self.services[d].phase in DOWN_PHASES for d in graph.dependents(sid)):
+                if all(self._is_down(d) for d in graph.dependents(sid)):
                     self.services[sid] = replace(control, phase=Phase.STOPPING, since_s=self.now_s)
                     self.commands.append(StopService(sid, control.reason))
             elif control.phase is Phase.STOPPING:
                 draw_w = self.telemetry.service_draw_w.get(sid)
-                threshold_w = service.idle_w + self.settings.idle_margin_w
-                # A load that runs at about its idle draw shows no fall: only time tells.
-                done = (
-                    draw_w is not None
-                    and draw_w <= threshold_w
-                    and self.telemetry.demand_w[sid].mean_w > threshold_w
-                )
-                timed_out = self.now_s - control.since_s >= service.shutdown_s
-                if done or timed_out:
-                    why = "its draw fell to idle" if done else "its shutdown_s ran out"
-                    if timed_out and not done:
+                # The OS is down when its agent says so, or when shutdown_s has run out. A draw at
+                # idle is no proof: a load that dips (most real ones do) would be cut mid-stop.
+                acknowledged = sid in self.telemetry.stop_acknowledged
+                if acknowledged or self.now_s - control.since_s >= service.shutdown_s:
+                    why = "acknowledged" if acknowledged else "its shutdown_s ran out"
+                    draw_w = self.telemetry.service_draw_w.get(sid)
+                    if not acknowledged and (
+                        draw_w is not None and draw_w > service.idle_w + self.settings.idle_margin_w
+                    ):
                         self.faults.append(
-                            Fault(sid, "stop_unconfirmed", f"{sid}: stop not confirmed in time")
+                            Fault(sid, "stop_unconfirmed", f"{sid}: still drawing {draw_w:.0f} W")
                         )
                     self.services[sid] = replace(
                         control,
@@ -655,6 +653,25 @@ class _Cycle:
                 and self.now_s - control.since_s >= service.startup_s
             ):
                 self._confirm_started(sid)
+
+    def _is_down(self, sid: str) -> bool:
+        """Whether a service is known to be down, so what it needs may stop (I1).
+
+        Its outlets reported off; or its stop is over and it draws no more than idle (an outlet
+        stuck on then holds up nothing). A stop or a cut that was lost leaves it drawing: what
+        it needs waits, and keeps running, until it really is down.
+        """
+        control = self.services[sid]
+        if control.phase is Phase.OFF:
+            return True
+        if control.phase is not Phase.CUTTING:
+            return False
+        service = self.site.service_by_id[sid]
+        threshold_w = service.idle_w + self.settings.idle_margin_w
+        if self.telemetry.demand_w[sid].mean_w <= threshold_w:
+            return True  # its draw cannot tell: its shutdown_s is all there is to go by
+        draw_w = self.telemetry.service_draw_w.get(sid)
+        return draw_w is not None and draw_w <= threshold_w
 
     def _confirm_started(self, sid: str) -> None:
         """A start counts once the service draws more than idle: what depends on it waits (I1).

@@ -35,10 +35,11 @@ HISTORY_STEP_S = 60.0
 CYCLE_S = 10.0
 # After the last outage, long enough for a restore to finish.
 TAIL_S = 1800.0
-# When mains never returns, the run stops once nothing has drawn power for this long, or after
-# the longest run any UPS could give.
+# When mains never returns, the run stops once no service has been up for `tail_s`, or after
+# this long.
 NEVER_RETURNS_MAX_S = 12 * 3600.0
 OVERLOAD_TOLERANCE_W = 1e-6
+_UP_MODES = frozenset({ServiceMode.RUNNING, ServiceMode.STARTING, ServiceMode.STOPPING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +193,8 @@ class _Run:
             was_mains = snapshot.mains_on
             self._measure(snapshot, step_s, in_outage, was_running)
             if not math.isfinite(last_end_s):
-                drawing = any(s.power_w > 0 for s in snapshot.services.values())
-                dark_since_s = None if drawing else (dark_since_s or t_s)
+                up = any(s.mode in _UP_MODES for s in snapshot.services.values())
+                dark_since_s = None if up else (dark_since_s or t_s)
                 if dark_since_s is not None and t_s - dark_since_s > tail_s:
                     break
                 self.battery_end_soc = {u: s.soc_pct / 100.0 for u, s in snapshot.ups.items()}

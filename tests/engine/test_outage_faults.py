@@ -1,0 +1,167 @@
+"""Random tiny sites, random outages, random faults: the predictive controller keeps I1-I4, I7.
+
+The simulation measures the invariants at every physics step (dependency-violation seconds,
+overload seconds, unclean power losses) and logs every decision with its reason; the properties
+are asserted on those.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from custom_components.power_allocation.engine.battery import BatteryModel, shutdown_reserve
+from custom_components.power_allocation.engine.policies import make_policy
+from custom_components.power_allocation.engine.scenario import Scenario, build_scenario
+from custom_components.power_allocation.engine.simulate import simulate
+
+TIERS = ("critical", "high", "medium", "low")
+STEP_S = 10
+CYCLE_S = 30
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    count = draw(st.integers(2, 4))
+    services: list[dict[str, Any]] = []
+    for i in range(count):
+        depends_on = sorted(
+            draw(st.sets(st.sampled_from([f"s{j}" for j in range(i)]), max_size=2)) if i else set()
+        )
+        services.append(
+            {
+                "id": f"s{i}",
+                "priority": draw(st.sampled_from(TIERS)),
+                "outlets": [f"pdu/{i + 1}"],
+                "depends_on": depends_on,
+                "shutdown_s": draw(st.integers(0, 60)),
+                "startup_s": draw(st.integers(0, 60)),
+                "idle_w": draw(st.integers(0, 5)),
+                "load": {"constant_w": draw(st.integers(10, 150))},
+            }
+        )
+    total_w = sum(s["load"]["constant_w"] for s in services)
+    # One case in four: mains never returns (those run until the battery is spent: the longest).
+    never_returns = draw(st.integers(0, 3)) == 0
+    outage_s = None if never_returns else draw(st.integers(10, 400))
+    faults = draw(
+        st.lists(
+            st.one_of(
+                st.builds(
+                    lambda at, d: {"at_s": at, "kind": "telemetry_gap", "duration_s": d},
+                    st.integers(0, 400),
+                    st.integers(10, 120),
+                ),
+                st.builds(
+                    lambda at, d: {"at_s": at, "kind": "mains_flicker", "duration_s": d},
+                    st.integers(0, 600),
+                    st.integers(1, 200),
+                ),
+                st.builds(
+                    lambda at, d, s: {
+                        "at_s": at,
+                        "kind": "command_fails",
+                        "service": f"s{s}",
+                        "duration_s": d,
+                    },
+                    st.integers(0, 400),
+                    st.integers(10, 600),
+                    st.integers(0, count - 1),
+                ),
+                st.builds(
+                    lambda at, d, s: {
+                        "at_s": at,
+                        "kind": "outlet_stuck",
+                        "outlet": f"pdu/{s + 1}",
+                        "duration_s": d,
+                    },
+                    st.integers(0, 400),
+                    st.integers(10, 600),
+                    st.integers(0, count - 1),
+                ),
+                st.builds(
+                    lambda at, d, f: {
+                        "at_s": at,
+                        "kind": "ups_runtime_jump",
+                        "ups": "ups",
+                        "factor": f,
+                        "duration_s": d,
+                    },
+                    st.integers(0, 400),
+                    st.integers(10, 300),
+                    st.sampled_from([0.0, 0.2, 3.0]),
+                ),
+            ),
+            max_size=3,
+        )
+    )
+    config = {
+        "name": "random",
+        "seed": 1,
+        "step_s": STEP_S,
+        "ups": [
+            {
+                "id": "ups",
+                # From 6 to 10 minutes of this site's load, at full charge: short runs.
+                "capacity_wh": total_w * draw(st.integers(6, 10)) / 60 / 0.9,
+                "rated_w": 1000,
+                "runtime_full_load_s": draw(st.integers(300, 900)),
+                "soc_start_pct": draw(st.integers(70, 100)),
+            }
+        ],
+        "pdus": [{"id": "pdu", "ups": "ups", "limit_w": 1000, "outlets": count}],
+        "services": services,
+        "timeline": {
+            "history_s": 0,
+            "outage_at_s": STEP_S,
+            "outage_duration_s": outage_s,
+            "events": faults,
+        },
+    }
+    return build_scenario(config, {})
+
+
+def clean_shutdown_possible(scenario: Scenario) -> bool:
+    """Whether the battery holds what stopping everything cleanly needs, with room to decide."""
+    site = scenario.site
+    ups = site.ups[0]
+    reserve = shutdown_reserve(
+        BatteryModel.from_ups(ups),
+        site.graph,
+        {s.id: scenario.demand_w(s.id, 0) * 1.2 for s in site.services},
+        {s.id: s.shutdown_s for s in site.services},
+    )
+    soc = scenario.soc_start_pct[ups.id] / 100.0
+    load_w = sum(scenario.demand_w(s.id, 0) for s in site.services)
+    # A controller that looks every CYCLE_S cannot save a battery that lasts a few cycles.
+    runtime_s = BatteryModel.from_ups(ups).runtime_s(load_w, soc)
+    return reserve.soc_ratio * 3.0 + 0.1 < soc and runtime_s >= 8 * CYCLE_S
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_invariants_hold_under_random_faults(scenario: Scenario) -> None:
+    assume(clean_shutdown_possible(scenario))
+    report = simulate(scenario, make_policy("predictive", scenario), cycle_s=CYCLE_S, tail_s=120)
+    site = scenario.site
+    lost = {d["service"] for d in report.decisions if d.get("lost")}
+    # I2 at every step; I1 at every step unless a stop was lost. A service whose stop and cut
+    # are lost keeps running; what it needs then runs on too (I1 first) until the battery is
+    # spent, and if mains returns meanwhile the restore can meet it still running: a known gap.
+    assert report.overload_s == 0
+    if not lost:
+        assert report.dependency_violation_s == 0
+    # I3 and I4: nothing loses power uncleanly, except a service whose commands were lost (its
+    # outlets are cut once its shutdown_s has run out, as I3 allows) and what it needs.
+    excused = site.graph.dependency_closure(lost)
+    for service_id, service_report in report.services.items():
+        if service_id not in excused:
+            assert service_report.unclean_power_loss == 0, service_id
+    # I4 and I7: a critical service is stopped only by the final shutdown (never to buy runtime
+    # for a lower tier, never because a reading or a command failed).
+    for decision in report.decisions:
+        service = site.service_by_id[decision["service"]]
+        if service.priority.value == "critical" and decision["action"] == "StopService":
+            assert "final shutdown" in decision["reason"], decision
