@@ -72,6 +72,10 @@ class ControllerSettings:
     runtime_disagree_ratio: float = 0.5  # ... by more than this share of the charge
     limit_recheck_s: float = 300.0  # a service shed for a limit waits this long to come back
     cap_hysteresis_ratio: float = 0.1  # a cap is tightened only by more than this share
+    # Margin on the final shutdown's reserve. Measured loads (the household traces of the
+    # benchmark) spike past a one-step forecast band while a shutdown runs; the planner's own
+    # default of 15 % let the battery die under the last wave.
+    reserve_margin_ratio: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,6 +449,7 @@ class _Cycle:
                 running=running,
                 unmanaged_w=self.telemetry.unmanaged_w,
                 restore_delay_s=self.settings.restore_delay_s,
+                reserve_margin_ratio=self.settings.reserve_margin_ratio,
             )
             # The final shutdown starts early by a cycle per wave of it: each wave is seen to
             # have stopped only at a cycle, and the plan's reserve assumes no such wait.

@@ -261,10 +261,10 @@ class PredictivePolicy:
         return result.commands
 
     def demand_w(self, observation: Observation) -> dict[str, Demand]:
-        """Each service's forecast: the mean over the hour ahead, the next step's upper quantile.
+        """Each service's forecast: the mean over the hour ahead, the highest upper band in it.
 
-        Limits are checked on the next step's band: the highest band of the hour would sum every
-        service's rarest peak.
+        The highest band is what the final shutdown's reserve must cover: with the next step's
+        band only, the household traces spiked past it and the battery died under the last wave.
         """
         demand = {}
         for sid, forecaster in self.forecasters.items():
@@ -272,7 +272,7 @@ class PredictivePolicy:
             last_w = self.last_draw_w.get(sid, 0.0)
             if points and all(p.calibrated for p in points):
                 mean_w = max(0.0, sum(p.mean_w for p in points) / len(points))
-                upper_w = max(mean_w, points[0].upper_w)
+                upper_w = max(mean_w, *(p.upper_w for p in points))
             else:
                 mean_w = last_w
                 upper_w = last_w * (1.0 + UNCALIBRATED_UPPER_RATIO)
