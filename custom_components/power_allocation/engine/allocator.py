@@ -89,11 +89,6 @@ class Allocation:
         return counts
 
     @property
-    def throttled_count(self) -> int:
-        """How many services are capped."""
-        return sum(d.state is ServiceState.THROTTLED for d in self.decisions.values())
-
-    @property
     def delivered_w(self) -> float:
         """Total upper-quantile draw allowed to services."""
         return sum(d.draw_w for d in self.decisions.values())
@@ -112,7 +107,6 @@ class _Index:
     throttle_min_w: npt.NDArray[np.float64]  # NaN where a service cannot be throttled
     depends_on: tuple[tuple[int, ...], ...]
     dependents: tuple[tuple[int, ...], ...]
-    startup_order: tuple[int, ...]
     # Most important first; among equals, dependencies before dependents.
     readmit_order: tuple[int, ...]
     # The most important tier that shedding a service takes down with it (its dependents').
@@ -179,7 +173,6 @@ def _build_index(site: Site) -> _Index:
         ),
         depends_on=tuple(tuple(position[d] for d in s.depends_on) for s in site.services),
         dependents=tuple(dependents),
-        startup_order=tuple(startup_order),
         readmit_order=tuple(sorted(startup_order, key=lambda i: -rank[i])),
         lost_rank=tuple(lost_rank),
         node_ids=node_ids,

@@ -419,8 +419,7 @@ class _Cycle:
     # --- holds ------------------------------------------------------------------------------
 
     def _apply_holds(self) -> None:
-        graph = self.site.graph
-        for sid in graph.dependent_closure(self.state.held_off):
+        for sid in self._held_off_closure():
             self._shed(sid, "held off by an administrator", for_limit=False)
 
     def _protected(self) -> frozenset[str]:
@@ -521,8 +520,9 @@ class _Cycle:
         self._restore_next()
 
     def _abort_pending_stops(self) -> None:
+        held_off = self._held_off_closure()
         for sid, control in self.services.items():
-            if control.phase is Phase.PENDING_STOP and sid not in self._held_off_closure():
+            if control.phase is Phase.PENDING_STOP and sid not in held_off:
                 self.services[sid] = replace(control, phase=Phase.ON, shed_in_outage=False)
 
     def _held_off_closure(self) -> frozenset[str]:
