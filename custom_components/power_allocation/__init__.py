@@ -2,26 +2,98 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-# Home Assistant is imported for type checking only: the simulator and the benchmarks import the
-# engine and the drivers through this package, and must not pay seconds of Home Assistant start-up.
+# Home Assistant is imported inside the functions (and for type checking): the simulator and the
+# benchmarks import the engine and the drivers through this package, and must not pay seconds of
+# Home Assistant start-up.
 if TYPE_CHECKING:
     from homeassistant.config_entries import ConfigEntry
-    from homeassistant.const import Platform
     from homeassistant.core import HomeAssistant
+    from homeassistant.helpers.typing import ConfigType
 
-PLATFORMS: list[Platform] = []
+    from .coordinator import PowerAllocationCoordinator
+    from .topology import SiteTopology
 
-type PowerAllocationConfigEntry = ConfigEntry[None]
+PLATFORMS = ["binary_sensor", "select", "sensor", "switch"]
+
+type PowerAllocationConfigEntry = ConfigEntry[PowerAllocationCoordinator]
+
+
+def entry_topology(entry: ConfigEntry) -> dict[str, Any]:
+    """The site document of an entry: UPS units and broker in data, PDUs and services in options."""
+    from .const import CONF_TOPOLOGY
+
+    return {
+        **entry.data.get(CONF_TOPOLOGY, {}),
+        "pdus": list(entry.options.get("pdus", [])),
+        "services": list(entry.options.get("services", [])),
+    }
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Register the actions (they find their site by config entry)."""
+    from .services import async_setup_services
+
+    async_setup_services(hass)
+    return True
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: PowerAllocationConfigEntry) -> bool:
     """Set up a site from a config entry."""
+    from homeassistant.exceptions import ConfigEntryError
+    from homeassistant.helpers import device_registry as dr
+    from homeassistant.helpers import issue_registry as ir
+
+    from .const import DOMAIN, ISSUE_TOPOLOGY
+    from .coordinator import PowerAllocationCoordinator
+    from .engine.model import TopologyError
+    from .sources import async_build_drivers
+    from .topology import parse_topology
+
+    issue_id = f"{ISSUE_TOPOLOGY}_{entry.entry_id}"
+    try:
+        topology: SiteTopology = parse_topology(entry_topology(entry))
+        drivers = await async_build_drivers(hass, topology)
+    except (TopologyError, ValueError) as error:
+        ir.async_create_issue(
+            hass,
+            DOMAIN,
+            issue_id,
+            is_fixable=False,
+            severity=ir.IssueSeverity.ERROR,
+            translation_key=ISSUE_TOPOLOGY,
+            translation_placeholders={"site": entry.title, "error": str(error)},
+        )
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key="broken_topology",
+            translation_placeholders={"error": str(error)},
+        ) from error
+    ir.async_delete_issue(hass, DOMAIN, issue_id)
+
+    # The site is the hub every UPS, PDU and service device hangs off.
+    dr.async_get(hass).async_get_or_create(
+        config_entry_id=entry.entry_id,
+        identifiers={(DOMAIN, entry.entry_id)},
+        name=entry.title,
+        manufacturer="Predictive Power Allocation",
+        model="Site",
+        entry_type=dr.DeviceEntryType.SERVICE,
+    )
+    coordinator = PowerAllocationCoordinator(hass, entry, topology, drivers)
+    # A failed first refresh unloads the entry, which shuts the coordinator and its drivers down.
+    await coordinator.async_config_entry_first_refresh()
+    entry.runtime_data = coordinator
+    entry.async_on_unload(entry.add_update_listener(_async_reload))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
 
 
+async def _async_reload(hass: HomeAssistant, entry: PowerAllocationConfigEntry) -> None:
+    await hass.config_entries.async_reload(entry.entry_id)
+
+
 async def async_unload_entry(hass: HomeAssistant, entry: PowerAllocationConfigEntry) -> bool:
-    """Unload a site."""
+    """Unload a site; its coordinator then saves what it learnt and disconnects its devices."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)

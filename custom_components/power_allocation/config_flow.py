@@ -1,14 +1,125 @@
-"""Config flow: a config entry is one site (its UPS units, PDUs and services)."""
+"""Config flow: a config entry is one site.
+
+Setup asks for the site's name and its UPS: where it is read (Modbus TCP, MQTT, or entities Home
+Assistant already has, such as the NUT integration's) and its published ratings; it tests the
+connection before it creates anything. PDUs and services are added in the options flow, one by
+one or as a whole YAML topology. Reconfiguration changes the UPS's connection; reauthentication
+asks for new broker credentials.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import voluptuous as vol
-from homeassistant.config_entries import ConfigFlow, ConfigFlowResult
+from homeassistant.config_entries import (
+    ConfigEntry,
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlow,
+)
+from homeassistant.core import callback
+from homeassistant.helpers import selector
 from homeassistant.util import slugify
 
-from .const import CONF_SITE_NAME, DOMAIN
+from .connection import CannotConnectError, InvalidAuthError, async_test_modbus, async_test_mqtt
+from .const import CONF_SITE_NAME, CONF_TOPOLOGY, DOMAIN
+from .engine.model import TopologyError
+from .topology import (
+    MODBUS_PDU_PROFILES,
+    MODBUS_UPS_PROFILES,
+    MQTT_OUTLET_PROFILES,
+    MQTT_UPS_PROFILES,
+    SOURCE_ENTITIES,
+    SOURCE_MODBUS,
+    SOURCE_MQTT,
+    load_yaml_document,
+    parse_topology,
+)
+
+UPS_ID = "ups"
+# The MQTT profiles' one variable that says where a device publishes.
+MQTT_UPS_VARIABLE = {"nut": "prefix", "power_allocation_ups": None}
+MQTT_OUTLET_VARIABLE = {
+    "tasmota": "topic",
+    "shelly_gen2": "prefix",
+    "power_allocation_outlet": None,
+}
+
+_NUMBER = selector.NumberSelector(
+    selector.NumberSelectorConfig(min=0, step="any", mode=selector.NumberSelectorMode.BOX)
+)
+
+
+def _choice(
+    options: tuple[str, ...] | list[str], *, multiple: bool = False
+) -> selector.SelectSelector:
+    return selector.SelectSelector(
+        selector.SelectSelectorConfig(
+            options=list(options), multiple=multiple, mode=selector.SelectSelectorMode.DROPDOWN
+        )
+    )
+
+
+def _entity(domain: str | list[str]) -> selector.EntitySelector:
+    return selector.EntitySelector(selector.EntitySelectorConfig(domain=domain))
+
+
+def _modbus_schema(profiles: tuple[str, ...], defaults: Mapping[str, Any]) -> vol.Schema:
+    return vol.Schema(
+        {
+            vol.Required("host", default=defaults.get("host", vol.UNDEFINED)): str,
+            vol.Required("port", default=defaults.get("port", 502)): vol.All(
+                vol.Coerce(int), vol.Range(min=1, max=65535)
+            ),
+            vol.Required("unit_id", default=defaults.get("unit_id", 1)): vol.All(
+                vol.Coerce(int), vol.Range(min=0, max=255)
+            ),
+            vol.Required("profile", default=defaults.get("profile", profiles[0])): _choice(
+                profiles
+            ),
+        }
+    )
+
+
+def _broker_schema(defaults: Mapping[str, Any]) -> dict[vol.Marker, Any]:
+    return {
+        vol.Required("host", default=defaults.get("host", vol.UNDEFINED)): str,
+        vol.Required("port", default=defaults.get("port", 1883)): vol.All(
+            vol.Coerce(int), vol.Range(min=1, max=65535)
+        ),
+        vol.Optional("username", default=defaults.get("username", "")): str,
+        vol.Optional("password", default=defaults.get("password", "")): selector.TextSelector(
+            selector.TextSelectorConfig(type=selector.TextSelectorType.PASSWORD)
+        ),
+        vol.Required("tls", default=defaults.get("tls", False)): bool,
+        vol.Required("base_topic", default=defaults.get("base_topic", "power_allocation")): str,
+    }
+
+
+def _broker(user_input: Mapping[str, Any]) -> dict[str, Any]:
+    broker = {k: user_input[k] for k in ("host", "port", "tls", "base_topic")}
+    if user_input.get("username"):
+        broker["username"] = user_input["username"]
+        broker["password"] = user_input.get("password", "")
+    return broker
+
+
+async def _test_source(flow: Any, kind: str, source: Mapping[str, Any], broker: Any) -> str | None:
+    """The error key of a failed connection test, or None."""
+    try:
+        if kind == SOURCE_MODBUS:
+            await async_test_modbus(flow.hass, UPS_ID, source)
+        elif kind == SOURCE_MQTT:
+            await async_test_mqtt(flow.hass, broker)
+        elif flow.hass.states.get(source.get("on_battery") or source.get("status")) is None:
+            return "entity_not_found"
+    except InvalidAuthError:
+        return "invalid_auth"
+    except CannotConnectError:
+        return "cannot_connect"
+    return None
 
 
 class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
@@ -16,8 +127,49 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
 
     VERSION = 1
 
+    def __init__(self) -> None:
+        self._name = ""
+        self._source: dict[str, Any] = {}
+        self._broker: dict[str, Any] | None = None
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: ConfigEntry) -> PowerAllocationOptionsFlow:
+        """PDUs and services."""
+        return PowerAllocationOptionsFlow()
+
+    def _mqtt_defaults(self) -> dict[str, Any]:
+        """Home Assistant's own MQTT broker settings, when that integration is set up."""
+        for entry in self.hass.config_entries.async_entries("mqtt"):
+            data = entry.data
+            if "broker" in data:
+                return {
+                    "host": data["broker"],
+                    "port": data.get("port", 1883),
+                    "username": data.get("username", ""),
+                    "password": data.get("password", ""),
+                }
+        return {}
+
+    def _source_identity(self, source: Mapping[str, Any], broker: Mapping[str, Any] | None) -> str:
+        if source["kind"] == SOURCE_MODBUS:
+            return f"modbus:{source['host']}:{source['port']}:{source['unit_id']}"
+        if source["kind"] == SOURCE_MQTT and broker is not None:
+            return f"mqtt:{broker['host']}:{broker['port']}:{sorted(source['variables'].items())}"
+        return f"entities:{source.get('on_battery') or source.get('status')}"
+
+    def _already_used(self, identity: str, ignore: ConfigEntry | None = None) -> bool:
+        for entry in self._async_current_entries(include_ignore=False):
+            if entry is ignore:
+                continue
+            topology = entry.data.get(CONF_TOPOLOGY, {})
+            for ups in topology.get("ups", []):
+                if self._source_identity(ups["source"], topology.get("mqtt")) == identity:
+                    return True
+        return False
+
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Ask for the site's name; one entry per site."""
+        """The site's name and where its UPS is read."""
         errors: dict[str, str] = {}
         if user_input is not None:
             name = user_input[CONF_SITE_NAME].strip()
@@ -26,9 +178,541 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
             else:
                 await self.async_set_unique_id(slugify(name))
                 self._abort_if_unique_id_configured()
-                return self.async_create_entry(title=name, data={CONF_SITE_NAME: name})
+                self._name = name
+                step = getattr(self, f"async_step_ups_{user_input['source']}")
+                result: ConfigFlowResult = await step()
+                return result
         return self.async_show_form(
             step_id="user",
-            data_schema=vol.Schema({vol.Required(CONF_SITE_NAME): str}),
+            data_schema=vol.Schema(
+                {
+                    vol.Required(CONF_SITE_NAME): str,
+                    vol.Required("source", default=SOURCE_MODBUS): selector.SelectSelector(
+                        selector.SelectSelectorConfig(
+                            options=[SOURCE_MODBUS, SOURCE_MQTT, SOURCE_ENTITIES],
+                            translation_key="source",
+                        )
+                    ),
+                }
+            ),
             errors=errors,
+        )
+
+    async def _check_and_continue(
+        self, source: dict[str, Any], broker: dict[str, Any] | None
+    ) -> dict[str, str]:
+        """Test the source; on success remember it for the ratings step."""
+        if self._already_used(self._source_identity(source, broker)):
+            return {"base": "already_used"}
+        error = await _test_source(self, source["kind"], source, broker)
+        if error is not None:
+            return {"base": error}
+        self._source, self._broker = source, broker
+        return {}
+
+    async def async_step_ups_modbus(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """A UPS on Modbus TCP (an APC network card)."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            source = {"kind": SOURCE_MODBUS, **user_input, "timeout_s": 1.0}
+            errors = await self._check_and_continue(source, None)
+            if not errors:
+                return await self.async_step_ratings()
+        return self.async_show_form(
+            step_id="ups_modbus",
+            data_schema=self.add_suggested_values_to_schema(
+                _modbus_schema(MODBUS_UPS_PROFILES, {}), user_input or {}
+            ),
+            errors=errors,
+        )
+
+    async def async_step_ups_mqtt(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """A UPS publishing on MQTT (NUT-style topics or the project's own schema)."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            profile = user_input["profile"]
+            variable = MQTT_UPS_VARIABLE[profile]
+            variables = {}
+            if variable is not None:
+                if not user_input.get("topic_prefix"):
+                    errors["topic_prefix"] = "topic_required"
+                variables[variable] = user_input.get("topic_prefix", "")
+            if not errors:
+                source = {"kind": SOURCE_MQTT, "profile": profile, "variables": variables}
+                errors = await self._check_and_continue(source, _broker(user_input))
+                if not errors:
+                    return await self.async_step_ratings()
+        defaults = {**self._mqtt_defaults(), **(user_input or {})}
+        return self.async_show_form(
+            step_id="ups_mqtt",
+            data_schema=vol.Schema(
+                {
+                    **_broker_schema(defaults),
+                    vol.Required("profile", default=defaults.get("profile", "nut")): _choice(
+                        MQTT_UPS_PROFILES
+                    ),
+                    vol.Optional("topic_prefix", default=defaults.get("topic_prefix", "")): str,
+                }
+            ),
+            errors=errors,
+        )
+
+    async def async_step_ups_entities(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """A UPS Home Assistant already has, e.g. through the NUT integration."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            if bool(user_input.get("on_battery")) == bool(user_input.get("status")):
+                errors["base"] = "one_mains_entity"
+            else:
+                source = {"kind": SOURCE_ENTITIES, **{k: v for k, v in user_input.items() if v}}
+                errors = await self._check_and_continue(source, None)
+                if not errors:
+                    return await self.async_step_ratings()
+        return self.async_show_form(
+            step_id="ups_entities",
+            data_schema=vol.Schema(
+                {
+                    vol.Optional("on_battery"): _entity("binary_sensor"),
+                    vol.Optional("status"): _entity("sensor"),
+                    vol.Optional("runtime"): _entity("sensor"),
+                    vol.Optional("charge"): _entity("sensor"),
+                    vol.Optional("load"): _entity("sensor"),
+                }
+            ),
+            errors=errors,
+        )
+
+    async def async_step_ratings(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """The UPS's published ratings, which fix its battery curve until it is learnt."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            ups = {"id": UPS_ID, **user_input, "source": self._source}
+            document: dict[str, Any] = {"ups": [ups]}
+            if self._broker is not None:
+                document["mqtt"] = self._broker
+            try:
+                parse_topology(document)
+            except TopologyError as error:
+                errors["base"] = "invalid_topology"
+                self._error = str(error)
+            else:
+                return self.async_create_entry(
+                    title=self._name,
+                    data={CONF_SITE_NAME: self._name, CONF_TOPOLOGY: document},
+                    options={"pdus": [], "services": []},
+                )
+        return self.async_show_form(
+            step_id="ratings",
+            data_schema=vol.Schema(
+                {
+                    vol.Required("rated_w", default=1000): _NUMBER,
+                    vol.Required("capacity_wh", default=864): _NUMBER,
+                    vol.Required("runtime_full_load_s", default=360): _NUMBER,
+                    vol.Required("peukert_k", default=1.4): _NUMBER,
+                    vol.Required("efficiency", default=0.9): _NUMBER,
+                }
+            ),
+            errors=errors,
+            description_placeholders={"error": getattr(self, "_error", "")},
+        )
+
+    # --- reconfigure and reauth -------------------------------------------------------------
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change where the UPS is read (host, port, broker...), tested before it is saved."""
+        entry = self._get_reconfigure_entry()
+        topology = entry.data[CONF_TOPOLOGY]
+        ups = topology["ups"][0]
+        kind = ups["source"]["kind"]
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            broker = topology.get("mqtt")
+            if kind == SOURCE_MODBUS:
+                source = {**ups["source"], **user_input}
+            elif kind == SOURCE_MQTT:
+                broker = _broker(user_input)
+                source = ups["source"]
+            else:
+                source = {"kind": SOURCE_ENTITIES, **{k: v for k, v in user_input.items() if v}}
+            if self._already_used(self._source_identity(source, broker), ignore=entry):
+                errors["base"] = "already_used"
+            else:
+                error = await _test_source(self, kind, source, broker)
+                if error is not None:
+                    errors["base"] = error
+            if not errors:
+                new_topology = {
+                    **topology,
+                    "ups": [{**ups, "source": source}, *topology["ups"][1:]],
+                }
+                if broker is not None:
+                    new_topology["mqtt"] = broker
+                return self.async_update_reload_and_abort(
+                    entry, data_updates={CONF_TOPOLOGY: new_topology}
+                )
+        if kind == SOURCE_MODBUS:
+            schema = _modbus_schema(MODBUS_UPS_PROFILES, ups["source"])
+        elif kind == SOURCE_MQTT:
+            schema = vol.Schema(_broker_schema(topology.get("mqtt", {})))
+        else:
+            schema = self.add_suggested_values_to_schema(
+                vol.Schema(
+                    {
+                        vol.Optional("on_battery"): _entity("binary_sensor"),
+                        vol.Optional("status"): _entity("sensor"),
+                        vol.Optional("runtime"): _entity("sensor"),
+                        vol.Optional("charge"): _entity("sensor"),
+                        vol.Optional("load"): _entity("sensor"),
+                    }
+                ),
+                ups["source"],
+            )
+        return self.async_show_form(step_id="reconfigure", data_schema=schema, errors=errors)
+
+    async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
+        """The broker refused the stored credentials."""
+        return await self.async_step_reauth_confirm()
+
+    async def async_step_reauth_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """New broker credentials, tested before they are saved."""
+        entry = self._get_reauth_entry()
+        topology = entry.data[CONF_TOPOLOGY]
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            broker = {**topology.get("mqtt", {}), **user_input}
+            error = await _test_source(self, SOURCE_MQTT, {}, broker)
+            if error is None:
+                return self.async_update_reload_and_abort(
+                    entry, data_updates={CONF_TOPOLOGY: {**topology, "mqtt": broker}}
+                )
+            errors["base"] = error
+        return self.async_show_form(
+            step_id="reauth_confirm",
+            data_schema=vol.Schema(
+                {
+                    vol.Required("username"): str,
+                    vol.Required("password"): selector.TextSelector(
+                        selector.TextSelectorConfig(type=selector.TextSelectorType.PASSWORD)
+                    ),
+                }
+            ),
+            errors=errors,
+        )
+
+
+class PowerAllocationOptionsFlow(OptionsFlow):
+    """Adds and removes PDUs and services, or imports a whole topology as YAML."""
+
+    def __init__(self) -> None:
+        self._pdu: dict[str, Any] = {}
+        self._error = ""
+
+    def _document(self) -> dict[str, Any]:
+        entry = self.config_entry
+        return {
+            **entry.data[CONF_TOPOLOGY],
+            "pdus": list(entry.options.get("pdus", [])),
+            "services": list(entry.options.get("services", [])),
+        }
+
+    def _save(self, document: dict[str, Any]) -> ConfigFlowResult | None:
+        """Validate the whole site; None (with the error kept) when it is not valid."""
+        try:
+            checked = parse_topology(document).document
+        except TopologyError as error:
+            self._error = str(error)
+            return None
+        return self.async_create_entry(
+            data={"pdus": list(checked["pdus"]), "services": list(checked["services"])}
+        )
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """What to change."""
+        return self.async_show_menu(
+            step_id="init", menu_options=["add_pdu", "add_service", "remove", "import_topology"]
+        )
+
+    async def async_step_add_pdu(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """A PDU: its id, limit, outlet count, and where it is read."""
+        errors: dict[str, str] = {}
+        document = self._document()
+        if user_input is not None:
+            if any(p["id"] == user_input["id"] for p in document["pdus"]):
+                errors["id"] = "duplicate_id"
+            else:
+                self._pdu = {
+                    "id": user_input["id"],
+                    "ups": user_input["ups"],
+                    "limit_w": user_input["limit_w"],
+                    "outlets": int(user_input["outlets"]),
+                }
+                step = getattr(self, f"async_step_pdu_{user_input['source']}")
+                result: ConfigFlowResult = await step()
+                return result
+        return self.async_show_form(
+            step_id="add_pdu",
+            data_schema=vol.Schema(
+                {
+                    vol.Required("id"): str,
+                    vol.Required("ups", default=document["ups"][0]["id"]): _choice(
+                        [u["id"] for u in document["ups"]]
+                    ),
+                    vol.Required("limit_w", default=1800): _NUMBER,
+                    vol.Required("outlets", default=8): vol.All(
+                        vol.Coerce(int), vol.Range(min=1, max=96)
+                    ),
+                    vol.Required("source", default=SOURCE_MODBUS): selector.SelectSelector(
+                        selector.SelectSelectorConfig(
+                            options=[SOURCE_MODBUS, SOURCE_MQTT, SOURCE_ENTITIES],
+                            translation_key="source",
+                        )
+                    ),
+                }
+            ),
+            errors=errors,
+        )
+
+    async def _add_pdu(self, source: dict[str, Any]) -> ConfigFlowResult | None:
+        document = self._document()
+        document["pdus"].append({**self._pdu, "source": source})
+        return self._save(document)
+
+    async def async_step_pdu_modbus(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """A switched, metered PDU on Modbus TCP, tested before it is added."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            source = {"kind": SOURCE_MODBUS, **user_input, "timeout_s": 1.0}
+            try:
+                await async_test_modbus(
+                    self.hass, self._pdu["id"], {**source, "outlet_count": self._pdu["outlets"]}
+                )
+            except CannotConnectError:
+                errors["base"] = "cannot_connect"
+            else:
+                result = await self._add_pdu(source)
+                if result is not None:
+                    return result
+                errors["base"] = "invalid_topology"
+        return self.async_show_form(
+            step_id="pdu_modbus",
+            data_schema=self.add_suggested_values_to_schema(
+                _modbus_schema(MODBUS_PDU_PROFILES, {}), user_input or {}
+            ),
+            errors=errors,
+            description_placeholders={"error": self._error},
+        )
+
+    async def async_step_pdu_mqtt(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Smart plugs on MQTT: one device (topic or prefix) per outlet, in outlet order."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            profile = user_input["profile"]
+            names = [n.strip() for n in user_input.get("devices", "").split(",") if n.strip()]
+            variable = MQTT_OUTLET_VARIABLE[profile]
+            if variable is not None and len(names) != self._pdu["outlets"]:
+                errors["devices"] = "device_count"
+            else:
+                outlets = {
+                    n: ({variable: names[n - 1]} if variable is not None else {})
+                    for n in range(1, self._pdu["outlets"] + 1)
+                }
+                if profile == "shelly_gen2":
+                    outlets = {n: {"prefix": names[n - 1], "switch": 0} for n in outlets}
+                result = await self._add_pdu(
+                    {"kind": SOURCE_MQTT, "profile": profile, "outlets": outlets}
+                )
+                if result is not None:
+                    return result
+                errors["base"] = "invalid_topology"
+        return self.async_show_form(
+            step_id="pdu_mqtt",
+            data_schema=vol.Schema(
+                {
+                    vol.Required("profile", default="tasmota"): _choice(MQTT_OUTLET_PROFILES),
+                    vol.Optional("devices", default=""): str,
+                }
+            ),
+            errors=errors,
+            description_placeholders={"error": self._error, "outlets": str(self._pdu["outlets"])},
+        )
+
+    async def async_step_pdu_entities(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Smart plugs Home Assistant already has: switches and power sensors, in outlet order."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            switches = user_input.get("switches", [])
+            sensors = user_input.get("power_sensors", [])
+            count = self._pdu["outlets"]
+            if len(switches) > count or len(sensors) > count or not (switches or sensors):
+                errors["base"] = "entity_count"
+            else:
+                outlets: dict[int, dict[str, str]] = {}
+                for n, entity_id in enumerate(switches, start=1):
+                    outlets.setdefault(n, {})["switch"] = entity_id
+                for n, entity_id in enumerate(sensors, start=1):
+                    outlets.setdefault(n, {})["power"] = entity_id
+                result = await self._add_pdu({"kind": SOURCE_ENTITIES, "outlets": outlets})
+                if result is not None:
+                    return result
+                errors["base"] = "invalid_topology"
+        return self.async_show_form(
+            step_id="pdu_entities",
+            data_schema=vol.Schema(
+                {
+                    vol.Optional("switches"): selector.EntitySelector(
+                        selector.EntitySelectorConfig(
+                            domain=["switch", "light", "input_boolean"], multiple=True
+                        )
+                    ),
+                    vol.Optional("power_sensors"): selector.EntitySelector(
+                        selector.EntitySelectorConfig(
+                            domain="sensor", device_class="power", multiple=True
+                        )
+                    ),
+                }
+            ),
+            errors=errors,
+            description_placeholders={"error": self._error, "outlets": str(self._pdu["outlets"])},
+        )
+
+    async def async_step_add_service(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """A service: priority, outlets, dependencies, timings and how to stop and start it."""
+        errors: dict[str, str] = {}
+        document = self._document()
+        if user_input is not None:
+            service: dict[str, Any] = {
+                "id": user_input["id"],
+                "priority": user_input["priority"],
+                "outlets": user_input["outlets"],
+                "depends_on": user_input.get("depends_on", []),
+                "shutdown_s": user_input["shutdown_s"],
+                "startup_s": user_input["startup_s"],
+                "idle_w": user_input["idle_w"],
+                "agent": user_input["agent"],
+            }
+            if user_input.get("throttle_min_w"):
+                service["throttle"] = {"min_w": user_input["throttle_min_w"]}
+            for key in ("stop_action", "throttle_action", "start_action"):
+                if user_input.get(key):
+                    service[key] = {"action": user_input[key]}
+            document["services"].append(service)
+            result = self._save(document)
+            if result is not None:
+                return result
+            errors["base"] = "invalid_topology"
+        outlets = [f"{p['id']}/{n}" for p in document["pdus"] for n in range(1, p["outlets"] + 1)]
+        if not outlets:
+            return self.async_abort(reason="no_pdus")
+        return self.async_show_form(
+            step_id="add_service",
+            data_schema=vol.Schema(
+                {
+                    vol.Required("id"): str,
+                    vol.Required("priority", default="medium"): selector.SelectSelector(
+                        selector.SelectSelectorConfig(
+                            options=["critical", "high", "medium", "low"],
+                            translation_key="priority",
+                        )
+                    ),
+                    vol.Required("outlets"): _choice(outlets, multiple=True),
+                    vol.Optional("depends_on"): _choice(
+                        [s["id"] for s in document["services"]] or [""], multiple=True
+                    ),
+                    vol.Required("shutdown_s", default=60): _NUMBER,
+                    vol.Required("startup_s", default=60): _NUMBER,
+                    vol.Required("idle_w", default=0): _NUMBER,
+                    vol.Optional("throttle_min_w"): _NUMBER,
+                    vol.Required("agent", default=False): bool,
+                    vol.Optional("stop_action"): str,
+                    vol.Optional("throttle_action"): str,
+                    vol.Optional("start_action"): str,
+                }
+            ),
+            errors=errors,
+            description_placeholders={"error": self._error},
+        )
+
+    async def async_step_remove(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Remove PDUs and services; what is left must still be a valid site."""
+        errors: dict[str, str] = {}
+        document = self._document()
+        if user_input is not None:
+            gone = set(user_input.get("items", []))
+            document["pdus"] = [p for p in document["pdus"] if f"pdu:{p['id']}" not in gone]
+            document["services"] = [
+                s for s in document["services"] if f"service:{s['id']}" not in gone
+            ]
+            result = self._save(document)
+            if result is not None:
+                return result
+            errors["base"] = "invalid_topology"
+        items = [f"pdu:{p['id']}" for p in document["pdus"]] + [
+            f"service:{s['id']}" for s in document["services"]
+        ]
+        if not items:
+            return self.async_abort(reason="nothing_to_remove")
+        return self.async_show_form(
+            step_id="remove",
+            data_schema=vol.Schema({vol.Optional("items"): _choice(items, multiple=True)}),
+            errors=errors,
+            description_placeholders={"error": self._error},
+        )
+
+    async def async_step_import_topology(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """A whole site as YAML (ups, pdus, services): replaces the PDUs and services."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            try:
+                imported = load_yaml_document(user_input["topology"])
+            except TopologyError as error:
+                self._error = str(error)
+                errors["base"] = "invalid_topology"
+            else:
+                if set(imported) - {"pdus", "services"}:
+                    # UPS units and the broker are the entry's: changed by reconfiguring it
+                    # or by the load_topology action.
+                    errors["base"] = "only_pdus_and_services"
+                else:
+                    document = self._document()
+                    document["pdus"] = imported.get("pdus", [])
+                    document["services"] = imported.get("services", [])
+                    result = self._save(document)
+                    if result is not None:
+                        return result
+                    errors["base"] = "invalid_topology"
+        return self.async_show_form(
+            step_id="import_topology",
+            data_schema=vol.Schema(
+                {
+                    vol.Required("topology"): selector.TextSelector(
+                        selector.TextSelectorConfig(multiline=True)
+                    )
+                }
+            ),
+            errors=errors,
+            description_placeholders={"error": self._error},
         )

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from .allocator import Demand, ServiceState, allocate
+from .allocator import Allocation, Demand, ServiceState, allocate
 from .battery import BatteryModel
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
@@ -99,6 +99,9 @@ class Telemetry:
     demand_w: Mapping[str, Demand]  # forecast draw of every service, running uncapped
     unmanaged_w: Mapping[str, float] = field(default_factory=dict)
     stop_acknowledged: frozenset[str] = frozenset()  # services whose agent reported its OS down
+    # The overload guard's pre-emptive shed (engine/overload.py), when one is under way: what it
+    # turns off or caps is shed or capped here, and stays so while the shed holds.
+    overload_allocation: Allocation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +329,7 @@ class _Cycle:
             self._on_battery()
         else:
             self._on_mains()
+        self._obey_guard()
         self._advance_phases()
 
     def finish(self) -> ControllerState:
@@ -503,6 +507,19 @@ class _Cycle:
             elif decision.state is ServiceState.THROTTLED:
                 self._throttle(sid, decision.cap_w, f"over a limit: {decision.reason}")
 
+    def _obey_guard(self) -> None:
+        """Carry out the overload guard's shed: it chose by priority and dependencies already."""
+        allocation = self.telemetry.overload_allocation
+        if allocation is None:
+            return
+        for sid, decision in allocation.decisions.items():
+            if self.services[sid].phase not in (Phase.ON, Phase.STARTING):
+                continue
+            if decision.state is ServiceState.OFF:
+                self._shed(sid, f"overload predicted: {decision.reason}", for_limit=True)
+            elif decision.state is ServiceState.THROTTLED:
+                self._throttle(sid, decision.cap_w, f"overload predicted: {decision.reason}")
+
     # --- on mains ---------------------------------------------------------------------------
 
     def _on_mains(self) -> None:
@@ -534,6 +551,9 @@ class _Cycle:
             return
         graph = self.site.graph
         held_off = self._held_off_closure()
+        guard = self.telemetry.overload_allocation
+        if guard is not None:
+            held_off |= {sid for sid, d in guard.decisions.items() if d.state is ServiceState.OFF}
         candidates = [
             sid
             for sid, control in self.services.items()

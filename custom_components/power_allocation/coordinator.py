@@ -1,0 +1,261 @@
+"""The coordinator of one site: read every device, decide, carry out, persist, every cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import voluptuous as vol
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.storage import Store
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
+from homeassistant.util import dt as dt_util
+
+from .const import (
+    DOMAIN,
+    EVENT_DECISION,
+    EVENT_OVERLOAD_PREDICTED,
+    EVENT_STATE_CHANGED,
+    ISSUE_UNREACHABLE,
+    STORAGE_SAVE_DELAY_S,
+    STORAGE_VERSION,
+    UPDATE_INTERVAL,
+)
+from .drivers.interface import Command as DeviceCommand
+from .drivers.interface import CommandKind, TelemetrySnapshot
+from .engine.controller import Command, StartService, StopService, SwitchOutlets, Throttle
+from .site_control import CycleOutcome, SiteControl, SiteView
+from .sources import SiteDrivers
+from .topology import HaAction, SiteTopology
+
+if TYPE_CHECKING:
+    from . import PowerAllocationConfigEntry
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
+    """Polls the site's drivers and runs its controller."""
+
+    config_entry: PowerAllocationConfigEntry
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: PowerAllocationConfigEntry,
+        topology: SiteTopology,
+        drivers: SiteDrivers,
+    ) -> None:
+        super().__init__(
+            hass,
+            _LOGGER,
+            config_entry=entry,
+            name=f"{DOMAIN} {entry.title}",
+            update_interval=UPDATE_INTERVAL,
+            always_update=True,
+        )
+        self.topology = topology
+        self.drivers = drivers
+        self.store: Store[dict[str, Any]] = Store(
+            hass, STORAGE_VERSION, f"{DOMAIN}.{entry.entry_id}"
+        )
+        self.control = SiteControl(topology)
+        self.snapshot: TelemetrySnapshot | None = None
+        self._unavailable: set[str] = set()
+        # The cycle runs in an executor thread; actions that change the site's state wait for it.
+        self.lock = asyncio.Lock()
+        self._restored = False
+
+    @property
+    def site_name(self) -> str:
+        """The site's title, as events name it."""
+        return self.config_entry.title
+
+    async def _async_setup(self) -> None:
+        """Restore what was learnt and decided before the restart, then connect."""
+        stored = await self.store.async_load()
+        self.control = SiteControl(self.topology, stored)
+        self._restored = True
+        await self.drivers.start()
+
+    async def async_shutdown(self) -> None:
+        """Save, then disconnect every device (runs when the entry unloads)."""
+        await super().async_shutdown()
+        # Before the stored state was read, there is nothing of ours to save: saving would
+        # replace what a restart in the middle of an outage must resume from.
+        if self._restored:
+            await self.store.async_save(self.control.to_state())
+        await self.drivers.stop()
+
+    async def _async_update_data(self) -> SiteView:
+        now_s = dt_util.utcnow().timestamp()
+        snapshot = await self.drivers.read(now_s)
+        self.snapshot = snapshot
+        self._track_availability(snapshot)
+        async with self.lock:
+            outcome = await self.hass.async_add_executor_job(self.control.cycle, snapshot, now_s)
+        await self._carry_out(outcome)
+        if not any(r.available for r in snapshot.ups.values()) and not any(
+            r.available for r in snapshot.outlets.values()
+        ):
+            # The controller ran all the same (I7: missing telemetry never stalls it); the
+            # entities go unavailable.
+            raise UpdateFailed(translation_domain=DOMAIN, translation_key="no_device_answered")
+        return outcome.view
+
+    def _track_availability(self, snapshot: TelemetrySnapshot) -> None:
+        """Log a device once when it is lost and once when it is back; a repair while lost."""
+        devices: dict[str, bool] = {u: r.available for u, r in snapshot.ups.items()}
+        for pdu in self.control.site.pdus:
+            readings = [snapshot.outlets.get(o.id) for o in pdu.outlets]
+            devices[pdu.id] = any(r is not None and r.available for r in readings)
+        for device_id, available in devices.items():
+            issue_id = f"{ISSUE_UNREACHABLE}_{self.config_entry.entry_id}_{device_id}"
+            if not available and device_id not in self._unavailable:
+                self._unavailable.add(device_id)
+                _LOGGER.warning("%s: %s is unavailable", self.site_name, device_id)
+                ir.async_create_issue(
+                    self.hass,
+                    DOMAIN,
+                    issue_id,
+                    is_fixable=False,
+                    severity=ir.IssueSeverity.ERROR,
+                    translation_key=ISSUE_UNREACHABLE,
+                    translation_placeholders={"site": self.site_name, "device": device_id},
+                )
+            elif available and device_id in self._unavailable:
+                self._unavailable.discard(device_id)
+                _LOGGER.info("%s: %s is available again", self.site_name, device_id)
+                ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+
+    def device_available(self, device_id: str) -> bool:
+        """Whether a UPS or PDU answered in the last cycle."""
+        return device_id not in self._unavailable
+
+    async def _carry_out(self, outcome: CycleOutcome) -> None:
+        for command in outcome.commands:
+            ok, error = await self._execute(command)
+            self.hass.bus.async_fire(
+                EVENT_DECISION,
+                {
+                    "site": self.site_name,
+                    "service": command.service_id,
+                    "action": _action_name(command),
+                    "cap_w": getattr(command, "cap_w", None),
+                    "reason": command.reason,
+                    "ok": ok,
+                    "error": error,
+                },
+            )
+            if not ok:
+                _LOGGER.warning(
+                    "%s: %s %s failed: %s",
+                    self.site_name,
+                    _action_name(command),
+                    command.service_id,
+                    error,
+                )
+        for fault in outcome.faults:
+            _LOGGER.debug("%s: %s", self.site_name, fault.message)
+        if outcome.mode_changed:
+            self.hass.bus.async_fire(
+                EVENT_STATE_CHANGED,
+                {"site": self.site_name, "state": outcome.view.mode.value},
+            )
+        for risk in outcome.overloads_predicted:
+            self.hass.bus.async_fire(
+                EVENT_OVERLOAD_PREDICTED,
+                {
+                    "site": self.site_name,
+                    "node": risk.node_id,
+                    "level": risk.level.value,
+                    "probability": round(risk.exceed_probability, 3),
+                    "draw_w": round(risk.draw_w, 1),
+                    "upper_w": round(risk.upper_w, 1),
+                    "limit_w": risk.limit_w,
+                },
+            )
+        self.store.async_delay_save(
+            self.control.to_state, 0 if outcome.commands else STORAGE_SAVE_DELAY_S
+        )
+
+    async def _execute(self, command: Command) -> tuple[bool, str | None]:
+        """Carry out one controller command on the devices and hosts it names."""
+        controls = self.topology.controls[command.service_id]
+        errors: list[str] = []
+        device_commands: list[DeviceCommand] = []
+        action: HaAction | None = None
+        data: dict[str, Any] = {}
+        match command:
+            case StopService(service_id=sid):
+                if controls.agent:
+                    device_commands.append(DeviceCommand(CommandKind.AGENT_SHUTDOWN, sid))
+                action = controls.stop
+            case Throttle(service_id=sid, cap_w=cap_w):
+                if controls.agent:
+                    if cap_w is None:
+                        device_commands.append(DeviceCommand(CommandKind.AGENT_START, sid))
+                    else:
+                        device_commands.append(
+                            DeviceCommand(CommandKind.AGENT_THROTTLE, sid, cap_w=cap_w)
+                        )
+                action = controls.throttle
+                data = {"cap_w": cap_w}
+            case SwitchOutlets(outlet_ids=outlets, on=on):
+                kind = CommandKind.OUTLET_ON if on else CommandKind.OUTLET_OFF
+                device_commands.extend(DeviceCommand(kind, o) for o in outlets)
+            case StartService(service_id=sid, outlet_ids=outlets):
+                device_commands.extend(DeviceCommand(CommandKind.OUTLET_ON, o) for o in outlets)
+                if controls.agent:
+                    device_commands.append(DeviceCommand(CommandKind.AGENT_START, sid))
+                action = controls.start
+        for device_command in device_commands:
+            result = await self.drivers.execute(device_command)
+            if not result.ok:
+                errors.append(f"{device_command.target}: {result.error}")
+        if action is not None:
+            try:
+                # Not blocking: a script that shuts a host down may run for minutes, and the
+                # cycle must not wait for it. A missing action or bad data still raises here.
+                await self.hass.services.async_call(
+                    action.domain, action.service, {**action.data, **data}, blocking=False
+                )
+            except (HomeAssistantError, vol.Invalid) as error:
+                errors.append(f"{action.domain}.{action.service}: {error}")
+        return not errors, "; ".join(errors) or None
+
+    def snapshot_data(self) -> Mapping[str, Any]:
+        """The last telemetry, for diagnostics."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return {}
+        return {
+            "ups": {k: _plain(v) for k, v in snapshot.ups.items()},
+            "outlets": {k: _plain(v) for k, v in snapshot.outlets.items()},
+            "service_power_w": dict(snapshot.service_power_w),
+        }
+
+
+def _plain(reading: Any) -> dict[str, Any]:
+    return {name: getattr(reading, name) for name in reading.__slots__}
+
+
+def _action_name(command: Command) -> str:
+    match command:
+        case StopService():
+            return "stop"
+        case Throttle(cap_w=None):
+            return "release_cap"
+        case Throttle():
+            return "throttle"
+        case SwitchOutlets(on=True):
+            return "outlets_on"
+        case SwitchOutlets():
+            return "outlets_off"
+        case StartService():
+            return "start"
+    raise ValueError(command)  # pragma: no cover - Command is a closed union

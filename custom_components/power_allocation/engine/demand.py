@@ -1,0 +1,83 @@
+"""What each service will draw: a forecaster per service, learnt while it runs freely.
+
+A service's draw is learnt only while it runs uncapped: a throttled or stopping service's draw says
+nothing about what it would draw if left alone. Its demand for the planner and the allocator is
+the forecast mean over the horizon and the highest upper band within it; the highest band is what
+a final shutdown's reserve must cover (with the next step's band only, the household traces spiked
+past it and the battery died under the last wave).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+from .allocator import Demand
+from .forecast import ForecastPoint, ForecastSettings, LoadForecaster
+
+# Five-minute steps an hour ahead: the span an outage plan needs, and cheap to learn from.
+SERVICE_FORECAST_SETTINGS = ForecastSettings(step_s=300.0, horizon_steps=12)
+# Until a forecaster has a band, the upper quantile is the last reading plus this share.
+UNCALIBRATED_UPPER_RATIO = 0.2
+
+
+def demand_from(points: tuple[ForecastPoint, ...], last_w: float) -> Demand:
+    """A service's demand from its forecast, or from its last reading while uncalibrated."""
+    if points and all(p.calibrated for p in points):
+        mean_w = max(0.0, sum(p.mean_w for p in points) / len(points))
+        return Demand(mean_w, max(mean_w, *(p.upper_w for p in points)))
+    return Demand(last_w, last_w * (1.0 + UNCALIBRATED_UPPER_RATIO))
+
+
+class ServiceDemand:
+    """One forecaster per service and its last free-running reading."""
+
+    def __init__(
+        self, service_ids: Iterable[str], settings: ForecastSettings = SERVICE_FORECAST_SETTINGS
+    ) -> None:
+        self.settings = settings
+        self.forecasters = {sid: LoadForecaster(settings) for sid in service_ids}
+        self.last_w: dict[str, float] = {}
+
+    def learn(
+        self, now_s: float, draw_w: Mapping[str, float | None], running_free: Collection[str]
+    ) -> None:
+        """Learn this cycle's readings of the services that run uncapped."""
+        for sid, watts in draw_w.items():
+            forecaster = self.forecasters.get(sid)
+            if watts is not None and sid in running_free and forecaster is not None:
+                forecaster.observe(now_s, watts)
+                self.last_w[sid] = watts
+
+    def demand_w(self) -> dict[str, Demand]:
+        """Every service's demand (0 W until it has been seen running)."""
+        return {
+            sid: demand_from(f.forecast(), self.last_w.get(sid, 0.0))
+            for sid, f in self.forecasters.items()
+        }
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-able state: every forecaster and last reading."""
+        return {
+            "forecasters": {sid: f.to_state() for sid, f in self.forecasters.items()},
+            "last_w": dict(self.last_w),
+        }
+
+    @classmethod
+    def from_state(
+        cls,
+        state: Mapping[str, Any],
+        service_ids: Iterable[str],
+        settings: ForecastSettings = SERVICE_FORECAST_SETTINGS,
+    ) -> ServiceDemand:
+        """Restore `to_state`'s output for the services of `service_ids`; new ones start cold."""
+        restored = cls(service_ids, settings)
+        for sid, forecaster_state in state.get("forecasters", {}).items():
+            if sid in restored.forecasters:
+                restored.forecasters[sid] = LoadForecaster.from_state(forecaster_state)
+        restored.last_w = {
+            sid: float(w)
+            for sid, w in state.get("last_w", {}).items()
+            if sid in restored.forecasters
+        }
+        return restored

@@ -1,0 +1,249 @@
+"""Actions: allocate, simulate an outage, shed / restore / hold / release, priorities, topology.
+
+Every action names its site by config entry; every call is validated, and a bad one raises
+`ServiceValidationError` with a message that says what is wrong.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import voluptuous as vol
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import config_validation as cv
+from homeassistant.util import dt as dt_util
+
+from .const import ATTR_SERVICE, CONF_TOPOLOGY, DOMAIN
+from .engine.model import TIERS_MOST_IMPORTANT_FIRST, Priority, TopologyError
+from .topology import load_yaml_document, parse_topology
+
+if TYPE_CHECKING:
+    from .coordinator import PowerAllocationCoordinator
+
+SERVICE_ALLOCATE = "allocate"
+SERVICE_SIMULATE_OUTAGE = "simulate_outage"
+SERVICE_SHED = "shed_service"
+SERVICE_RESTORE = "restore_service"
+SERVICE_HOLD = "hold_service"
+SERVICE_RELEASE = "release_service"
+SERVICE_SET_PRIORITY = "set_priority"
+SERVICE_RESTORE_ALL = "restore_all"
+SERVICE_LOAD_TOPOLOGY = "load_topology"
+
+ATTR_CONFIG_ENTRY_ID = "config_entry_id"
+ATTR_DRY_RUN = "dry_run"
+ATTR_DURATION = "duration"
+ATTR_STATE = "state"
+ATTR_PRIORITY = "priority"
+ATTR_TOPOLOGY = "topology"
+
+_SITE: dict[vol.Marker, Any] = {vol.Required(ATTR_CONFIG_ENTRY_ID): cv.string}
+_SERVICE: dict[vol.Marker, Any] = {**_SITE, vol.Required(ATTR_SERVICE): cv.string}
+# Up to a week: beyond that the outage prior has nothing to say.
+MAX_SIMULATED_MINUTES = 7 * 24 * 60
+
+
+def _coordinator(hass: HomeAssistant, call: ServiceCall) -> PowerAllocationCoordinator:
+    entry_id = call.data[ATTR_CONFIG_ENTRY_ID]
+    entry = hass.config_entries.async_get_entry(entry_id)
+    if entry is None or entry.domain != DOMAIN:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="unknown_site",
+            translation_placeholders={"entry_id": entry_id},
+        )
+    if entry.state is not ConfigEntryState.LOADED:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="site_not_loaded",
+            translation_placeholders={"site": entry.title},
+        )
+    coordinator: PowerAllocationCoordinator = entry.runtime_data
+    return coordinator
+
+
+def _service_id(coordinator: PowerAllocationCoordinator, service_id: str | None) -> str:
+    site = coordinator.control.site
+    if service_id not in site.service_by_id:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="unknown_service",
+            translation_placeholders={
+                "service": str(service_id),
+                "services": ", ".join(site.service_by_id),
+            },
+        )
+    return service_id
+
+
+async def async_hold(
+    coordinator: PowerAllocationCoordinator, service_id: str | None, on: bool | None
+) -> None:
+    """Hold a service on or off (None releases it), then run a cycle so it takes effect."""
+    sid = _service_id(coordinator, service_id)
+    async with coordinator.lock:
+        try:
+            coordinator.control.hold(sid, on)
+        except ValueError as error:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="hold_conflict",
+                translation_placeholders={"error": str(error)},
+            ) from error
+    await coordinator.async_refresh()
+
+
+async def async_set_priority(
+    coordinator: PowerAllocationCoordinator, service_id: str | None, priority: Priority
+) -> None:
+    """Change a service's tier from now on, then run a cycle."""
+    sid = _service_id(coordinator, service_id)
+    async with coordinator.lock:
+        coordinator.control.set_priority(sid, priority)
+    await coordinator.async_refresh()
+
+
+def async_setup_services(hass: HomeAssistant) -> None:
+    """Register every action of the integration."""
+
+    async def allocate_now(call: ServiceCall) -> ServiceResponse:
+        coordinator = _coordinator(hass, call)
+        if not call.data[ATTR_DRY_RUN]:
+            await coordinator.async_refresh()
+        async with coordinator.lock:
+            allocation = await hass.async_add_executor_job(coordinator.control.allocate_now)
+        return {
+            "optimal": allocation.optimal,
+            "method": allocation.method,
+            "within_limits": allocation.within_limits,
+            "decisions": {
+                sid: {
+                    "state": d.state.value,
+                    "draw_w": round(d.draw_w, 1),
+                    "cap_w": d.cap_w,
+                    "reason": d.reason,
+                }
+                for sid, d in allocation.decisions.items()
+            },
+            "node_load_w": {n: round(w, 1) for n, w in allocation.node_load_w.items()},
+        }
+
+    async def simulate_outage(call: ServiceCall) -> ServiceResponse:
+        coordinator = _coordinator(hass, call)
+        duration_s = call.data[ATTR_DURATION] * 60.0
+        now_s = dt_util.utcnow().timestamp()
+        async with coordinator.lock:
+            return await hass.async_add_executor_job(
+                coordinator.control.simulate_outage, now_s, duration_s
+            )
+
+    async def shed(call: ServiceCall) -> None:
+        await async_hold(_coordinator(hass, call), call.data[ATTR_SERVICE], False)
+
+    async def release(call: ServiceCall) -> None:
+        await async_hold(_coordinator(hass, call), call.data[ATTR_SERVICE], None)
+
+    async def hold_service(call: ServiceCall) -> None:
+        on = call.data[ATTR_STATE] == "on"
+        await async_hold(_coordinator(hass, call), call.data[ATTR_SERVICE], on)
+
+    async def set_priority(call: ServiceCall) -> None:
+        coordinator = _coordinator(hass, call)
+        await async_set_priority(
+            coordinator, call.data[ATTR_SERVICE], Priority(call.data[ATTR_PRIORITY])
+        )
+
+    async def restore_all(call: ServiceCall) -> None:
+        coordinator = _coordinator(hass, call)
+        async with coordinator.lock:
+            coordinator.control.release_all()
+        await coordinator.async_refresh()
+
+    async def load_topology(call: ServiceCall) -> ServiceResponse:
+        coordinator = _coordinator(hass, call)
+        entry = coordinator.config_entry
+        stored = entry.data[CONF_TOPOLOGY]
+        try:
+            document = load_yaml_document(call.data[ATTR_TOPOLOGY])
+            # What the YAML leaves out (the UPS units, the broker) stays as configured.
+            for key in ("ups", "mqtt"):
+                if key not in document and key in stored:
+                    document[key] = stored[key]
+            checked = parse_topology(document).document
+        except TopologyError as error:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="invalid_topology",
+                translation_placeholders={"error": str(error)},
+            ) from error
+        if not checked["ups"]:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN, translation_key="topology_without_ups"
+            )
+        site_part: dict[str, Any] = {"ups": checked["ups"]}
+        if "mqtt" in checked:
+            site_part["mqtt"] = checked["mqtt"]
+        # The entry reloads with the new topology (its update listener).
+        hass.config_entries.async_update_entry(
+            entry,
+            data={**entry.data, CONF_TOPOLOGY: site_part},
+            options={"pdus": checked["pdus"], "services": checked["services"]},
+        )
+        return {
+            "ups": len(checked["ups"]),
+            "pdus": len(checked["pdus"]),
+            "services": len(checked["services"]),
+        }
+
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_ALLOCATE,
+        allocate_now,
+        schema=vol.Schema({**_SITE, vol.Optional(ATTR_DRY_RUN, default=False): cv.boolean}),
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_SIMULATE_OUTAGE,
+        simulate_outage,
+        schema=vol.Schema(
+            {
+                **_SITE,
+                vol.Required(ATTR_DURATION): vol.All(
+                    vol.Coerce(float), vol.Range(min=0.1, max=MAX_SIMULATED_MINUTES)
+                ),
+            }
+        ),
+        supports_response=SupportsResponse.ONLY,
+    )
+    service_schema = vol.Schema(_SERVICE)
+    hass.services.async_register(DOMAIN, SERVICE_SHED, shed, schema=service_schema)
+    hass.services.async_register(DOMAIN, SERVICE_RESTORE, release, schema=service_schema)
+    hass.services.async_register(DOMAIN, SERVICE_RELEASE, release, schema=service_schema)
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_HOLD,
+        hold_service,
+        schema=vol.Schema({**_SERVICE, vol.Required(ATTR_STATE): vol.In(("on", "off"))}),
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_SET_PRIORITY,
+        set_priority,
+        schema=vol.Schema(
+            {
+                **_SERVICE,
+                vol.Required(ATTR_PRIORITY): vol.In([t.value for t in TIERS_MOST_IMPORTANT_FIRST]),
+            }
+        ),
+    )
+    hass.services.async_register(DOMAIN, SERVICE_RESTORE_ALL, restore_all, schema=vol.Schema(_SITE))
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_LOAD_TOPOLOGY,
+        load_topology,
+        schema=vol.Schema({**_SITE, vol.Required(ATTR_TOPOLOGY): cv.string}),
+        supports_response=SupportsResponse.OPTIONAL,
+    )

@@ -1,0 +1,606 @@
+"""One site's decisions between the drivers and Home Assistant: no Home Assistant import here.
+
+Each cycle `SiteControl.cycle` turns the drivers' `TelemetrySnapshot` into the controller's
+`Telemetry`, learns every service's and every node's draw, runs the overload guard and the outage
+controller, and returns the controller's commands with a `SiteView` for the entities. Everything
+it learns and decides is in `to_state()` (JSON), so a restart in the middle of an outage resumes.
+
+Times are seconds on the caller's clock. The coordinator passes wall-clock epoch seconds: the
+controller's state must mean the same after a reboot, which a monotonic clock does not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .drivers.interface import TelemetrySnapshot
+from .engine.allocator import Allocation, allocate
+from .engine.battery import BatteryModel, PeukertFit, RuntimeReading
+from .engine.controller import (
+    Command,
+    ControllerState,
+    Fault,
+    Mode,
+    OutageController,
+    Phase,
+    Telemetry,
+    UpsReading,
+    hold,
+    initial_state,
+)
+from .engine.demand import ServiceDemand
+from .engine.forecast import ForecastSettings, NodeForecasters, node_draw_w
+from .engine.model import Priority, Service, Site
+from .engine.outage import OutagePrior
+from .engine.overload import GuardDecision, NodeRisk, OverloadGuard, OverloadLevel
+from .engine.planner import Plan, plan_outage
+from .topology import SiteTopology
+
+STATE_VERSION = 1
+CYCLE_S = 10.0
+# The guard looks two minutes ahead (a graceful shutdown's time) in cycle-sized steps.
+NODE_FORECAST_SETTINGS = ForecastSettings(step_s=CYCLE_S, horizon_steps=12)
+# `simulate_outage` knows the outage's length: the prior becomes that length, this narrow.
+KNOWN_OUTAGE_SIGMA = 0.02
+
+
+class AllocationState:
+    """What a service is doing, as its enum sensor shows it."""
+
+    ON = "on"
+    THROTTLED = "throttled"
+    STOPPING = "stopping"
+    OFF = "off"
+    STARTING = "starting"
+    OPTIONS = (ON, THROTTLED, STOPPING, OFF, STARTING)
+
+
+def allocation_state(phase: Phase, cap_w: float | None) -> str:
+    """The five states users see, from the controller's finer phases."""
+    if phase in (Phase.ON, Phase.PENDING_STOP):
+        return AllocationState.ON if cap_w is None else AllocationState.THROTTLED
+    if phase in (Phase.STOPPING, Phase.CUTTING):
+        return AllocationState.STOPPING
+    if phase is Phase.STARTING:
+        return AllocationState.STARTING
+    return AllocationState.OFF
+
+
+@dataclass(frozen=True, slots=True)
+class UpsView:
+    """One UPS as its entities show it."""
+
+    available: bool
+    on_battery: bool | None
+    low_battery: bool | None
+    soc_pct: float | None
+    runtime_s: float | None  # as the UPS reports it
+    predicted_runtime_s: float | None  # until its last service stops, under the current plan
+    output_w: float | None
+    energy_left_wh: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PduView:
+    """One PDU: its total draw against its limit, and the guard's outlook."""
+
+    available: bool
+    power_w: float | None
+    limit_w: float
+    headroom_w: float | None
+    overload_level: str
+    overload_probability: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutletView:
+    """One outlet as last read, and the forecast of what it will draw."""
+
+    available: bool
+    is_on: bool | None
+    power_w: float | None
+    forecast_w: float | None
+    service_id: str | None  # None: unmanaged (metered, never switched)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    """One service: what it does, what it draws, and when the plan would shed it."""
+
+    priority: Priority
+    state: str  # AllocationState
+    reason: str
+    power_w: float | None
+    forecast_w: float
+    forecast_upper_w: float
+    cap_w: float | None
+    held: bool | None  # True held on, False held off, None not held
+    planned_shed_in_s: float | None  # from now, if the outage goes on; None: not planned
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    """One step of the plan, as the site's entities and actions report it."""
+
+    in_s: float
+    service_id: str
+    action: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    """Everything the entities of a site show, from one cycle."""
+
+    now_s: float
+    mode: Mode
+    on_battery: bool | None
+    critical_runtime_s: float | None
+    budget_w: float | None
+    plan: tuple[PlannedStep, ...]
+    ups: Mapping[str, UpsView]
+    pdus: Mapping[str, PduView]
+    outlets: Mapping[str, OutletView]
+    services: Mapping[str, ServiceView]
+    risks: Mapping[str, NodeRisk]
+
+    @property
+    def next_step(self) -> PlannedStep | None:
+        """The plan's first step, if it has one."""
+        return self.plan[0] if self.plan else None
+
+
+@dataclass(frozen=True, slots=True)
+class CycleOutcome:
+    """One cycle: the view, what to carry out, what to report, and the guard's new alarms."""
+
+    view: SiteView
+    commands: tuple[Command, ...]
+    faults: tuple[Fault, ...]
+    overloads_predicted: tuple[NodeRisk, ...]
+    mode_changed: bool
+
+
+def _mains_on(snapshot: TelemetrySnapshot, ups_ids: tuple[str, ...]) -> bool | None:
+    """Off once any UPS is on battery; on once every UPS says it is not; else unknown."""
+    readings = [snapshot.ups.get(u) for u in ups_ids]
+    flags = [r.on_battery if r is not None and r.available else None for r in readings]
+    if any(flag is True for flag in flags):
+        return False
+    if flags and all(flag is False for flag in flags):
+        return True
+    return None
+
+
+class SiteControl:
+    """The decisions of one site, fed one snapshot per cycle."""
+
+    def __init__(
+        self,
+        topology: SiteTopology,
+        state: Mapping[str, Any] | None = None,
+        prior: OutagePrior | None = None,
+    ) -> None:
+        self.topology = topology
+        self.prior = prior or OutagePrior()
+        stored = dict(state or {})
+        if stored and stored.get("version") != STATE_VERSION:
+            stored = {}
+        base = topology.site
+        self.priority_overrides: dict[str, Priority] = {
+            sid: Priority(p)
+            for sid, p in stored.get("priority_overrides", {}).items()
+            if sid in base.service_by_id
+        }
+        self.site = self._site_with_overrides()
+        ids = [s.id for s in base.services]
+        self.demand = ServiceDemand.from_state(stored.get("demand", {}), ids)
+        node_ids = [n.id for n in base.nodes if n.limit_w is not None]
+        nodes = NodeForecasters.from_state(stored.get("nodes", {}), NODE_FORECAST_SETTINGS)
+        nodes.by_node = {
+            n: nodes.by_node.get(n) or NodeForecasters([n], NODE_FORECAST_SETTINGS).by_node[n]
+            for n in node_ids
+        }
+        self.nodes = nodes
+        self.fits = {u.id: PeukertFit(BatteryModel.from_ups(u)) for u in base.ups}
+        for ups_id, fit_state in stored.get("battery_fits", {}).items():
+            if ups_id in self.fits:
+                self.fits[ups_id].load_state(fit_state)
+        self.state = self._restored_controller_state(stored.get("controller"))
+        self.guard = OverloadGuard(self.site)
+        self.view: SiteView | None = None
+        self._warned_nodes: set[str] = set()
+
+    # --- configuration at run time ----------------------------------------------------------
+
+    def _site_with_overrides(self) -> Site:
+        base = self.topology.site
+        if not self.priority_overrides:
+            return base
+        services = tuple(
+            replace(s, priority=self.priority_overrides.get(s.id, s.priority))
+            for s in base.services
+        )
+        return Site(ups=base.ups, pdus=base.pdus, services=services)
+
+    def _restored_controller_state(self, stored: Mapping[str, Any] | None) -> ControllerState:
+        fresh = initial_state(self.site)
+        if not stored:
+            return fresh
+        try:
+            state = ControllerState.from_dict(stored)
+        except (KeyError, TypeError, ValueError):
+            return fresh
+        # Services added to or removed from the topology since the state was saved.
+        services = {sid: state.services.get(sid, fresh.services[sid]) for sid in fresh.services}
+        known = frozenset(services)
+        return replace(
+            state,
+            services=services,
+            held_on=state.held_on & known,
+            held_off=state.held_off & known,
+        )
+
+    def set_priority(self, service_id: str, priority: Priority) -> None:
+        """Change a service's tier from now on (kept across restarts)."""
+        if priority is self.topology.site.service_by_id[service_id].priority:
+            self.priority_overrides.pop(service_id, None)
+        else:
+            self.priority_overrides[service_id] = priority
+        self.site = self._site_with_overrides()
+        self.guard = OverloadGuard(self.site)
+
+    def hold(self, service_id: str, on: bool | None) -> None:
+        """Hold a service on or off (I8); None releases it. Conflicts raise `ValueError`."""
+        state = hold(self.state, service_id, on)
+        graph = self.site.graph
+        conflict = graph.dependency_closure(state.held_on) & graph.dependent_closure(state.held_off)
+        if conflict:
+            raise ValueError(
+                f"holding {service_id} {'on' if on else 'off'} contradicts the holds on "
+                f"{', '.join(sorted(conflict))} through their dependencies"
+            )
+        self.state = state
+
+    def release_all(self) -> None:
+        """Release every hold."""
+        self.state = replace(self.state, held_on=frozenset(), held_off=frozenset())
+
+    # --- the cycle --------------------------------------------------------------------------
+
+    def _controller(self) -> OutageController:
+        return OutageController(
+            self.site, {u: fit.model() for u, fit in self.fits.items()}, self.prior
+        )
+
+    def _service_draw_w(self, snapshot: TelemetrySnapshot, service: Service) -> float | None:
+        agent_w = snapshot.service_power_w.get(service.id)
+        if agent_w is not None:
+            return agent_w
+        total = 0.0
+        for outlet_id in service.outlets:
+            reading = snapshot.outlets.get(outlet_id)
+            if reading is None or not reading.available or reading.power_w is None:
+                return None
+            total += reading.power_w
+        return total
+
+    def cycle(self, snapshot: TelemetrySnapshot, now_s: float) -> CycleOutcome:
+        """Learn, guard, decide: one control cycle."""
+        site = self.site
+        ups_ids = tuple(u.id for u in site.ups)
+        draw_w = {s.id: self._service_draw_w(snapshot, s) for s in site.services}
+        running_free = {
+            sid
+            for sid, control in self.state.services.items()
+            if control.phase is Phase.ON and control.cap_w is None
+        }
+        self.demand.learn(now_s, draw_w, running_free)
+        demand_w = self.demand.demand_w()
+
+        outlet_w = {
+            o: r.power_w
+            for o, r in snapshot.outlets.items()
+            if r.available and r.power_w is not None and o in site.outlet_by_id
+        }
+        unmanaged_w = {o: outlet_w.get(o, 0.0) for o in site.unmanaged_outlets}
+        ups_w = {
+            u: r.output_w
+            for u, r in snapshot.ups.items()
+            if r.available and r.output_w is not None and u in ups_ids
+        }
+        node_w = node_draw_w(site, outlet_w, ups_w)
+        self.nodes.observe(now_s, node_w)
+
+        ups_readings: dict[str, UpsReading] = {}
+        for ups_id in ups_ids:
+            reading = snapshot.ups.get(ups_id)
+            if reading is None or not reading.available:
+                ups_readings[ups_id] = UpsReading(None, None, None)
+                continue
+            soc = None if reading.soc_pct is None else reading.soc_pct / 100.0
+            ups_readings[ups_id] = UpsReading(soc, reading.runtime_s, reading.output_w)
+            if None not in (soc, reading.runtime_s, reading.output_w):
+                self.fits[ups_id].learn_one(
+                    RuntimeReading(reading.output_w, reading.runtime_s, soc)  # type: ignore[arg-type]
+                )
+
+        decision = self.guard.decide(
+            now_s,
+            node_w,
+            self.nodes.by_node,
+            demand_w,
+            unmanaged_w=unmanaged_w,
+            held_on=self.state.held_on,
+            held_off=self.state.held_off,
+        )
+        telemetry = Telemetry(
+            now_s=now_s,
+            mains_on=_mains_on(snapshot, ups_ids),
+            ups=ups_readings,
+            service_draw_w=draw_w,
+            outlet_on={
+                o: (r.is_on if r.available else None)
+                for o, r in snapshot.outlets.items()
+                if o in site.outlet_by_id
+            },
+            demand_w=demand_w,
+            unmanaged_w=unmanaged_w,
+            overload_allocation=decision.allocation if decision.shed_w else None,
+        )
+        controller = self._controller()
+        before = self.state.mode
+        result = controller.step(self.state, telemetry)
+        self.state = result.state
+        predicted = tuple(
+            risk
+            for node_id, risk in decision.risks.items()
+            if risk.level is not OverloadLevel.NORMAL and node_id not in self._warned_nodes
+        )
+        self._warned_nodes = {
+            n for n, r in decision.risks.items() if r.level is not OverloadLevel.NORMAL
+        }
+        self.view = self._view(snapshot, now_s, controller, telemetry, decision, node_w, draw_w)
+        return CycleOutcome(
+            view=self.view,
+            commands=result.commands,
+            faults=result.faults,
+            overloads_predicted=predicted,
+            mode_changed=result.state.mode is not before,
+        )
+
+    # --- plans ------------------------------------------------------------------------------
+
+    def _running(self) -> frozenset[str]:
+        return frozenset(
+            sid
+            for sid, c in self.state.services.items()
+            if c.phase in (Phase.ON, Phase.STARTING, Phase.PENDING_STOP)
+        )
+
+    def _elapsed_s(self, now_s: float) -> float:
+        started = self.state.outage_started_s
+        return 0.0 if started is None or self.state.mains_back_s is not None else now_s - started
+
+    def plan(self, now_s: float, controller: OutageController | None = None) -> Plan | None:
+        """The plan if the outage goes on (or if mains failed now); None when nothing runs."""
+        running = self._running()
+        if not running:
+            return None
+        controller = controller or self._controller()
+        return plan_outage(
+            self.site,
+            controller.batteries,
+            self.state.soc_ratio,
+            self.demand.demand_w(),
+            controller.outage_given(self._elapsed_s(now_s)),
+            running=running,
+            restore_delay_s=controller.settings.restore_delay_s,
+            reserve_margin_ratio=controller.settings.reserve_margin_ratio,
+        )
+
+    def simulate_outage(self, now_s: float, duration_s: float) -> dict[str, Any]:
+        """What the plan does if mains fails now and stays off for `duration_s`.
+
+        The plan is made knowing the duration (as the oracle policy does), from the present
+        charge and forecasts; steps due after mains returns never happen.
+        """
+        running = self._running()
+        controller = self._controller()
+        known = OutagePrior(
+            momentary_ratio=0.0,
+            sustained_median_s=max(1.0, duration_s),
+            sustained_sigma=KNOWN_OUTAGE_SIGMA,
+        )
+        demand_w = self.demand.demand_w()
+        timeline: list[dict[str, Any]] = []
+        tier_runtime: dict[str, float] = {}
+        final_s: float | None = None
+        if running:
+            plan = plan_outage(
+                self.site,
+                controller.batteries,
+                self.state.soc_ratio,
+                demand_w,
+                known.given(0.0),
+                running=running,
+                restore_delay_s=controller.settings.restore_delay_s,
+                reserve_margin_ratio=controller.settings.reserve_margin_ratio,
+            )
+            timeline = [
+                {
+                    "at_s": round(step.at_s, 1),
+                    "service": step.service_id,
+                    "action": step.action,
+                    "cap_w": step.cap_w,
+                    "reason": step.reason,
+                }
+                for step in plan.steps
+                if step.at_s <= duration_s
+            ]
+            tier_runtime = {
+                tier.value: round(min(runtime_s, duration_s), 1)
+                for tier, runtime_s in plan.tier_runtime_s.items()
+                if any(self.site.service_by_id[s].priority is tier for s in running)
+            }
+            final_s = plan.final_shutdown_at_s if plan.final_shutdown_at_s <= duration_s else None
+        stopped = {step["service"] for step in timeline if step["action"] == "shutdown"}
+        return {
+            "duration_s": duration_s,
+            "timeline": timeline,
+            "tier_runtime_s": tier_runtime,
+            "final_shutdown_at_s": None if final_s is None else round(final_s, 1),
+            "survives": sorted(running - stopped),
+            "shut_down": sorted(stopped),
+            "soc_pct": {u: round(100.0 * s, 1) for u, s in self.state.soc_ratio.items()},
+        }
+
+    def allocate_now(self) -> Allocation:
+        """The allocation of this instant under every limit, holds included."""
+        return allocate(
+            self.site,
+            self.demand.demand_w(),
+            held_on=self.state.held_on,
+            held_off=self.state.held_off,
+        )
+
+    # --- the view ---------------------------------------------------------------------------
+
+    def _view(
+        self,
+        snapshot: TelemetrySnapshot,
+        now_s: float,
+        controller: OutageController,
+        telemetry: Telemetry,
+        decision: GuardDecision,
+        node_w: Mapping[str, float],
+        draw_w: Mapping[str, float | None],
+    ) -> SiteView:
+        site = self.site
+        plan = self.plan(now_s, controller)
+        steps = () if plan is None else plan.steps
+        critical_runtime = None if plan is None else plan.tier_runtime_s[Priority.CRITICAL]
+        shed_in = {} if plan is None else dict(plan.stop_at_s)
+        ups: dict[str, UpsView] = {}
+        budget_w = 0.0
+        for u in site.ups:
+            reading = snapshot.ups.get(u.id)
+            available = reading is not None and reading.available
+            soc = self.state.soc_ratio.get(u.id)
+            model = controller.batteries[u.id]
+            load_w = node_w.get(u.id, 0.0)
+            energy_wh = None if soc is None else model.energy_left_wh(soc, load_w)
+            last_stop = max(
+                (shed_in[s.id] for s in site.services if s.id in shed_in and self._feeds(u.id, s)),
+                default=None,
+            )
+            ups[u.id] = UpsView(
+                available=available,
+                on_battery=reading.on_battery if available and reading else None,
+                low_battery=reading.low_battery if available and reading else None,
+                soc_pct=reading.soc_pct if available and reading else None,
+                runtime_s=reading.runtime_s if available and reading else None,
+                predicted_runtime_s=None
+                if last_stop is None or math.isinf(last_stop)
+                else last_stop,
+                output_w=reading.output_w if available and reading else None,
+                energy_left_wh=energy_wh,
+            )
+            if plan is not None and energy_wh is not None and plan.final_shutdown_at_s > 0:
+                budget_w += min(u.rated_w, energy_wh * 3600.0 / plan.final_shutdown_at_s)
+            else:
+                budget_w += u.rated_w
+        pdus = {}
+        for pdu in site.pdus:
+            readings = [snapshot.outlets.get(o.id) for o in pdu.outlets]
+            available = any(r is not None and r.available for r in readings)
+            power = node_w.get(pdu.id) if available else None
+            risk = decision.risks.get(pdu.id)
+            pdus[pdu.id] = PduView(
+                available=available,
+                power_w=power,
+                limit_w=pdu.limit_w,
+                headroom_w=None if power is None else pdu.limit_w - power,
+                overload_level=(risk.level if risk else OverloadLevel.NORMAL).value,
+                overload_probability=None if risk is None else risk.exceed_probability,
+            )
+        outlet_forecast = {
+            o: points[0].mean_w
+            for o, points in self.nodes.forecasts().items()
+            if points and o in site.outlet_by_id
+        }
+        outlets = {}
+        for outlet_id in site.outlet_by_id:
+            outlet = snapshot.outlets.get(outlet_id)
+            available = outlet is not None and outlet.available
+            service_id = site.service_by_outlet.get(outlet_id)
+            forecast = outlet_forecast.get(outlet_id)
+            if forecast is None and service_id is not None:
+                service = site.service_by_id[service_id]
+                forecast = telemetry.demand_w[service_id].mean_w / len(service.outlets)
+            outlets[outlet_id] = OutletView(
+                available=available,
+                is_on=outlet.is_on if available and outlet else None,
+                power_w=outlet.power_w if available and outlet else None,
+                forecast_w=forecast,
+                service_id=service_id,
+            )
+        services = {}
+        for service in site.services:
+            control = self.state.services[service.id]
+            demand = telemetry.demand_w[service.id]
+            held = (
+                True
+                if service.id in self.state.held_on
+                else False
+                if service.id in self.state.held_off
+                else None
+            )
+            shed_at = shed_in.get(service.id)
+            services[service.id] = ServiceView(
+                priority=service.priority,
+                state=allocation_state(control.phase, control.cap_w),
+                reason=control.reason,
+                power_w=draw_w.get(service.id),
+                forecast_w=demand.mean_w,
+                forecast_upper_w=demand.upper_w,
+                cap_w=control.cap_w,
+                held=held,
+                planned_shed_in_s=None if shed_at is None or math.isinf(shed_at) else shed_at,
+            )
+        return SiteView(
+            now_s=now_s,
+            mode=self.state.mode,
+            on_battery=telemetry.mains_on is False if telemetry.mains_on is not None else None,
+            critical_runtime_s=(
+                None
+                if critical_runtime is None or math.isinf(critical_runtime)
+                else critical_runtime
+            ),
+            budget_w=budget_w,
+            plan=tuple(PlannedStep(s.at_s, s.service_id, s.action, s.reason) for s in steps),
+            ups=ups,
+            pdus=pdus,
+            outlets=outlets,
+            services=services,
+            risks=decision.risks,
+        )
+
+    def _feeds(self, ups_id: str, service: Service) -> bool:
+        return any(self.site.nodes_above_outlet(o)[2] == ups_id for o in service.outlets)
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything learnt and decided, JSON-able."""
+        return {
+            "version": STATE_VERSION,
+            "controller": self.state.to_dict(),
+            "demand": self.demand.to_state(),
+            "nodes": self.nodes.to_state(),
+            "battery_fits": {u: fit.to_state() for u, fit in self.fits.items()},
+            "priority_overrides": {s: p.value for s, p in self.priority_overrides.items()},
+        }

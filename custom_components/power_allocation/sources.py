@@ -1,0 +1,174 @@
+"""The drivers of one site, built from its topology, behind one read and one command router.
+
+Modbus devices share one `ModbusDriver` (each device keeps its own connection and backoff); MQTT
+sources and host agents share one `MqttDriver` on the site's broker; entity sources share one
+`EntitySource`. A command goes to the driver that owns its target, and to no other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeassistant.core import HomeAssistant
+
+from .drivers.interface import (
+    Command,
+    CommandKind,
+    CommandResult,
+    Driver,
+    OutletReading,
+    TelemetrySnapshot,
+    UpsReading,
+)
+from .drivers.modbus import ModbusDevice, ModbusDriver
+from .drivers.mqtt import MqttDriver, MqttDriverConfig, TlsOptions
+from .drivers.mqtt_profile import MqttDevice, builtin_profiles
+from .drivers.profile import PduProfile, UpsProfile, load_profile
+from .entity_source import EntitySource
+from .topology import SOURCE_ENTITIES, SOURCE_MODBUS, SOURCE_MQTT, SiteTopology
+
+AGENT_PROFILE = "power_allocation_agent"
+_AGENT_KINDS = frozenset(
+    {CommandKind.AGENT_SHUTDOWN, CommandKind.AGENT_START, CommandKind.AGENT_THROTTLE}
+)
+
+
+@dataclass(slots=True)
+class SiteDrivers:
+    """Every driver of a site and who owns which target."""
+
+    drivers: dict[str, Driver] = field(default_factory=dict)  # "modbus", "mqtt", "entities"
+    owner: dict[str, str] = field(default_factory=dict)  # UPS, outlet or agent target -> driver
+
+    async def start(self) -> None:
+        """Start every driver; a device that is down is retried by the drivers, not raised."""
+        await asyncio.gather(*(driver.start() for driver in self.drivers.values()))
+
+    async def stop(self) -> None:
+        """Stop every driver."""
+        await asyncio.gather(*(driver.stop() for driver in self.drivers.values()))
+
+    async def read(self, monotonic_s: float) -> TelemetrySnapshot:
+        """One snapshot of the whole site, read from every driver at once."""
+        snapshots = await asyncio.gather(
+            *(driver.read(monotonic_s) for driver in self.drivers.values())
+        )
+        ups: dict[str, UpsReading] = {}
+        outlets: dict[str, OutletReading] = {}
+        service_power_w: dict[str, float] = {}
+        for name, snapshot in zip(self.drivers, snapshots, strict=True):
+            ups.update({k: v for k, v in snapshot.ups.items() if self.owner.get(k) == name})
+            outlets.update({k: v for k, v in snapshot.outlets.items() if self.owner.get(k) == name})
+            service_power_w.update(snapshot.service_power_w)
+        return TelemetrySnapshot(monotonic_s, ups, outlets, service_power_w)
+
+    async def execute(self, command: Command) -> CommandResult:
+        """Route one command to the driver that owns its target."""
+        key = f"agent:{command.target}" if command.kind in _AGENT_KINDS else command.target
+        name = self.owner.get(key)
+        if name is None:
+            return CommandResult(command, ok=False, error=f"no device takes {command.target!r}")
+        return await self.drivers[name].execute(command)
+
+
+def mqtt_driver_config(
+    broker: Mapping[str, Any], devices: tuple[MqttDevice, ...]
+) -> MqttDriverConfig:
+    """The MQTT driver's settings for the site's broker."""
+    return MqttDriverConfig(
+        host=broker["host"],
+        port=broker["port"],
+        username=broker.get("username"),
+        password=broker.get("password"),
+        tls=TlsOptions() if broker.get("tls") else None,
+        base_topic=broker["base_topic"],
+        client_id=f"power-allocation-{broker['base_topic']}",
+        devices=devices,
+    )
+
+
+def _read_profiles(topology: SiteTopology) -> dict[str, UpsProfile | PduProfile]:
+    """Every Modbus profile the site names, and the built-in MQTT ones (reads files)."""
+    builtin_profiles()
+    names = {
+        source["profile"]
+        for source in (*topology.ups_sources.values(), *topology.pdu_sources.values())
+        if source["kind"] == SOURCE_MODBUS
+    }
+    return {name: load_profile(name) for name in names}
+
+
+def _build(
+    hass: HomeAssistant, topology: SiteTopology, profiles: Mapping[str, UpsProfile | PduProfile]
+) -> SiteDrivers:
+    """The drivers (in the event loop: pymodbus clients bind to it)."""
+    site = topology.site
+    result = SiteDrivers()
+    modbus_devices: list[ModbusDevice] = []
+    mqtt_devices: list[MqttDevice] = []
+    entity_ups: dict[str, Mapping[str, Any]] = {}
+    entity_outlets: dict[str, Mapping[str, Any]] = {}
+
+    def modbus(device_id: str, source: Mapping[str, Any], outlet_count: int = 0) -> None:
+        modbus_devices.append(
+            ModbusDevice(
+                device_id=device_id,
+                host=source["host"],
+                profile=profiles[source["profile"]],
+                port=source["port"],
+                unit_id=source["unit_id"],
+                outlet_count=outlet_count,
+                timeout_s=source["timeout_s"],
+            )
+        )
+
+    for ups_id, source in topology.ups_sources.items():
+        result.owner[ups_id] = source["kind"]
+        match source["kind"]:
+            case "modbus":
+                modbus(ups_id, source)
+            case "mqtt":
+                mqtt_devices.append(MqttDevice(source["profile"], ups_id, source["variables"]))
+            case "entities":
+                entity_ups[ups_id] = source
+    for pdu in site.pdus:
+        source = topology.pdu_sources[pdu.id]
+        for outlet in pdu.outlets:
+            result.owner[outlet.id] = source["kind"]
+        match source["kind"]:
+            case "modbus":
+                modbus(pdu.id, source, len(pdu.outlets))
+            case "mqtt":
+                for number, variables in source["outlets"].items():
+                    mqtt_devices.append(
+                        MqttDevice(source["profile"], f"{pdu.id}/{number}", variables)
+                    )
+            case "entities":
+                for number, entities in source["outlets"].items():
+                    entity_outlets[f"{pdu.id}/{number}"] = entities
+    for service_id, controls in topology.controls.items():
+        if controls.agent:
+            result.owner[f"agent:{service_id}"] = SOURCE_MQTT
+            mqtt_devices.append(MqttDevice(AGENT_PROFILE, service_id, {}))
+
+    if modbus_devices:
+        result.drivers[SOURCE_MODBUS] = ModbusDriver(modbus_devices)
+    if mqtt_devices:
+        assert topology.mqtt is not None  # parse_topology insists on a broker
+        result.drivers[SOURCE_MQTT] = MqttDriver(
+            mqtt_driver_config(topology.mqtt, tuple(mqtt_devices))
+        )
+    if entity_ups or entity_outlets:
+        result.drivers[SOURCE_ENTITIES] = EntitySource(
+            hass, entity_ups, entity_outlets, {u.id: u.rated_w for u in site.ups}
+        )
+    return result
+
+
+async def async_build_drivers(hass: HomeAssistant, topology: SiteTopology) -> SiteDrivers:
+    """The site's drivers, not yet started (profile files are read in an executor)."""
+    profiles = await hass.async_add_executor_job(_read_profiles, topology)
+    return _build(hass, topology, profiles)

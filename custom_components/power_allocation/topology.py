@@ -1,0 +1,320 @@
+"""A site as the integration stores it: the engine's topology plus where each device is reached.
+
+One document describes a site, in the config entry and in the YAML a large site is imported from:
+
+- `mqtt` (optional): the broker every MQTT source of the site uses;
+- `ups`: the engine's UPS fields plus a `source`;
+- `pdus`: the engine's PDU fields plus a `source`;
+- `services`: the engine's service fields plus how to ask the host to stop, throttle and start
+  (`agent: true` for the project's MQTT host agent, or Home Assistant actions).
+
+A source is `modbus` (host, port, unit id, profile), `mqtt` (a profile of `drivers/mqtt_profiles`
+and its variables; a PDU gives them per outlet) or `entities` (entities Home Assistant already
+has). `parse_topology` validates the lot and returns a `SiteTopology`; every problem is raised as
+`TopologyError` with a message that names the item, so a user sees what to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import voluptuous as vol
+import yaml  # type: ignore[import-untyped]
+
+from .engine.model import Site, TopologyError
+
+MODBUS_UPS_PROFILES = ("apc_smart_ups",)
+MODBUS_PDU_PROFILES = ("generic_pdu",)
+MQTT_UPS_PROFILES = ("nut", "power_allocation_ups")
+MQTT_OUTLET_PROFILES = ("tasmota", "shelly_gen2", "power_allocation_outlet")
+
+SOURCE_MODBUS = "modbus"
+SOURCE_MQTT = "mqtt"
+SOURCE_ENTITIES = "entities"
+
+_TEXT = vol.All(str, vol.Length(min=1))
+_ID = vol.All(str, vol.Match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", msg="letters, digits, _ . - only"))
+_PORT = vol.All(vol.Coerce(int), vol.Range(min=1, max=65535))
+_ENTITY_ID = vol.All(str, vol.Match(r"^[a-z0-9_]+\.[a-z0-9_]+$", msg="not an entity id"))
+_VARIABLES = {str: vol.Any(str, int)}
+_ACTION = vol.Schema(
+    {
+        vol.Required("action"): vol.All(str, vol.Match(r"^[a-z0-9_]+\.[a-z0-9_]+$")),
+        vol.Optional("data", default=dict): dict,
+    }
+)
+
+MQTT_BROKER_SCHEMA = vol.Schema(
+    {
+        vol.Required("host"): _TEXT,
+        vol.Optional("port", default=1883): _PORT,
+        vol.Optional("username"): _TEXT,
+        vol.Optional("password"): str,
+        vol.Optional("tls", default=False): bool,
+        vol.Optional("base_topic", default="power_allocation"): vol.All(
+            str, vol.Match(r"^[^+#\0]+$", msg="must not contain + # or NUL")
+        ),
+    }
+)
+
+
+def _modbus_source(profiles: tuple[str, ...]) -> vol.Schema:
+    return vol.Schema(
+        {
+            vol.Required("kind"): SOURCE_MODBUS,
+            vol.Required("host"): _TEXT,
+            vol.Optional("port", default=502): _PORT,
+            vol.Optional("unit_id", default=1): vol.All(vol.Coerce(int), vol.Range(min=0, max=255)),
+            vol.Optional("profile", default=profiles[0]): vol.In(profiles),
+            vol.Optional("timeout_s", default=1.0): vol.All(
+                vol.Coerce(float), vol.Range(min=0.1, max=30)
+            ),
+        }
+    )
+
+
+def _by_kind(**schemas: vol.Schema) -> Any:
+    """Validate a source with the schema of its `kind`, so errors name the right fields."""
+
+    def validate(value: Any) -> Any:
+        if not isinstance(value, Mapping) or value.get("kind") not in schemas:
+            raise vol.Invalid(f"kind must be one of {', '.join(schemas)}", path=["kind"])
+        return schemas[value["kind"]](dict(value))
+
+    return validate
+
+
+_UPS_SOURCE = _by_kind(
+    modbus=_modbus_source(MODBUS_UPS_PROFILES),
+    mqtt=vol.Schema(
+        {
+            vol.Required("kind"): SOURCE_MQTT,
+            vol.Required("profile"): vol.In(MQTT_UPS_PROFILES),
+            vol.Optional("variables", default=dict): _VARIABLES,
+        }
+    ),
+    entities=vol.Schema(
+        {
+            vol.Required("kind"): SOURCE_ENTITIES,
+            vol.Exclusive("on_battery", "mains"): _ENTITY_ID,
+            vol.Exclusive("status", "mains"): _ENTITY_ID,
+            vol.Optional("runtime"): _ENTITY_ID,
+            vol.Optional("charge"): _ENTITY_ID,
+            vol.Optional("load"): _ENTITY_ID,
+        }
+    ),
+)
+
+_PDU_SOURCE = _by_kind(
+    modbus=_modbus_source(MODBUS_PDU_PROFILES),
+    mqtt=vol.Schema(
+        {
+            vol.Required("kind"): SOURCE_MQTT,
+            vol.Required("profile"): vol.In(MQTT_OUTLET_PROFILES),
+            vol.Optional("outlets", default=dict): {vol.Coerce(int): _VARIABLES},
+        }
+    ),
+    entities=vol.Schema(
+        {
+            vol.Required("kind"): SOURCE_ENTITIES,
+            vol.Required("outlets"): {
+                vol.Coerce(int): {
+                    vol.Optional("switch"): _ENTITY_ID,
+                    vol.Optional("power"): _ENTITY_ID,
+                }
+            },
+        }
+    ),
+)
+
+_NUMBER = vol.All(vol.Coerce(float), vol.Range(min=0))
+
+TOPOLOGY_SCHEMA = vol.Schema(
+    {
+        vol.Optional("name"): _TEXT,
+        vol.Optional("mqtt"): MQTT_BROKER_SCHEMA,
+        vol.Optional("ups", default=list): [
+            {
+                vol.Required("id"): _ID,
+                vol.Required("rated_w"): _NUMBER,
+                vol.Required("capacity_wh"): _NUMBER,
+                vol.Required("runtime_full_load_s"): _NUMBER,
+                vol.Optional("peukert_k"): _NUMBER,
+                vol.Optional("efficiency"): _NUMBER,
+                vol.Required("source"): _UPS_SOURCE,
+            }
+        ],
+        vol.Optional("pdus", default=list): [
+            {
+                vol.Required("id"): _ID,
+                vol.Required("ups"): _ID,
+                vol.Required("limit_w"): _NUMBER,
+                vol.Required("outlets"): vol.All(int, vol.Range(min=1, max=96)),
+                vol.Optional("outlet_limits_w"): {vol.Coerce(int): _NUMBER},
+                vol.Required("source"): _PDU_SOURCE,
+            }
+        ],
+        vol.Optional("services", default=list): [
+            {
+                vol.Required("id"): _ID,
+                vol.Required("priority"): vol.In(("critical", "high", "medium", "low")),
+                vol.Required("outlets"): vol.All([_TEXT], vol.Length(min=1)),
+                vol.Optional("depends_on", default=list): [_ID],
+                vol.Optional("shutdown_s"): _NUMBER,
+                vol.Optional("startup_s"): _NUMBER,
+                vol.Optional("idle_w"): _NUMBER,
+                vol.Optional("throttle"): {vol.Required("min_w"): _NUMBER},
+                vol.Optional("agent", default=False): bool,
+                vol.Optional("stop_action"): _ACTION,
+                vol.Optional("throttle_action"): _ACTION,
+                vol.Optional("start_action"): _ACTION,
+            }
+        ],
+    }
+)
+
+_ENGINE_UPS_KEYS = (
+    "id",
+    "rated_w",
+    "capacity_wh",
+    "runtime_full_load_s",
+    "peukert_k",
+    "efficiency",
+)
+_ENGINE_PDU_KEYS = ("id", "ups", "limit_w", "outlets", "outlet_limits_w")
+_ENGINE_SERVICE_KEYS = (
+    "id",
+    "priority",
+    "outlets",
+    "depends_on",
+    "shutdown_s",
+    "startup_s",
+    "idle_w",
+    "throttle",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HaAction:
+    """A Home Assistant action to call, e.g. `script.stop_db` with its data."""
+
+    domain: str
+    service: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceControls:
+    """How the integration asks one service's host to stop, throttle and start."""
+
+    agent: bool = False
+    stop: HaAction | None = None
+    throttle: HaAction | None = None
+    start: HaAction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SiteTopology:
+    """A validated site document: the engine's `Site` and the glue's view of its devices."""
+
+    site: Site
+    mqtt: Mapping[str, Any] | None
+    ups_sources: Mapping[str, Mapping[str, Any]]
+    pdu_sources: Mapping[str, Mapping[str, Any]]
+    controls: Mapping[str, ServiceControls]
+    document: Mapping[str, Any]  # the validated document, as stored
+
+
+def _explain(error: vol.Invalid, document: Any) -> str:
+    """`services[3] (db).outlets: ...`: the path, with the id of each list item on it."""
+    where = ""
+    node = document
+    for key in error.path:
+        if isinstance(key, int):
+            item = node[key] if isinstance(node, list) and 0 <= key < len(node) else None
+            item_id = item.get("id") if isinstance(item, Mapping) else None
+            where += f"[{key}]" + (f" ({item_id})" if item_id else "")
+        else:
+            where += f".{key}" if where else str(key)
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return f"{where}: {error.msg}" if where else str(error.msg)
+
+
+def _action(config: Mapping[str, Any] | None) -> HaAction | None:
+    if config is None:
+        return None
+    domain, service = config["action"].split(".", 1)
+    return HaAction(domain, service, dict(config["data"]))
+
+
+def parse_topology(document: Any) -> SiteTopology:
+    """Validate a site document; raises `TopologyError` naming the first problem."""
+    if not isinstance(document, Mapping):
+        raise TopologyError("a topology must be a mapping with ups, pdus and services")
+    try:
+        checked = TOPOLOGY_SCHEMA(dict(document))
+    except vol.MultipleInvalid as error:
+        raise TopologyError(_explain(error.errors[0], document)) from None
+    except vol.Invalid as error:
+        raise TopologyError(_explain(error, document)) from None
+    site = Site.from_mapping(
+        {
+            "ups": [_pick(u, _ENGINE_UPS_KEYS) for u in checked["ups"]],
+            "pdus": [_pick(p, _ENGINE_PDU_KEYS) for p in checked["pdus"]],
+            "services": [_pick(s, _ENGINE_SERVICE_KEYS) for s in checked["services"]],
+        }
+    )
+    uses_mqtt = any(
+        item["source"]["kind"] == SOURCE_MQTT for item in (*checked["ups"], *checked["pdus"])
+    ) or any(s["agent"] for s in checked["services"])
+    if uses_mqtt and "mqtt" not in checked:
+        raise TopologyError("mqtt: a source or an agent uses MQTT, but no broker is configured")
+    for pdu in checked["pdus"]:
+        source = pdu["source"]
+        if source["kind"] != SOURCE_MODBUS:
+            extra = sorted(n for n in source["outlets"] if not 1 <= n <= pdu["outlets"])
+            if extra:
+                raise TopologyError(
+                    f"PDU {pdu['id']!r}: source names outlet(s) {extra} beyond its "
+                    f"{pdu['outlets']} outlets"
+                )
+    return SiteTopology(
+        site=site,
+        mqtt=checked.get("mqtt"),
+        ups_sources={u["id"]: u["source"] for u in checked["ups"]},
+        pdu_sources={p["id"]: p["source"] for p in checked["pdus"]},
+        controls={
+            s["id"]: ServiceControls(
+                agent=s["agent"],
+                stop=_action(s.get("stop_action")),
+                throttle=_action(s.get("throttle_action")),
+                start=_action(s.get("start_action")),
+            )
+            for s in checked["services"]
+        },
+        document=checked,
+    )
+
+
+def _pick(item: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    picked = {k: item[k] for k in keys if k in item}
+    for key in ("outlets", "depends_on"):
+        if isinstance(picked.get(key), list):
+            picked[key] = list(picked[key])
+    return picked
+
+
+def load_yaml_document(text: str) -> dict[str, Any]:
+    """A site document from YAML text (the bulk import), not yet validated."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise TopologyError(f"not valid YAML: {error}") from None
+    if not isinstance(document, Mapping):
+        raise TopologyError("a topology must be a mapping with ups, pdus and services")
+    return dict(document)
