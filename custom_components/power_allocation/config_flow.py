@@ -106,6 +106,20 @@ def _broker(user_input: Mapping[str, Any]) -> dict[str, Any]:
     return broker
 
 
+def _one_mains_entity(source: Mapping[str, Any]) -> bool:
+    """Exactly one of the entities that say whether the UPS is on battery."""
+    return bool(source.get("on_battery")) != bool(source.get("status"))
+
+
+def _topology_error(document: Mapping[str, Any]) -> str | None:
+    """Why the site document is not valid, or None."""
+    try:
+        parse_topology(document)
+    except TopologyError as error:
+        return str(error)
+    return None
+
+
 async def _test_source(flow: Any, kind: str, source: Mapping[str, Any], broker: Any) -> str | None:
     """The error key of a failed connection test, or None."""
     try:
@@ -131,6 +145,7 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
         self._name = ""
         self._source: dict[str, Any] = {}
         self._broker: dict[str, Any] | None = None
+        self._error = ""
 
     @staticmethod
     @callback
@@ -267,7 +282,7 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
         """A UPS Home Assistant already has, e.g. through the NUT integration."""
         errors: dict[str, str] = {}
         if user_input is not None:
-            if bool(user_input.get("on_battery")) == bool(user_input.get("status")):
+            if not _one_mains_entity(user_input):
                 errors["base"] = "one_mains_entity"
             else:
                 source = {"kind": SOURCE_ENTITIES, **{k: v for k, v in user_input.items() if v}}
@@ -298,11 +313,10 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
             document: dict[str, Any] = {"ups": [ups]}
             if self._broker is not None:
                 document["mqtt"] = self._broker
-            try:
-                parse_topology(document)
-            except TopologyError as error:
+            problem = _topology_error(document)
+            if problem is not None:
                 errors["base"] = "invalid_topology"
-                self._error = str(error)
+                self._error = problem
             else:
                 return self.async_create_entry(
                     title=self._name,
@@ -321,7 +335,7 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
                 }
             ),
             errors=errors,
-            description_placeholders={"error": getattr(self, "_error", "")},
+            description_placeholders={"error": self._error},
         )
 
     # --- reconfigure and reauth -------------------------------------------------------------
@@ -344,19 +358,23 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
                 source = ups["source"]
             else:
                 source = {"kind": SOURCE_ENTITIES, **{k: v for k, v in user_input.items() if v}}
-            if self._already_used(self._source_identity(source, broker), ignore=entry):
+            new_topology = {**topology, "ups": [{**ups, "source": source}, *topology["ups"][1:]]}
+            if broker is not None:
+                new_topology["mqtt"] = broker
+            # What is saved must still be a site the integration can set up.
+            problem = _topology_error(new_topology)
+            if kind == SOURCE_ENTITIES and not _one_mains_entity(source):
+                errors["base"] = "one_mains_entity"
+            elif problem is not None:
+                errors["base"] = "invalid_topology"
+                self._error = problem
+            elif self._already_used(self._source_identity(source, broker), ignore=entry):
                 errors["base"] = "already_used"
             else:
                 error = await _test_source(self, kind, source, broker)
                 if error is not None:
                     errors["base"] = error
             if not errors:
-                new_topology = {
-                    **topology,
-                    "ups": [{**ups, "source": source}, *topology["ups"][1:]],
-                }
-                if broker is not None:
-                    new_topology["mqtt"] = broker
                 return self.async_update_reload_and_abort(
                     entry, data_updates={CONF_TOPOLOGY: new_topology}
                 )
@@ -377,7 +395,12 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
                 ),
                 ups["source"],
             )
-        return self.async_show_form(step_id="reconfigure", data_schema=schema, errors=errors)
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=schema,
+            errors=errors,
+            description_placeholders={"error": self._error},
+        )
 
     async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
         """The broker refused the stored credentials."""
@@ -391,13 +414,18 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
         topology = entry.data[CONF_TOPOLOGY]
         errors: dict[str, str] = {}
         if user_input is not None:
-            broker = {**topology.get("mqtt", {}), **user_input}
-            error = await _test_source(self, SOURCE_MQTT, {}, broker)
-            if error is None:
-                return self.async_update_reload_and_abort(
-                    entry, data_updates={CONF_TOPOLOGY: {**topology, "mqtt": broker}}
-                )
-            errors["base"] = error
+            new_topology = {**topology, "mqtt": {**topology.get("mqtt", {}), **user_input}}
+            problem = _topology_error(new_topology)
+            if problem is not None:
+                errors["base"] = "invalid_topology"
+                self._error = problem
+            else:
+                error = await _test_source(self, SOURCE_MQTT, {}, new_topology["mqtt"])
+                if error is None:
+                    return self.async_update_reload_and_abort(
+                        entry, data_updates={CONF_TOPOLOGY: new_topology}
+                    )
+                errors["base"] = error
         return self.async_show_form(
             step_id="reauth_confirm",
             data_schema=vol.Schema(
@@ -409,6 +437,7 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
                 }
             ),
             errors=errors,
+            description_placeholders={"error": self._error},
         )
 
 
