@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import voluptuous as vol
@@ -69,6 +69,8 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         # The cycle runs in an executor thread; actions that change the site's state wait for it.
         self.lock = asyncio.Lock()
         self._restored = False
+        # Epoch seconds: the controller's stored state must mean the same after a reboot.
+        self.clock: Callable[[], float] = lambda: dt_util.utcnow().timestamp()
 
     @property
     def site_name(self) -> str:
@@ -92,7 +94,7 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         await self.drivers.stop()
 
     async def _async_update_data(self) -> SiteView:
-        now_s = dt_util.utcnow().timestamp()
+        now_s = self.clock()
         snapshot = await self.drivers.read(now_s)
         self.snapshot = snapshot
         self._track_availability(snapshot)
