@@ -1,6 +1,7 @@
 """The MQTT driver: one paho-mqtt 2.x client reading and commanding every configured device.
 
-paho's network loop runs on its own thread (`loop_start`), never on the event loop. Messages are
+paho's network loop runs on its own thread (`loop_start`), never on the event loop, reading the
+socket in large chunks (`mqtt_client.ChunkedClient`). Messages are
 parsed on that thread and applied under a lock; `read()` copies the state out under the same lock,
 and command outcomes are handed to the event loop with `call_soon_threadsafe`. paho reconnects with
 backoff by itself; every (re)connection subscribes again, and while the broker is unreachable every
@@ -35,6 +36,7 @@ from .interface import (
     TelemetrySnapshot,
     UpsReading,
 )
+from .mqtt_client import ChunkedClient
 from .mqtt_payload import AckVerdict, DeviceParser, MalformedPayloadError, PayloadLimits, judge_ack
 from .mqtt_profile import (
     AckSpec,
@@ -202,7 +204,7 @@ class MqttDriver:
         """Connect in the background; an unreachable broker is retried with backoff."""
         config = self._config
         self._loop = asyncio.get_running_loop()
-        client = mqtt.Client(
+        client = ChunkedClient(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
             protocol=mqtt.MQTTv311,
