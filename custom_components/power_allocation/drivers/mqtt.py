@@ -158,10 +158,13 @@ class MqttDriver:
             parser = DeviceParser(profile, variables, config.limits)
             self._devices.append(_BoundDevice(device, profile, variables, parser))
 
-        self._routes: dict[str, list[int]] = {}
-        for index, bound in enumerate(self._devices):
+        self._states = [_DeviceState() for _ in self._devices]
+        # Topic -> every device listening on it, with the state its messages update.
+        routes: dict[str, list[tuple[_BoundDevice, _DeviceState]]] = {}
+        for bound, state in zip(self._devices, self._states, strict=True):
             for topic in bound.parser.topics:
-                self._routes.setdefault(topic, []).append(index)
+                routes.setdefault(topic, []).append((bound, state))
+        self._routes = {topic: tuple(listeners) for topic, listeners in routes.items()}
         self._commands: dict[tuple[CommandKind, str], int] = {}
         ack_topics: set[str] = set()
         for index, bound in enumerate(self._devices):
@@ -174,7 +177,6 @@ class MqttDriver:
 
         self._lock = threading.Lock()
         self._connected = False
-        self._states = [_DeviceState() for _ in self._devices]
         self._applied = 0
         self._malformed: Counter[str] = Counter()
         self._pending_acks: dict[str, list[_PendingAck]] = {}
@@ -453,15 +455,13 @@ class MqttDriver:
                     UNKNOWN_TOPIC_SOURCE, topic, MalformedPayloadError("unknown topic")
                 )
             return
-        for index in routes:
-            bound = self._devices[index]
+        for bound, state in routes:
             try:
                 update = bound.parser.parse(topic, payload)
             except MalformedPayloadError as err:
                 self._count_malformed(bound.device.describe(), topic, err)
                 continue
             with self._lock:
-                state = self._states[index]
                 if update.online is not None:
                     state.online = update.online
                 state.readings.update(update.readings)
