@@ -1,11 +1,11 @@
 """The MQTT driver: one paho-mqtt 2.x client reading and commanding every configured device.
 
 paho's network loop runs on its own thread (`loop_start`), never on the event loop, reading the
-socket in large chunks (`mqtt_client.ChunkedClient`). Messages are
-parsed on that thread and applied under a lock; `read()` copies the state out under the same lock,
-and command outcomes are handed to the event loop with `call_soon_threadsafe`. paho reconnects with
-backoff by itself; every (re)connection subscribes again, and while the broker is unreachable every
-device reads as unavailable.
+socket in large chunks (`mqtt_client.ChunkedClient`). Messages are parsed on that thread and
+applied under a lock; `read()` copies the state out under the same lock, and command outcomes are
+handed to the event loop with `call_soon_threadsafe`. paho reconnects with backoff by itself; every
+(re)connection subscribes again, and while the broker is unreachable every device reads as
+unavailable.
 """
 
 from __future__ import annotations
