@@ -13,7 +13,6 @@ broker, TLS included.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -21,9 +20,6 @@ from paho.mqtt.enums import MQTTErrorCode
 
 # One `recv` takes up to this much: a few hundred telemetry messages.
 READ_CHUNK_BYTES = 65_536
-# The kernel's receive buffer, so that a burst waits in the kernel, not at the broker, while the
-# network thread is descheduled.
-RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 # Packets read per network-loop turn at most, so that writes (commands, keepalive) still get turns
 # under a flood.
 PACKETS_PER_TURN = 1_000
@@ -85,10 +81,9 @@ class ChunkedClient(mqtt.Client):
     """`mqtt.Client` reading through a `ChunkedSocket`."""
 
     def _create_socket(self) -> Any:
-        sock = super()._create_socket()
-        if isinstance(sock, socket.socket):  # an SSL socket too
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
-        return ChunkedSocket(sock)
+        # The kernel's receive buffer is left to Linux's autotuning: setting SO_RCVBUF would turn
+        # it off and cap it at net.core.rmem_max, often smaller than what autotuning reaches.
+        return ChunkedSocket(super()._create_socket())
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """paho reads one packet per call; read on while whole packets are already in hand."""
