@@ -7,11 +7,12 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from custom_components.power_allocation.drivers import mqtt_client
 from custom_components.power_allocation.drivers.interface import Command, CommandKind
 from custom_components.power_allocation.drivers.mqtt import MessageCounts, MqttDriver
-from custom_components.power_allocation.drivers.mqtt_client import ChunkedSocket
+from custom_components.power_allocation.drivers.mqtt_client import ChunkedClient, ChunkedSocket
 from custom_components.power_allocation.drivers.mqtt_profile import MqttDevice
 from tests.drivers.test_mqtt import (
     PeerFactory,
@@ -68,6 +69,42 @@ def test_the_socket_is_still_a_socket(socket_pair: tuple[socket.socket, socket.s
     assert chunked.getsockname() == writer.getsockname()
     chunked.close()
     assert writer.fileno() == -1
+
+
+def publish_packet(topic: bytes, payload: bytes) -> bytes:
+    """A QoS 0 PUBLISH of under 128 bytes."""
+    body = len(topic).to_bytes(2, "big") + topic + payload
+    assert len(body) < 128
+    return bytes([0x30, len(body)]) + body
+
+
+def test_a_turn_stops_at_its_packet_limit_and_the_next_one_does_not_wait(
+    socket_enabled: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in broker that has queued 25 messages: they arrive in one chunk, so after the first
+    # turn they wait in user space, where only `pending()` tells paho's select loop about them.
+    monkeypatch.setattr(mqtt_client, "PACKETS_PER_TURN", 10)
+    received: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = ChunkedClient(CallbackAPIVersion.VERSION2, client_id="chunked")
+        client.on_message = lambda _client, _userdata, message: received.append(message.payload)
+        client.connect("127.0.0.1", listener.getsockname()[1])
+        broker, _ = listener.accept()
+        with broker:
+            assert broker.recv(1024)[0] == 0x10  # CONNECT
+            connack = bytes([0x20, 2, 0, 0])
+            broker.sendall(connack + b"".join(publish_packet(b"t", b"%d" % n) for n in range(25)))
+
+            turns = []
+            for _ in range(3):
+                # A turn that waited in select would come back empty-handed after the timeout.
+                assert client.loop(timeout=5.0) == MQTTErrorCode.MQTT_ERR_SUCCESS
+                turns.append(len(received))
+        client.disconnect()
+
+    # CONNACK and 10 more packets a turn, then the rest.
+    assert turns == [10, 21, 25]
+    assert received == [b"%d" % n for n in range(25)]
 
 
 async def test_a_flood_is_read_whole_and_commands_still_get_through(

@@ -6,9 +6,10 @@ rates of a site of smart plugs those system calls cost more than the driver's ow
 client reads the socket in large chunks and hands paho the bytes it asks for out of the chunk, and
 after a packet it keeps reading the packets already in hand before going back to `select`.
 
-It leans on two of paho's internals, `_create_socket` (where a socket comes from) and `_sock`, the
-way Home Assistant's own MQTT client does; `tests/drivers/test_mqtt.py` runs it against a real
-broker, TLS included.
+It leans on paho internals, as Home Assistant's own MQTT client does (it swaps paho's private
+locks): `_create_socket`, where paho gets its socket, and the `pending()` a socket may have, which
+paho's loop honours for TLS. Home Assistant pins paho-mqtt 2.1.0; the tests in
+`tests/drivers/test_mqtt*.py` run this client against a real broker, TLS included.
 """
 
 from __future__ import annotations
@@ -86,11 +87,12 @@ class ChunkedClient(mqtt.Client):
         return ChunkedSocket(super()._create_socket())
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """paho reads one packet per call; read on while whole packets are already in hand."""
+        """paho reads one packet per call; read on while received bytes are in hand. Past
+        `PACKETS_PER_TURN`, the bytes left make `pending()` say so, and paho comes straight back."""
         rc = super().loop_read(max_packets)
         for _ in range(PACKETS_PER_TURN):
-            sock = self._sock
-            if rc is not MQTTErrorCode.MQTT_ERR_SUCCESS or not isinstance(sock, ChunkedSocket):
+            sock = self.socket()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not isinstance(sock, ChunkedSocket):
                 break
             if not sock.buffered():
                 break
