@@ -38,6 +38,7 @@ import json
 import math
 import multiprocessing
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -80,6 +81,9 @@ class IngestRun:
     # From the publisher's first byte to the consumer's last message (the clock is system-wide).
     sent_to_last_s: float
     messages_per_s: float
+    # CPU time of the consumer's process over the run, per message: what the machine's load
+    # hardly changes, where messages/s depends on the CPU share the consumer got.
+    cpu_us_per_message: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,14 +189,23 @@ def _start_publisher(port: int, messages: int, plugs: int) -> _Publisher:
     return _Publisher(process, sending_since)
 
 
-def _drain(count: Callable[[], int], expected: int, publisher: _Publisher) -> tuple[int, float]:
+def _process_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _drain(
+    consumer: str, count: Callable[[], int], expected: int, publisher: _Publisher
+) -> IngestRun:
     """Poll a consumer's counter until it has every message (or stops getting any after the
-    publisher is done); (messages counted, seconds from the first byte sent to the last one)."""
+    publisher is done), and time it from the publisher's first byte to the last message."""
     last_count, last_change_s = 0, time.monotonic()
+    # This process's CPU time, to the last message: the consumer's work (and this poll's).
+    cpu_before_s = last_change_cpu_s = _process_cpu_s()
     while True:
         counted, now_s = count(), time.monotonic()
         if counted != last_count:
-            last_count, last_change_s = counted, now_s
+            last_count, last_change_s, last_change_cpu_s = counted, now_s, _process_cpu_s()
         if counted >= expected:
             break
         if not publisher.process.is_alive() and now_s - last_change_s > IDLE_AFTER_PUBLISHER_S:
@@ -200,11 +213,17 @@ def _drain(count: Callable[[], int], expected: int, publisher: _Publisher) -> tu
         time.sleep(POLL_S)
     publisher.process.join()
     sending_since = publisher.sending_since.value
-    return last_count, 0.0 if math.isnan(sending_since) else last_change_s - sending_since
-
-
-def _rate(consumer: str, published: int, counted: int, seconds: float) -> IngestRun:
-    return IngestRun(consumer, published, counted, seconds, counted / seconds if seconds else 0.0)
+    seconds = 0.0 if math.isnan(sending_since) else last_change_s - sending_since
+    return IngestRun(
+        consumer=consumer,
+        messages_published=expected,
+        messages_counted=last_count,
+        sent_to_last_s=seconds,
+        messages_per_s=last_count / seconds if seconds > 0 else 0.0,
+        cpu_us_per_message=(last_change_cpu_s - cpu_before_s) / last_count * 1e6
+        if last_count
+        else 0.0,
+    )
 
 
 BARE = "bare paho subscriber"
@@ -233,11 +252,12 @@ def measure_bare(
         if not subscribed.wait(STARTUP_TIMEOUT_S):
             raise TimeoutError("the bare subscriber was not subscribed in time")
         publisher = _start_publisher(port, messages, plugs)
-        total, seconds = _drain(lambda: counted[0], messages, publisher)
+        consumer = BARE if client_class is mqtt.Client else CHUNKED
+        run = _drain(consumer, lambda: counted[0], messages, publisher)
     finally:
         client.disconnect()
         client.loop_stop()
-    return _rate(BARE if client_class is mqtt.Client else CHUNKED, messages, total, seconds)
+    return run
 
 
 async def measure_driver(port: int, messages: int, plugs: int) -> tuple[IngestRun, int]:
@@ -265,11 +285,11 @@ async def measure_driver(port: int, messages: int, plugs: int) -> tuple[IngestRu
             return counts.applied - before + sum(counts.malformed.values())
 
         publisher = _start_publisher(port, messages, plugs)
-        total, seconds = await asyncio.to_thread(_drain, handled, messages, publisher)
+        run = await asyncio.to_thread(_drain, DRIVER, handled, messages, publisher)
         malformed = sum(driver.counts().malformed.values())
     finally:
         await driver.stop()
-    return _rate(DRIVER, messages, total, seconds), malformed
+    return run, malformed
 
 
 @contextlib.contextmanager
@@ -373,8 +393,9 @@ def format_table(figures: dict[str, Any]) -> str:
         f"MQTT ingest: Tasmota SENSOR payloads of {ingest['payload_bytes']} bytes over "
         f"{ingest['plugs']} plugs, Mosquitto on loopback",
         "",
-        "| round | consumer | published | counted | first sent to last s | messages/s |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| round | consumer | published | counted | first sent to last s | messages/s "
+        "| CPU us/message |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     rounds = zip(
         ingest["bare_rounds"], ingest["chunked_rounds"], ingest["driver_rounds"], strict=True
@@ -384,8 +405,12 @@ def format_table(figures: dict[str, Any]) -> str:
             lines.append(
                 f"| {number + 1} | {run['consumer']} | {run['messages_published']:,} "
                 f"| {run['messages_counted']:,} | {run['sent_to_last_s']:.3f} "
-                f"| {run['messages_per_s']:,.0f} |"
+                f"| {run['messages_per_s']:,.0f} | {run['cpu_us_per_message']:.1f} |"
             )
+
+    def median_cpu(consumer: str) -> str:
+        return f"{statistics.median(r['cpu_us_per_message'] for r in ingest[consumer]):.1f}"
+
     lines += [
         "",
         f"median messages/s: bare {ingest['bare_median_per_s']:,.0f}, "
@@ -394,6 +419,8 @@ def format_table(figures: dict[str, Any]) -> str:
         f"driver / bare (medians): {ingest['ratio_to_bare']:.3f} (target >= {TARGET_RATIO})",
         f"driver / chunked (medians, the cost of validating and applying): "
         f"{ingest['ratio_to_chunked']:.3f}",
+        f"median consumer CPU us/message: bare {median_cpu('bare_rounds')}, "
+        f"chunked {median_cpu('chunked_rounds')}, driver {median_cpu('driver_rounds')}",
         f"malformed: {ingest['malformed']}",
         f"meets target: {'yes' if ingest['meets_target'] else 'no'}",
     ]
