@@ -5,17 +5,26 @@
 
 MQTT: a separate process publishes `--messages` Tasmota `tele/<plug>/SENSOR` messages (a real
 firmware's payload, the power varying) round-robin over `--plugs` plugs to a Mosquitto on loopback
-(started here on a free port unless `--mqtt-port` names one; it is stopped afterwards). Two
-consumers take the same stream in turn: a bare paho subscriber that only counts messages (the
-baseline), and the project's `MqttDriver`, which validates, parses and applies each one; they
-alternate for `--rounds` rounds. A consumer's rate is the messages it counted over the time from
-its first to its last message; the figures are each consumer's median, the ratio driver / bare.
-Targets: at least 20,000 messages/s and a ratio of at least 0.5.
+(started here on a free port unless `--mqtt-port` names one; it is stopped afterwards). Three
+consumers take the same stream in turn, for `--rounds` rounds:
+
+- a bare paho subscriber that only counts messages: the baseline;
+- the same counting subscriber on the driver's transport, `ChunkedClient` (paho reading its
+  socket in large chunks);
+- the project's `MqttDriver`, which validates, parses and applies every message.
+
+A consumer's rate is the messages it counted over the time from the publisher's first byte to the
+consumer's last message; the figures are each consumer's median. Beside it, the CPU time of the
+consumer's process per message, which depends far less than the rate on what else the machine is
+running. Targets: at least 20,000 messages/s and a driver / bare ratio of at least 0.5. The
+driver's transport reads faster than stock paho, so that ratio can exceed 1; driver / chunked is
+what validating and applying cost on the same transport.
 
 The publisher writes pre-encoded PUBLISH packets straight to its socket after paho has connected
-it: paho's own publish path is slower than either consumer here and would measure itself. The
-benchmark's broker queues without limit, so no message is dropped and both consumers see all of
-them; with `--mqtt-port` a broker's own queue limits may drop some, which the report shows.
+it, built before it connects: paho's own publish path is slower than any consumer here and would
+measure itself. The benchmark's broker queues without limit, so no message is dropped and every
+consumer sees all of them; with `--mqtt-port` a broker's own queue limits may drop some, which the
+report shows.
 
 Modbus: `benchmarks.modbus_poll` (20 PDUs x 24 outlets plus 2 UPS units against the simulator),
 reported as it reports itself.
@@ -27,8 +36,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import multiprocessing
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -40,6 +51,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing.process import BaseProcess
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +59,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from custom_components.power_allocation.drivers.mqtt import MqttDriver, MqttDriverConfig
+from custom_components.power_allocation.drivers.mqtt_client import ChunkedClient
 from custom_components.power_allocation.drivers.mqtt_profile import MqttDevice
 
 HOST = "127.0.0.1"
@@ -66,21 +79,28 @@ class IngestRun:
     consumer: str
     messages_published: int
     messages_counted: int
-    first_to_last_s: float
+    # From the publisher's first byte to the consumer's last message (the clock is system-wide).
+    sent_to_last_s: float
     messages_per_s: float
+    # CPU time of the consumer's process over the run, per message: what the machine's load
+    # hardly changes, where messages/s depends on the CPU share the consumer got.
+    cpu_us_per_message: float
 
 
 @dataclass(frozen=True, slots=True)
 class MqttIngestBenchmark:
-    """Both consumers over alternating rounds, and how the driver compares (medians)."""
+    """Every consumer over alternating rounds, and how the driver compares (medians)."""
 
     plugs: int
     payload_bytes: int
     bare_rounds: tuple[IngestRun, ...]
+    chunked_rounds: tuple[IngestRun, ...]
     driver_rounds: tuple[IngestRun, ...]
     bare_median_per_s: float
+    chunked_median_per_s: float
     driver_median_per_s: float
     ratio_to_bare: float
+    ratio_to_chunked: float
     malformed: int
 
     @property
@@ -135,8 +155,9 @@ def _publish_packet(topic: str, payload: bytes) -> bytes:
     return b"\x30" + bytes(length) + body
 
 
-def publish_burst(port: int, messages: int, plugs: int) -> None:
-    """The publisher process: connect with paho, then write every PUBLISH packet at once."""
+def publish_burst(port: int, messages: int, plugs: int, sending_since: Synchronized[float]) -> None:
+    """The publisher process: connect with paho, then write every PUBLISH packet at once, saying
+    when it began in `sending_since` (`time.monotonic()`)."""
     packets = b"".join(
         _publish_packet(f"tele/{plug_topic(n % plugs)}/SENSOR", sensor_payload(float(n % 2000) / 4))
         for n in range(messages)
@@ -147,52 +168,82 @@ def publish_burst(port: int, messages: int, plugs: int) -> None:
     sock = client.socket()
     assert isinstance(sock, socket.socket)
     sock.setblocking(True)
+    sending_since.value = time.monotonic()
     sock.sendall(packets)
     client.disconnect()
 
 
-def _start_publisher(port: int, messages: int, plugs: int) -> BaseProcess:
+@dataclass(frozen=True, slots=True)
+class _Publisher:
+    process: BaseProcess
+    sending_since: Synchronized[float]
+
+
+def _start_publisher(port: int, messages: int, plugs: int) -> _Publisher:
     # spawn: the parent runs paho threads, which a fork would copy half-way.
-    process = multiprocessing.get_context("spawn").Process(
-        target=publish_burst, args=(port, messages, plugs), name="bench-publisher"
+    context = multiprocessing.get_context("spawn")
+    sending_since = context.Value("d", math.nan)
+    process = context.Process(
+        target=publish_burst, args=(port, messages, plugs, sending_since), name="bench-publisher"
     )
     process.start()
-    return process
+    return _Publisher(process, sending_since)
 
 
-def _drain(count: Callable[[], int], expected: int, publisher: BaseProcess) -> tuple[int, float]:
+def _process_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _drain(
+    consumer: str, count: Callable[[], int], expected: int, publisher: _Publisher
+) -> IngestRun:
     """Poll a consumer's counter until it has every message (or stops getting any after the
-    publisher is done); (messages counted, seconds from the first to the last)."""
-    first_s: float | None = None
-    last_count, last_change_s = 0, time.perf_counter()
+    publisher is done), and time it from the publisher's first byte to the last message."""
+    last_count, last_change_s = 0, time.monotonic()
+    # This process's CPU time, to the last message: the consumer's work (and this poll's).
+    cpu_before_s = last_change_cpu_s = _process_cpu_s()
     while True:
-        counted, now_s = count(), time.perf_counter()
-        if counted and first_s is None:
-            first_s = now_s
+        counted, now_s = count(), time.monotonic()
         if counted != last_count:
-            last_count, last_change_s = counted, now_s
+            last_count, last_change_s, last_change_cpu_s = counted, now_s, _process_cpu_s()
         if counted >= expected:
             break
-        if not publisher.is_alive() and now_s - last_change_s > IDLE_AFTER_PUBLISHER_S:
+        if not publisher.process.is_alive() and now_s - last_change_s > IDLE_AFTER_PUBLISHER_S:
             break
         time.sleep(POLL_S)
-    publisher.join()
-    return last_count, last_change_s - (first_s if first_s is not None else last_change_s)
+    publisher.process.join()
+    sending_since = publisher.sending_since.value
+    seconds = 0.0 if math.isnan(sending_since) else last_change_s - sending_since
+    return IngestRun(
+        consumer=consumer,
+        messages_published=expected,
+        messages_counted=last_count,
+        sent_to_last_s=seconds,
+        messages_per_s=last_count / seconds if seconds > 0 else 0.0,
+        cpu_us_per_message=(last_change_cpu_s - cpu_before_s) / last_count * 1e6
+        if last_count
+        else 0.0,
+    )
 
 
-def _rate(consumer: str, published: int, counted: int, seconds: float) -> IngestRun:
-    return IngestRun(consumer, published, counted, seconds, counted / seconds if seconds else 0.0)
+BARE = "bare paho subscriber"
+CHUNKED = "bare ChunkedClient subscriber"
+DRIVER = "project MqttDriver"
 
 
-def measure_bare(port: int, messages: int, plugs: int) -> IngestRun:
-    """A paho subscriber that only counts, on paho's own network thread."""
+def measure_bare(
+    port: int, messages: int, plugs: int, client_class: type[mqtt.Client] = mqtt.Client
+) -> IngestRun:
+    """A subscriber that only counts, on paho's own network thread: stock paho, or the driver's
+    `ChunkedClient`."""
     counted = [0]
     subscribed = threading.Event()
 
     def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         counted[0] += 1
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare")
+    client = client_class(CallbackAPIVersion.VERSION2, client_id="bench-bare")
     client.on_message = on_message
     client.on_subscribe = lambda *_: subscribed.set()
     client.connect(HOST, port)
@@ -202,11 +253,12 @@ def measure_bare(port: int, messages: int, plugs: int) -> IngestRun:
         if not subscribed.wait(STARTUP_TIMEOUT_S):
             raise TimeoutError("the bare subscriber was not subscribed in time")
         publisher = _start_publisher(port, messages, plugs)
-        total, seconds = _drain(lambda: counted[0], messages, publisher)
+        consumer = BARE if client_class is mqtt.Client else CHUNKED
+        run = _drain(consumer, lambda: counted[0], messages, publisher)
     finally:
         client.disconnect()
         client.loop_stop()
-    return _rate("bare paho subscriber", messages, total, seconds)
+    return run
 
 
 async def measure_driver(port: int, messages: int, plugs: int) -> tuple[IngestRun, int]:
@@ -234,11 +286,11 @@ async def measure_driver(port: int, messages: int, plugs: int) -> tuple[IngestRu
             return counts.applied - before + sum(counts.malformed.values())
 
         publisher = _start_publisher(port, messages, plugs)
-        total, seconds = await asyncio.to_thread(_drain, handled, messages, publisher)
+        run = await asyncio.to_thread(_drain, DRIVER, handled, messages, publisher)
         malformed = sum(driver.counts().malformed.values())
     finally:
         await driver.stop()
-    return _rate("project MqttDriver", messages, total, seconds), malformed
+    return run, malformed
 
 
 @contextlib.contextmanager
@@ -281,9 +333,10 @@ def mosquitto() -> Iterator[int]:
 def run_mqtt_ingest(
     messages: int, plugs: int, port: int | None = None, rounds: int = 3
 ) -> MqttIngestBenchmark:
-    """Both consumers on one broker (the given one, or one started for the run), taking turns
-    for `rounds` rounds so that a burst of other work on the machine hits both alike."""
+    """Every consumer on one broker (the given one, or one started for the run), taking turns
+    for `rounds` rounds so that a burst of other work on the machine hits them alike."""
     bare_rounds: list[IngestRun] = []
+    chunked_rounds: list[IngestRun] = []
     driver_rounds: list[IngestRun] = []
     malformed = 0
     with contextlib.ExitStack() as stack:
@@ -293,19 +346,24 @@ def run_mqtt_ingest(
             port = stack.enter_context(mosquitto())
         for _ in range(rounds):
             bare_rounds.append(measure_bare(port, messages, plugs))
+            chunked_rounds.append(measure_bare(port, messages, plugs, ChunkedClient))
             driver, dropped = asyncio.run(measure_driver(port, messages, plugs))
             driver_rounds.append(driver)
             malformed += dropped
     bare_median = statistics.median(r.messages_per_s for r in bare_rounds)
+    chunked_median = statistics.median(r.messages_per_s for r in chunked_rounds)
     driver_median = statistics.median(r.messages_per_s for r in driver_rounds)
     return MqttIngestBenchmark(
         plugs=plugs,
         payload_bytes=len(sensor_payload(123.25)),
         bare_rounds=tuple(bare_rounds),
+        chunked_rounds=tuple(chunked_rounds),
         driver_rounds=tuple(driver_rounds),
         bare_median_per_s=bare_median,
+        chunked_median_per_s=chunked_median,
         driver_median_per_s=driver_median,
         ratio_to_bare=driver_median / bare_median if bare_median else 0.0,
+        ratio_to_chunked=driver_median / chunked_median if chunked_median else 0.0,
         malformed=malformed,
     )
 
@@ -336,21 +394,34 @@ def format_table(figures: dict[str, Any]) -> str:
         f"MQTT ingest: Tasmota SENSOR payloads of {ingest['payload_bytes']} bytes over "
         f"{ingest['plugs']} plugs, Mosquitto on loopback",
         "",
-        "| round | consumer | published | counted | first to last s | messages/s |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| round | consumer | published | counted | first sent to last s | messages/s "
+        "| CPU us/message |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for number, pair in enumerate(zip(ingest["bare_rounds"], ingest["driver_rounds"], strict=True)):
-        for run in pair:
+    rounds = zip(
+        ingest["bare_rounds"], ingest["chunked_rounds"], ingest["driver_rounds"], strict=True
+    )
+    for number, turns in enumerate(rounds):
+        for run in turns:
             lines.append(
                 f"| {number + 1} | {run['consumer']} | {run['messages_published']:,} "
-                f"| {run['messages_counted']:,} | {run['first_to_last_s']:.3f} "
-                f"| {run['messages_per_s']:,.0f} |"
+                f"| {run['messages_counted']:,} | {run['sent_to_last_s']:.3f} "
+                f"| {run['messages_per_s']:,.0f} | {run['cpu_us_per_message']:.1f} |"
             )
+
+    def median_cpu(consumer: str) -> str:
+        return f"{statistics.median(r['cpu_us_per_message'] for r in ingest[consumer]):.1f}"
+
     lines += [
         "",
         f"median messages/s: bare {ingest['bare_median_per_s']:,.0f}, "
+        f"chunked {ingest['chunked_median_per_s']:,.0f}, "
         f"driver {ingest['driver_median_per_s']:,.0f} (target >= {TARGET_MESSAGES_PER_S:,.0f})",
         f"driver / bare (medians): {ingest['ratio_to_bare']:.3f} (target >= {TARGET_RATIO})",
+        f"driver / chunked (medians, the cost of validating and applying): "
+        f"{ingest['ratio_to_chunked']:.3f}",
+        f"median consumer CPU us/message: bare {median_cpu('bare_rounds')}, "
+        f"chunked {median_cpu('chunked_rounds')}, driver {median_cpu('driver_rounds')}",
         f"malformed: {ingest['malformed']}",
         f"meets target: {'yes' if ingest['meets_target'] else 'no'}",
     ]

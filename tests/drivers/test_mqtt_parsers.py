@@ -161,6 +161,7 @@ def test_unknown_topics_are_rejected(name: str, topic: str, payload: bytes) -> N
         b'{"ENERGY": {"Power": 1e400}}',
         b'{"ENERGY": {"Power": -Infinity}}',
         b'{"ENERGY": {"Power": "12"}}',  # a string is not a number in JSON
+        b'{"ENERGY": {"Power": true}}',  # nor is a boolean, though Python's bool is an int
         b'{"ENERGY": {"Power": 10001}}',  # above the configured ceiling
         b'{"ENERGY": {}}',
         b"\xc3\x28",

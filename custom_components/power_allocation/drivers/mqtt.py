@@ -1,10 +1,11 @@
 """The MQTT driver: one paho-mqtt 2.x client reading and commanding every configured device.
 
-paho's network loop runs on its own thread (`loop_start`), never on the event loop. Messages are
-parsed on that thread and applied under a lock; `read()` copies the state out under the same lock,
-and command outcomes are handed to the event loop with `call_soon_threadsafe`. paho reconnects with
-backoff by itself; every (re)connection subscribes again, and while the broker is unreachable every
-device reads as unavailable.
+paho's network loop runs on its own thread (`loop_start`), never on the event loop, reading the
+socket in large chunks (`mqtt_client.ChunkedClient`). Messages are parsed on that thread and
+applied under a lock; `read()` copies the state out under the same lock, and command outcomes are
+handed to the event loop with `call_soon_threadsafe`. paho reconnects with backoff by itself; every
+(re)connection subscribes again, and while the broker is unreachable every device reads as
+unavailable.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .interface import (
     TelemetrySnapshot,
     UpsReading,
 )
+from .mqtt_client import ChunkedClient
 from .mqtt_payload import AckVerdict, DeviceParser, MalformedPayloadError, PayloadLimits, judge_ack
 from .mqtt_profile import (
     AckSpec,
@@ -156,10 +158,13 @@ class MqttDriver:
             parser = DeviceParser(profile, variables, config.limits)
             self._devices.append(_BoundDevice(device, profile, variables, parser))
 
-        self._routes: dict[str, list[int]] = {}
-        for index, bound in enumerate(self._devices):
+        self._states = [_DeviceState() for _ in self._devices]
+        # Topic -> every device listening on it, with the state its messages update.
+        routes: dict[str, list[tuple[_BoundDevice, _DeviceState]]] = {}
+        for bound, state in zip(self._devices, self._states, strict=True):
             for topic in bound.parser.topics:
-                self._routes.setdefault(topic, []).append(index)
+                routes.setdefault(topic, []).append((bound, state))
+        self._routes = {topic: tuple(listeners) for topic, listeners in routes.items()}
         self._commands: dict[tuple[CommandKind, str], int] = {}
         ack_topics: set[str] = set()
         for index, bound in enumerate(self._devices):
@@ -172,7 +177,6 @@ class MqttDriver:
 
         self._lock = threading.Lock()
         self._connected = False
-        self._states = [_DeviceState() for _ in self._devices]
         self._applied = 0
         self._malformed: Counter[str] = Counter()
         self._pending_acks: dict[str, list[_PendingAck]] = {}
@@ -202,7 +206,7 @@ class MqttDriver:
         """Connect in the background; an unreachable broker is retried with backoff."""
         config = self._config
         self._loop = asyncio.get_running_loop()
-        client = mqtt.Client(
+        client = ChunkedClient(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
             protocol=mqtt.MQTTv311,
@@ -451,15 +455,13 @@ class MqttDriver:
                     UNKNOWN_TOPIC_SOURCE, topic, MalformedPayloadError("unknown topic")
                 )
             return
-        for index in routes:
-            bound = self._devices[index]
+        for bound, state in routes:
             try:
                 update = bound.parser.parse(topic, payload)
             except MalformedPayloadError as err:
                 self._count_malformed(bound.device.describe(), topic, err)
                 continue
             with self._lock:
-                state = self._states[index]
                 if update.online is not None:
                     state.online = update.online
                 state.readings.update(update.readings)

@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -121,11 +121,19 @@ class DeviceParser:
             self.messages[render(message.topic, variables)] = MessageSpec(
                 topic=render(message.topic, variables), format=message.format, fields=fields
             )
-        self._ceilings = {
+        ceilings = {
             Quantity.WATTS: limits.max_power_w,
             Quantity.PERCENT: 100.0,
             Quantity.SECONDS: limits.max_runtime_s,
             Quantity.VOLTS: limits.max_voltage_v,
+        }
+        # Per topic, what parse() needs of each field, looked up once here rather than per message.
+        self._plans: dict[str, tuple[bool, tuple[_FieldPlan, ...]]] = {
+            topic: (
+                message.format is PayloadFormat.TEXT,
+                tuple(_FieldPlan(spec, ceilings.get(spec.quantity)) for spec in message.fields),
+            )
+            for topic, message in self.messages.items()
         }
         self.availability_topic: str | None = None
         self._online_words: dict[str, bool] = {}
@@ -151,35 +159,39 @@ class DeviceParser:
                     f"availability {word[:40]!r} is neither online nor offline"
                 )
             return DeviceUpdate(online=self._online_words[word])
-        message = self.messages.get(topic)
-        if message is None:
+        plan = self._plans.get(topic)
+        if plan is None:
             raise MalformedPayloadError(f"unknown topic {topic[:200]!r}")
-        is_text = message.format is PayloadFormat.TEXT
+        is_text, fields = plan
         if is_text:
             document: Any = decode_text(payload, self.limits)
         else:
             document = decode_json(payload, self.limits)
-            if not isinstance(document, dict):
+            if type(document) is not dict:
                 raise MalformedPayloadError("JSON payload is not an object")
         readings: dict[str, float | bool] = {}
-        for spec in message.fields:
+        for spec, ceiling in fields:
             raw = document if is_text else walk(document, spec.path)
             if raw is _MISSING or (raw is None and spec.optional):
                 if not spec.optional:
                     raise MalformedPayloadError(f"{_name(spec)} is missing")
                 continue
-            if spec.quantity is Quantity.SWITCH:
+            if ceiling is None:
                 readings[spec.reading] = _switch(spec, raw)
                 continue
             number = _number_from_text(raw, spec) if is_text else _number(raw, spec)
-            ceiling = self._ceilings[spec.quantity]
             if not 0.0 <= number <= ceiling:
                 raise MalformedPayloadError(f"{_name(spec)} = {number!r} is outside 0..{ceiling:g}")
             readings[spec.reading] = number
         if not readings:
             raise MalformedPayloadError("no reading in payload")
         # A device that publishes a reading is online, whatever a stale retained LWT said.
-        return DeviceUpdate(readings=readings, online=True)
+        return DeviceUpdate(readings, True)
+
+
+class _FieldPlan(NamedTuple):
+    spec: FieldSpec
+    ceiling: float | None  # None: a switch
 
 
 def _name(spec: FieldSpec) -> str:
@@ -194,12 +206,17 @@ def _number_from_text(text: str, spec: FieldSpec) -> float:
 
 
 def _number(raw: Any, spec: FieldSpec) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise MalformedPayloadError(f"{_name(spec)} is a {type(raw).__name__}, not a number")
-    try:
-        number = float(raw)
-    except OverflowError:  # a JSON integer with hundreds of digits
-        raise MalformedPayloadError(f"{_name(spec)} is not finite") from None
+    # Exact types: a JSON decoder makes plain floats and ints, and `true` is an int subclass.
+    kind = type(raw)
+    if kind is float:
+        number: float = raw
+    elif kind is int:
+        try:
+            number = float(raw)
+        except OverflowError:  # a JSON integer with hundreds of digits
+            raise MalformedPayloadError(f"{_name(spec)} is not finite") from None
+    else:
+        raise MalformedPayloadError(f"{_name(spec)} is a {kind.__name__}, not a number")
     if not math.isfinite(number):
         raise MalformedPayloadError(f"{_name(spec)} is not finite")
     return number
