@@ -134,6 +134,11 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
                 _LOGGER.info("%s: %s is available again", self.site_name, device_id)
                 ir.async_delete_issue(self.hass, DOMAIN, issue_id)
 
+    @property
+    def unavailable_devices(self) -> frozenset[str]:
+        """UPS units and PDUs that did not answer in the last cycle."""
+        return frozenset(self._unavailable)
+
     def device_available(self, device_id: str) -> bool:
         """Whether a UPS or PDU answered in the last cycle."""
         return device_id not in self._unavailable
