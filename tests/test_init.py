@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 
+from custom_components.power_allocation.const import DOMAIN
 from tests.fixtures.modbus_site import ModbusSite
 from tests.site_entry import small_site_entry
 
@@ -17,8 +19,26 @@ async def test_setup_and_unload(hass: HomeAssistant, modbus_site: ModbusSite) ->
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
     entities = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
-    for e in entities:
-        print(e.entity_id, hass.states.get(e.entity_id).state)
+    assert all(hass.states.get(e.entity_id).state != "unavailable" for e in entities)
     assert await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.NOT_LOADED
+
+
+async def test_removed_service_loses_its_device(
+    hass: HomeAssistant, modbus_site: ModbusSite
+) -> None:
+    entry = small_site_entry(modbus_site)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    devices = dr.async_get(hass)
+    batch = (DOMAIN, f"{entry.entry_id}_service_batch")
+    assert devices.async_get_device(identifiers={batch}) is not None
+
+    services = [s for s in entry.options["services"] if s["id"] != "batch"]
+    hass.config_entries.async_update_entry(entry, options={**entry.options, "services": services})
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert devices.async_get_device(identifiers={batch}) is None
+    assert devices.async_get_device(identifiers={(DOMAIN, f"{entry.entry_id}_service_db")})

@@ -87,7 +87,25 @@ async def async_setup_entry(hass: HomeAssistant, entry: PowerAllocationConfigEnt
     entry.runtime_data = coordinator
     entry.async_on_unload(entry.add_update_listener(_async_reload))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    _remove_stale_devices(hass, entry, topology)
     return True
+
+
+def _remove_stale_devices(hass: HomeAssistant, entry: ConfigEntry, topology: SiteTopology) -> None:
+    """Devices of UPS units, PDUs and services no longer in the topology."""
+    from homeassistant.helpers import device_registry as dr
+
+    from .const import DOMAIN
+
+    site = topology.site
+    wanted = {(DOMAIN, entry.entry_id)}
+    wanted |= {(DOMAIN, f"{entry.entry_id}_ups_{u.id}") for u in site.ups}
+    wanted |= {(DOMAIN, f"{entry.entry_id}_pdu_{p.id}") for p in site.pdus}
+    wanted |= {(DOMAIN, f"{entry.entry_id}_service_{s.id}") for s in site.services}
+    registry = dr.async_get(hass)
+    for device in dr.async_entries_for_config_entry(registry, entry.entry_id):
+        if not device.identifiers & wanted:
+            registry.async_update_device(device.id, remove_config_entry_id=entry.entry_id)
 
 
 async def _async_reload(hass: HomeAssistant, entry: PowerAllocationConfigEntry) -> None:
