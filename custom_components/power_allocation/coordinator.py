@@ -79,7 +79,13 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
 
     async def _async_setup(self) -> None:
         """Restore what was learnt and decided before the restart, then connect."""
-        stored = await self.store.async_load()
+        try:
+            stored = await self.store.async_load()
+        except NotImplementedError:
+            # Saved by another version of the store, which `Store` cannot migrate: start afresh
+            # rather than never set up.
+            _LOGGER.warning("%s: ignoring a stored state of another version", self.site_name)
+            stored = None
         self.control = SiteControl(self.topology, stored)
         self._restored = True
         await self.drivers.start()

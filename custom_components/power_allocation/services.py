@@ -13,7 +13,6 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
-from homeassistant.util import dt as dt_util
 
 from .const import ATTR_SERVICE, CONF_TOPOLOGY, DOMAIN
 from .engine.model import TIERS_MOST_IMPORTANT_FIRST, Priority, TopologyError
@@ -133,7 +132,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
     async def simulate_outage(call: ServiceCall) -> ServiceResponse:
         coordinator = _coordinator(hass, call)
         duration_s = call.data[ATTR_DURATION] * 60.0
-        now_s = dt_util.utcnow().timestamp()
+        now_s = coordinator.clock()
         async with coordinator.lock:
             return await hass.async_add_executor_job(
                 coordinator.control.simulate_outage, now_s, duration_s

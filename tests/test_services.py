@@ -1,0 +1,416 @@
+"""Every action of the integration against the simulated site over Modbus TCP.
+
+Each action is called through Home Assistant's service registry, as an automation calls it, and
+its effect is checked where it happens: in the simulator's outlets, in the controller's state
+and in the entities. Time is driven by the test: `SiteRun.cycle` advances the simulated site
+10 s and runs the coordinator once, on a clock that follows the site's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+from unittest.mock import patch
+
+import pytest
+import voluptuous as vol
+import yaml  # type: ignore[import-untyped]
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
+from syrupy.assertion import SnapshotAssertion
+
+from custom_components.power_allocation import coordinator as coordinator_module
+from custom_components.power_allocation.const import DOMAIN
+from custom_components.power_allocation.coordinator import PowerAllocationCoordinator
+from custom_components.power_allocation.engine.controller import Mode
+from tests.fixtures.modbus_site import ModbusSite
+from tests.site_entry import small_site_entry
+
+CYCLE_S = 10
+EPOCH_S = 1_800_000_000.0
+BATCH_OUTLET = "pdu-b/3"
+CRITICAL_OUTLETS = ("pdu-a/1", "pdu-a/2", "pdu-b/2")
+
+
+@contextmanager
+def site_clock(modbus_site: ModbusSite) -> Iterator[None]:
+    """Every coordinator's clock follows the simulated site, from its first refresh on."""
+    now = SimpleNamespace(
+        utcnow=lambda: datetime.fromtimestamp(EPOCH_S + modbus_site.site.time_s, UTC)
+    )
+    with patch.object(coordinator_module, "dt_util", now):
+        yield
+
+
+class SiteRun:
+    """A config entry of the simulated site in Home Assistant, driven one cycle at a time."""
+
+    def __init__(
+        self, hass: HomeAssistant, modbus_site: ModbusSite, entry: MockConfigEntry | None = None
+    ) -> None:
+        self.hass = hass
+        self.modbus_site = modbus_site
+        self.entry = entry or small_site_entry(modbus_site)
+        self.entry.add_to_hass(hass)
+
+    @property
+    def coordinator(self) -> PowerAllocationCoordinator:
+        coordinator: PowerAllocationCoordinator = self.entry.runtime_data
+        return coordinator
+
+    async def set_up(self) -> None:
+        assert await self.hass.config_entries.async_setup(self.entry.entry_id)
+        await self.hass.async_block_till_done()
+
+    async def unload(self) -> None:
+        assert await self.hass.config_entries.async_unload(self.entry.entry_id)
+        await self.hass.async_block_till_done()
+
+    async def cycle(self, count: int = 1) -> None:
+        for _ in range(count):
+            self.modbus_site.site.advance(CYCLE_S)
+            self.modbus_site.server.refresh()
+            await self.coordinator.async_refresh()
+            await self.hass.async_block_till_done()
+
+    async def cycle_until(self, done: Callable[[], bool], limit: int = 30) -> int:
+        """Cycles until `done()`; how many it took."""
+        for count in range(1, limit + 1):
+            await self.cycle()
+            if done():
+                return count
+        raise AssertionError(f"not done within {limit} cycles")
+
+    def outlet_on(self, outlet_id: str) -> bool:
+        """Whether the simulator's outlet is switched on."""
+        return self.modbus_site.site.snapshot().outlets[outlet_id].is_on
+
+    def state(self, entity_id: str) -> str:
+        state = self.hass.states.get(entity_id)
+        assert state is not None, entity_id
+        return state.state
+
+    async def call(self, action: str, **data: Any) -> Any:
+        """Call an action of this site; its response, if it has one."""
+        response = await self.hass.services.async_call(
+            DOMAIN,
+            action,
+            {"config_entry_id": self.entry.entry_id, **data},
+            blocking=True,
+            return_response=action in ("allocate", "simulate_outage", "load_topology"),
+        )
+        await self.hass.async_block_till_done()
+        return response
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """Home Assistant's snapshots, kept in tests/snapshots."""
+    return snapshot.use_extension(HomeAssistantSnapshotExtension)
+
+
+@pytest.fixture
+async def run(hass: HomeAssistant, modbus_site: ModbusSite) -> AsyncIterator[SiteRun]:
+    """The small site, set up and three cycles into a normal day on mains."""
+    with site_clock(modbus_site):
+        site_run = SiteRun(hass, modbus_site)
+        await site_run.set_up()
+        await site_run.cycle(3)
+        yield site_run
+        if site_run.entry.state is ConfigEntryState.LOADED:
+            await site_run.unload()
+
+
+# --- allocate -------------------------------------------------------------------------------
+
+
+async def test_allocate_dry_run_decides_without_a_cycle(
+    run: SiteRun, snapshot: SnapshotAssertion
+) -> None:
+    before_s = run.coordinator.data.now_s
+    run.modbus_site.site.advance(CYCLE_S)
+    response = await run.call("allocate", dry_run=True)
+    assert response == snapshot
+    assert set(response["decisions"]) == {"network", "db", "batch"}
+    assert all(d["reason"] for d in response["decisions"].values())
+    assert run.coordinator.data.now_s == before_s, "a dry run must not run a cycle"
+
+
+async def test_allocate_runs_a_cycle_and_reports_holds(run: SiteRun) -> None:
+    run.modbus_site.site.advance(CYCLE_S)
+    await run.call("allocate", dry_run=False)
+    assert run.coordinator.data.now_s == EPOCH_S + run.modbus_site.site.time_s
+    await run.call("shed_service", service="batch")
+    response = await run.call("allocate")
+    batch = response["decisions"]["batch"]
+    assert batch["state"] == "off"
+    assert batch["draw_w"] == 0
+    assert "held" in batch["reason"]
+    assert response["decisions"]["db"]["state"] == "on"
+
+
+# --- simulate_outage ------------------------------------------------------------------------
+
+
+async def test_simulate_short_outage_sheds_nothing(
+    run: SiteRun, snapshot: SnapshotAssertion
+) -> None:
+    response = await run.call("simulate_outage", duration=2)
+    assert response == snapshot
+    assert response["timeline"] == []
+    assert response["shut_down"] == []
+    assert response["survives"] == ["batch", "db", "network"]
+    assert response["final_shutdown_at_s"] is None
+    assert response["tier_runtime_s"] == {"critical": 120.0, "low": 120.0}
+    assert run.coordinator.data.mode is Mode.NORMAL, "a simulation changes nothing"
+
+
+async def test_simulate_long_outage_sheds_low_first_then_shuts_down(
+    run: SiteRun, snapshot: SnapshotAssertion
+) -> None:
+    response = await run.call("simulate_outage", duration=60)
+    assert response == snapshot
+    at_s = {step["service"]: step["at_s"] for step in response["timeline"]}
+    assert at_s["batch"] < at_s["db"] == at_s["network"] == response["final_shutdown_at_s"]
+    assert response["tier_runtime_s"]["low"] == at_s["batch"]
+    assert response["tier_runtime_s"]["critical"] == response["final_shutdown_at_s"]
+    assert response["survives"] == []
+    final = [s for s in response["timeline"] if s["service"] in ("db", "network")]
+    assert all("final shutdown" in s["reason"] for s in final)
+    assert all(run.outlet_on(o) for o in (*CRITICAL_OUTLETS, BATCH_OUTLET))
+
+
+@pytest.mark.parametrize("minutes", [0, 0.05, 7 * 24 * 60 + 1, "long"])
+async def test_simulate_outage_duration_out_of_range(run: SiteRun, minutes: object) -> None:
+    with pytest.raises(vol.Invalid):
+        await run.call("simulate_outage", duration=minutes)
+
+
+# --- shed / restore / hold / release --------------------------------------------------------
+
+
+async def test_shed_switches_the_outlet_off_after_shutdown_s_and_restore_brings_it_back(
+    run: SiteRun,
+) -> None:
+    await run.call("shed_service", service="batch")
+    # Graceful first: the outlet stays on for the service's shutdown_s (10 s, one cycle).
+    assert run.state("sensor.rack_a_batch_allocation") == "stopping"
+    assert run.outlet_on(BATCH_OUTLET)
+    await run.cycle()
+    assert not run.outlet_on(BATCH_OUTLET)
+    await run.cycle()
+    assert run.state("switch.rack_a_pdu_b_outlet_3") == "off"
+    assert run.state("sensor.rack_a_batch_allocation") == "off"
+    assert run.state("select.rack_a_batch_hold") == "held_off"
+    await run.cycle(3)
+    assert not run.outlet_on(BATCH_OUTLET), "held off stays off"
+
+    await run.call("restore_service", service="batch")
+    assert run.outlet_on(BATCH_OUTLET)
+    await run.cycle(2)
+    assert run.state("sensor.rack_a_batch_allocation") == "on"
+    assert run.state("switch.rack_a_pdu_b_outlet_3") == "on"
+    assert run.state("select.rack_a_batch_hold") == "auto"
+    assert all(run.outlet_on(o) for o in CRITICAL_OUTLETS)
+
+
+async def test_hold_on_keeps_a_low_service_through_an_outage_until_released(
+    run: SiteRun,
+) -> None:
+    await run.call("hold_service", service="batch", state="on")
+    run.modbus_site.site.set_mains(False)
+    await run.cycle(30)
+    assert run.coordinator.data.on_battery
+    assert run.outlet_on(BATCH_OUTLET), "held on (I8): the controller must not shed it"
+    assert run.coordinator.data.services["batch"].held is True
+
+    await run.call("release_service", service="batch")
+    assert run.coordinator.data.services["batch"].held is None
+    await run.cycle_until(lambda: not run.outlet_on(BATCH_OUTLET))
+    await run.cycle()
+    assert run.coordinator.data.mode is Mode.CRITICAL_ONLY
+    assert all(run.outlet_on(o) for o in CRITICAL_OUTLETS)
+
+
+async def test_hold_off_a_critical_service_and_its_dependents(run: SiteRun) -> None:
+    await run.call("hold_service", service="network", state="off")
+    # db needs network: it goes off too, and before it (I1), on mains as on battery.
+    db_off = await run.cycle_until(lambda: not run.outlet_on("pdu-a/2"))
+    assert not run.outlet_on("pdu-b/2")
+    assert run.outlet_on("pdu-a/1")
+    network_off = db_off + await run.cycle_until(lambda: not run.outlet_on("pdu-a/1"))
+    assert network_off > db_off
+    await run.cycle(3)
+    assert not run.outlet_on("pdu-a/2"), "a dependent stays off while what it needs is off"
+    assert run.outlet_on(BATCH_OUTLET)
+
+
+async def test_set_priority_changes_who_is_shed(run: SiteRun) -> None:
+    await run.call("set_priority", service="batch", priority="critical")
+    assert run.state("select.rack_a_batch_priority") == "critical"
+    run.modbus_site.site.set_mains(False)
+    await run.cycle(30)
+    assert run.coordinator.data.on_battery
+    assert run.outlet_on(BATCH_OUTLET), "a critical service is not shed on battery"
+
+    await run.call("set_priority", service="batch", priority="low")
+    await run.cycle_until(lambda: not run.outlet_on(BATCH_OUTLET))
+    assert run.state("select.rack_a_batch_priority") == "low"
+    assert run.coordinator.control.priority_overrides == {}, "its own tier is no override"
+
+
+async def test_restore_all_releases_every_hold(run: SiteRun) -> None:
+    await run.call("shed_service", service="batch")
+    await run.call("hold_service", service="db", state="on")
+    await run.cycle(2)
+    assert not run.outlet_on(BATCH_OUTLET)
+
+    await run.call("restore_all")
+    await run.cycle(2)
+    assert run.outlet_on(BATCH_OUTLET)
+    assert {s.held for s in run.coordinator.data.services.values()} == {None}
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+async def test_hold_conflict_is_refused_and_changes_nothing(run: SiteRun) -> None:
+    await run.call("hold_service", service="network", state="off")
+    with pytest.raises(ServiceValidationError) as raised:
+        await run.call("hold_service", service="db", state="on")
+    assert raised.value.translation_key == "hold_conflict"
+    message = raised.value.translation_placeholders["error"]
+    assert "holding db on contradicts the holds on" in message
+    assert "network" in message
+    assert run.coordinator.control.state.held_on == frozenset()
+    assert run.coordinator.control.state.held_off == frozenset({"network"})
+
+
+@pytest.mark.parametrize(
+    ("action", "data"),
+    [
+        ("shed_service", {}),
+        ("restore_service", {}),
+        ("release_service", {}),
+        ("hold_service", {"state": "on"}),
+        ("set_priority", {"priority": "high"}),
+    ],
+)
+async def test_unknown_service_lists_the_known_ones(
+    run: SiteRun, action: str, data: dict[str, Any]
+) -> None:
+    with pytest.raises(ServiceValidationError) as raised:
+        await run.call(action, service="mail", **data)
+    assert raised.value.translation_key == "unknown_service"
+    assert raised.value.translation_placeholders == {
+        "service": "mail",
+        "services": "network, db, batch",
+    }
+    assert str(raised.value) == "There is no service mail; the site has: network, db, batch"
+
+
+@pytest.mark.parametrize(
+    ("action", "data"),
+    [
+        ("hold_service", {"service": "batch", "state": "maybe"}),
+        ("hold_service", {"service": "batch"}),
+        ("set_priority", {"service": "batch", "priority": "urgent"}),
+        ("shed_service", {}),
+        ("load_topology", {}),
+    ],
+)
+async def test_malformed_calls_are_refused_by_the_schema(
+    run: SiteRun, action: str, data: dict[str, Any]
+) -> None:
+    with pytest.raises(vol.Invalid):
+        await run.call(action, **data)
+    assert run.coordinator.control.state.held_off == frozenset()
+
+
+async def test_unknown_config_entry(hass: HomeAssistant, run: SiteRun) -> None:
+    other = MockConfigEntry(domain="mqtt", title="Not a site")
+    other.add_to_hass(hass)
+    for entry_id in ("no-such-entry", other.entry_id):
+        with pytest.raises(ServiceValidationError) as raised:
+            await hass.services.async_call(
+                DOMAIN, "restore_all", {"config_entry_id": entry_id}, blocking=True
+            )
+        assert raised.value.translation_key == "unknown_site"
+        assert entry_id in str(raised.value)
+
+
+async def test_site_not_loaded(run: SiteRun) -> None:
+    await run.unload()
+    with pytest.raises(ServiceValidationError) as raised:
+        await run.call("allocate", dry_run=True)
+    assert raised.value.translation_key == "site_not_loaded"
+    assert str(raised.value) == "The site Rack A is not loaded"
+
+
+# --- load_topology --------------------------------------------------------------------------
+
+
+def _topology_yaml(run: SiteRun, services: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump({"pdus": list(run.entry.options["pdus"]), "services": services})
+
+
+async def test_load_topology_reloads_the_entry_with_the_new_services(
+    hass: HomeAssistant, run: SiteRun
+) -> None:
+    old = run.coordinator
+    services = [dict(s) for s in run.entry.options["services"] if s["id"] != "batch"] + [
+        {"id": "web", "priority": "medium", "outlets": ["pdu-a/3"], "depends_on": ["db"]}
+    ]
+    response = await run.call("load_topology", topology=_topology_yaml(run, services))
+    assert response == {"ups": 1, "pdus": 2, "services": 3}
+    assert run.entry.state is ConfigEntryState.LOADED
+    assert run.coordinator is not old, "the entry reloaded"
+    assert list(run.coordinator.control.site.service_by_id) == ["network", "db", "web"]
+    assert [s["id"] for s in run.entry.options["services"]] == ["network", "db", "web"]
+    # The UPS the YAML left out stays as configured.
+    assert [u["id"] for u in run.entry.data["topology"]["ups"]] == ["ups1"]
+    await run.cycle()
+    assert run.state("sensor.rack_a_web_allocation") == "on"
+    assert hass.states.get("sensor.rack_a_batch_allocation") is None
+
+
+@pytest.mark.parametrize(
+    ("topology", "problem"),
+    [
+        ("services: [unclosed", "not valid YAML"),
+        ("- just\n- a list", "a topology must be a mapping"),
+        (None, "services[0] (db).colour: extra keys not allowed"),
+        (None, "dependency cycle"),
+        (None, "unknown outlet 'pdu-z/1'"),
+        ("ups: []\n", "a site needs at least one UPS"),
+    ],
+    ids=["yaml", "not-a-mapping", "unknown-key", "cycle", "unknown-outlet", "no-ups"],
+)
+async def test_load_topology_refuses_a_bad_document_and_keeps_the_entry(
+    run: SiteRun, topology: str | None, problem: str, request: pytest.FixtureRequest
+) -> None:
+    services = [dict(s) for s in run.entry.options["services"]]
+    match request.node.callspec.id:
+        case "unknown-key":
+            services = [{**services[1], "colour": "red"}]
+        case "cycle":
+            services[0]["depends_on"] = ["db"]
+        case "unknown-outlet":
+            services[2]["outlets"] = ["pdu-z/1"]
+    text = topology if topology is not None else _topology_yaml(run, services)
+    data, options, coordinator = dict(run.entry.data), dict(run.entry.options), run.coordinator
+    with pytest.raises(ServiceValidationError) as raised:
+        await run.call("load_topology", topology=text)
+    assert raised.value.translation_key == "invalid_topology"
+    assert problem in raised.value.translation_placeholders["error"]
+    assert str(raised.value).startswith("The topology is not valid: ")
+    assert dict(run.entry.data) == data
+    assert dict(run.entry.options) == options
+    assert run.entry.state is ConfigEntryState.LOADED
+    assert run.coordinator is coordinator
