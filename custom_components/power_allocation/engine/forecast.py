@@ -195,13 +195,13 @@ class _DifferencedAutoregression:
     def forecast(self, horizon_steps: int) -> list[float]:
         assert self.last_w is not None
         w0, w1, w2, bias = self.weights
-        d0, d1, d2 = self._features(self.diffs_w)[:_AR_LAGS]
+        d0, d1, d2, _ = self._features(self.diffs_w)
         level = self.last_w
-        out = []
-        for _ in range(horizon_steps):
+        out = [0.0] * horizon_steps
+        for h in range(horizon_steps):
             step = w0 * d0 + w1 * d1 + w2 * d2 + bias
             level += step
-            out.append(level)
+            out[h] = level
             d0, d1, d2 = step, d0, d1
         return out
 
@@ -328,7 +328,7 @@ class _SortedWindow:
         self.sorted_w: list[float] = []
 
     def add(self, value_w: float) -> None:
-        """`value_w` must already be a float32 value (`_float32`)."""
+        """`value_w` must already be a float32 value (as read from an `array("f")`)."""
         arrival_w = self.arrival_w
         sorted_w = self.sorted_w
         if len(arrival_w) == arrival_w.maxlen:
@@ -382,13 +382,14 @@ class LoadForecaster:
         self._trend = _LinearTrend(s)
         self._last_step: int | None = None
         # Forecasts still waiting for their target, newest first.
-        self._pending: dict[str, deque[list[float]]] = {
+        # Kept at float32 (`array("f")`), as the state stores them, so a restore is exact.
+        self._pending: dict[str, deque[array[float]]] = {
             name: deque(maxlen=horizon) for name in _CANDIDATES
         }
         # The combination's other inputs, per pending forecast: last value, recent median and
         # the level median's forecasts (SNARIMAX's are pending above).
-        self._pending_inputs: deque[tuple[float, float, list[float]]] = deque(maxlen=horizon)
-        self._pending_issued: deque[tuple[list[float], list[float], list[float]]] = deque(
+        self._pending_inputs: deque[tuple[float, float, array[float]]] = deque(maxlen=horizon)
+        self._pending_issued: deque[tuple[array[float], array[float], array[float]]] = deque(
             maxlen=horizon
         )
         self._score_w = {name: [0.0] * horizon for name in _CANDIDATES}
@@ -441,7 +442,7 @@ class LoadForecaster:
         adapt_rate = s.band_adapt_rate
         miss_level = self._miss_level
         pending_issued = self._pending_issued
-        errors_w = _float32([value_w - item[0][h] for h, item in enumerate(pending_issued)])
+        errors_w = array("f", [value_w - item[0][h] for h, item in enumerate(pending_issued)])
         # Only the horizons that have a pending forecast: zip stops at the shortest.
         for h, ((_, lower_w, upper_w), window, error_w) in enumerate(
             zip(pending_issued, self._errors, errors_w, strict=False)
@@ -453,7 +454,7 @@ class LoadForecaster:
             window.add(error_w)
         self._autoregression.learn(value_w)
         self._level_median.learn(value_w)
-        self._recent.add(_float32((value_w,))[0])
+        self._recent.add(array("f", (value_w,))[0])
         self._trend.learn(value_w)
         self._issue(value_w)
 
@@ -533,29 +534,28 @@ class LoadForecaster:
                 d0 = limit if d0 > 0.0 else -limit
             combined_w.append(value_w + w0 * d0 + w1 * (level - value_w) + w2 * recent_deviation)
         candidates = (combined_w, snarimax_w, trend_w)
-        # Kept at float32, as the state stores them, so a restore is exact; the mean is rounded
-        # before the band is laid around it, so rounding cannot put it outside its own band.
-        mean_w = _float32([candidates[c][h] for h, c in enumerate(self._best())])
-        lower_w = []
-        upper_w = []
-        for mean, window, miss_level in zip(mean_w, self._errors, self._miss_level, strict=True):
-            errors_w = window.sorted_w
-            n = len(errors_w)
-            if n:
-                # Nearest-rank quantiles of the errors at (miss / 2) and (1 - miss / 2); with
-                # miss within 0..1 both ranks fall inside the window but the lowest.
-                low_rank = math.ceil(miss_level / 2.0 * n) - 1
-                low_rank = low_rank if low_rank > 0 else 0
-                high_rank = math.ceil((1.0 - miss_level / 2.0) * n) - 1
-                lower_w.append(mean + errors_w[low_rank])
-                upper_w.append(mean + errors_w[high_rank])
-            else:
-                lower_w.append(mean)
-                upper_w.append(mean)
+        # The mean is rounded to float32 before the band is laid around it, so rounding cannot
+        # put it outside its own band.
+        mean_w = array("f", [candidates[c][h] for h, c in enumerate(self._best())])
+        # Nearest-rank quantiles of the errors at (miss / 2) and (1 - miss / 2); with miss within
+        # 0..1 both ranks fall inside the window but the lowest, which is taken as 0.
+        bands_w = [
+            (
+                errors_w[max(math.ceil(miss_level / 2.0 * n) - 1, 0)],
+                errors_w[math.ceil((1.0 - miss_level / 2.0) * n) - 1],
+            )
+            if (n := len(errors_w))
+            else (0.0, 0.0)
+            for errors_w, miss_level in zip(
+                [window.sorted_w for window in self._errors], self._miss_level, strict=True
+            )
+        ]
+        lower_w = [mean + low for mean, (low, _) in zip(mean_w, bands_w, strict=True)]
+        upper_w = [mean + high for mean, (_, high) in zip(mean_w, bands_w, strict=True)]
         for pending, forecast_w in zip(self._pending.values(), candidates, strict=True):
-            pending.appendleft(_float32(forecast_w))
-        self._pending_inputs.appendleft((value_w, recent_w, _float32(level_w)))
-        self._pending_issued.appendleft((mean_w, _float32(lower_w), _float32(upper_w)))
+            pending.appendleft(array("f", forecast_w))
+        self._pending_inputs.appendleft((value_w, recent_w, array("f", level_w)))
+        self._pending_issued.appendleft((mean_w, array("f", lower_w), array("f", upper_w)))
 
     def _best(self) -> list[int]:
         """Per horizon, the index in `_CANDIDATES` of what to issue: the combination unless
@@ -699,12 +699,12 @@ class LoadForecaster:
             for value_w in _unpack("f", state["recent_w"]):
                 restored._recent.add(value_w)
             for name, packed in state["pending"].items():
-                restored._pending[name].extend(_chunks(_unpack("f", packed), horizon))
+                restored._pending[name].extend(_unpack_arrays("f", packed, horizon))
             restored._pending_inputs.extend(
                 (float(base_w), float(recent_w), _unpack("f", level_w))
                 for base_w, recent_w, level_w in state["pending_inputs"]
             )
-            issued = _chunks(_unpack("f", state["pending_issued"]), horizon)
+            issued = _unpack_arrays("f", state["pending_issued"], horizon)
             restored._pending_issued.extend(
                 (issued[i], issued[i + 1], issued[i + 2]) for i in range(0, len(issued), 3)
             )
@@ -728,28 +728,16 @@ def _pack(typecode: str, values: Iterable[float]) -> str:
     return base64.b64encode(array(typecode, values).tobytes()).decode("ascii")
 
 
-def _float32(values: Iterable[float]) -> list[float]:
-    # Rounded to what a float32 holds: what is stored live is what the state stores.
-    return array("f", values).tolist()
-
-
 def _pack_arrays(arrays: Iterable[array[Any]]) -> str:
     return base64.b64encode(b"".join(a.tobytes() for a in arrays)).decode("ascii")
 
 
-def _unpack(typecode: str, packed: str) -> list[Any]:
-    values = array(typecode)
-    values.frombytes(base64.b64decode(packed))
-    return values.tolist()
+def _unpack(typecode: str, packed: str) -> array[Any]:
+    return array(typecode, base64.b64decode(packed))
 
 
 def _unpack_arrays(typecode: str, packed: str, size: int) -> list[array[Any]]:
-    values = array(typecode)
-    values.frombytes(base64.b64decode(packed))
-    return [values[i : i + size] for i in range(0, len(values), size)]
-
-
-def _chunks[T](values: list[T], size: int) -> list[list[T]]:
+    values = _unpack(typecode, packed)
     return [values[i : i + size] for i in range(0, len(values), size)]
 
 
