@@ -590,14 +590,19 @@ class LoadForecaster:
         least = self.settings.min_error_samples
         first_s = (self._last_step + 1) * step_s
         mean_w, lower_w, upper_w = self._pending_issued[0]
+        # What `ForecastPoint._make` does, without a Python-level call per point.
         return tuple(
             map(
-                ForecastPoint,
-                [first_s + h * step_s for h in range(len(mean_w))],
-                mean_w,
-                lower_w,
-                upper_w,
-                [len(window.sorted_w) >= least for window in self._errors],
+                tuple.__new__,
+                [ForecastPoint] * len(mean_w),
+                zip(
+                    [first_s + h * step_s for h in range(len(mean_w))],
+                    mean_w,
+                    lower_w,
+                    upper_w,
+                    [len(window.sorted_w) >= least for window in self._errors],
+                    strict=True,
+                ),
             )
         )
 
