@@ -38,9 +38,9 @@ from .model import Site
 STATE_VERSION = 2
 _AR_LAGS = 3
 _AR_FEATURES = _AR_LAGS + 1  # lagged differences and a bias
-_COMBINED_INPUTS = 3
+_COMBINED_INPUTS = 3  # SNARIMAX, level median, recent median
 # Level-median counts are stored in 16 bits; past this they only confirm what is settled.
-_COUNT_MAX = 65535  # SNARIMAX, level median, recent median
+_COUNT_MAX = 65535
 
 
 @dataclass(frozen=True, slots=True)
