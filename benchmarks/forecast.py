@@ -6,7 +6,9 @@
 Per horizon: MAE of the project's forecaster, of the naive last value and of the seasonal naive
 (same step a day earlier), the forecaster's MAE as a ratio of the naive one, and the coverage of
 its 90 % band; then the updates per second (learn + forecast to the largest horizon, timed around
-the learning loop's CPU time) and the stored state size per load.
+the learning loop's CPU time), the same for river's SNARIMAX(3,1,0) + `BayesianLinearRegression`
+alone on the first readings (the baseline measured in the same run, so the ratio says what the
+machine's load does not), and the stored state size per load.
 
 Ground truth is the mean of every valid reading in a step, computed offline. A target is scored
 when it has a truth, a forecast and a naive value and, if the series spans more than two days, a
@@ -30,6 +32,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from river import linear_model, time_series
+
 from custom_components.power_allocation.engine.forecast import (
     ForecastPoint,
     ForecastSettings,
@@ -37,6 +41,7 @@ from custom_components.power_allocation.engine.forecast import (
 )
 
 DAY_S = 86400.0
+BASELINE_STEPS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +71,10 @@ class ForecastBenchmark:
     readings_late: int
     steps_learnt: int
     updates_per_s: float
+    baseline_updates_per_s: float  # river's SNARIMAX alone, on the first BASELINE_STEPS values
     state_bytes: int
     chosen_candidates: tuple[str, ...]
+    combination_weights: tuple[tuple[float, float, float], ...]
     horizons: tuple[HorizonScore, ...]
 
 
@@ -126,6 +133,19 @@ def _typical_step_s(series: Sequence[tuple[float, float]]) -> float:
     return statistics.median(gaps)
 
 
+def river_snarimax_updates_per_s(values: Sequence[float], horizon_steps: int) -> float:
+    """Learn + forecast per second of river's SNARIMAX(3,1,0) with Bayesian linear regression."""
+    model = time_series.SNARIMAX(p=3, d=1, q=0, regressor=linear_model.BayesianLinearRegression())
+    bias = {"bias": 1.0}
+    features = [bias] * horizon_steps
+    started_s = time.process_time()
+    for value in values:
+        model.learn_one(value, x=bias)  # type: ignore[no-untyped-call]
+        model.forecast(horizon=horizon_steps, xs=features)  # type: ignore[no-untyped-call]
+    elapsed_s = time.process_time() - started_s
+    return len(values) / elapsed_s if elapsed_s else math.nan
+
+
 def run(
     series: Sequence[tuple[float, float]],
     *,
@@ -155,6 +175,9 @@ def run(
     ]
     elapsed_s = time.process_time() - started_s
     steps_learnt = sum(closed for closed, _ in outcomes)
+    baseline_updates_per_s = river_snarimax_updates_per_s(
+        [truth[step] for step in sorted(truth)[:BASELINE_STEPS]], settings.horizon_steps
+    )
 
     # (issued at step, forecast) per target step and horizon
     issued: dict[int, dict[int, tuple[int, ForecastPoint]]] = {h: {} for h in horizons}
@@ -221,8 +244,10 @@ def run(
         readings_late=forecaster.readings_late,
         steps_learnt=steps_learnt,
         updates_per_s=steps_learnt / elapsed_s if elapsed_s else math.nan,
+        baseline_updates_per_s=baseline_updates_per_s,
         state_bytes=len(json.dumps(forecaster.to_state())),
         chosen_candidates=forecaster.chosen_candidates(),
+        combination_weights=forecaster.combination_weights(),
         horizons=tuple(scores),
     )
 
@@ -245,12 +270,23 @@ def format_table(result: ForecastBenchmark) -> str:
             f"| {s.mae_naive_w:.1f} | {seasonal} | {s.ratio_to_naive:.3f} "
             f"| {s.band_coverage_ratio:.3f} |"
         )
+    horizon = max(s.horizon_steps for s in result.horizons)
+    weights = result.combination_weights
     lines += [
         "",
-        f"updates/s (learn + {max(s.horizon_steps for s in result.horizons)}-step forecast, "
-        f"one core): {result.updates_per_s:,.0f} over {result.steps_learnt} steps",
+        f"updates/s (learn + {horizon}-step forecast, one core): {result.updates_per_s:,.0f} "
+        f"over {result.steps_learnt} steps",
+        f"baseline, river SNARIMAX(3,1,0) + BayesianLinearRegression alone, same run: "
+        f"{result.baseline_updates_per_s:,.0f} updates/s over {BASELINE_STEPS} steps "
+        f"(forecaster / baseline {result.updates_per_s / result.baseline_updates_per_s:.2f})",
         f"state per load: {result.state_bytes:,} bytes of JSON",
         f"candidate issued per horizon at the end: {', '.join(result.chosen_candidates)}",
+        "combination weights at the end (SNARIMAX, level median, recent median): "
+        + ", ".join(
+            f"h{h} {w[0]:.2f}/{w[1]:.2f}/{w[2]:.2f}"
+            for h, w in enumerate(weights, start=1)
+            if h in (1, len(weights))
+        ),
     ]
     return "\n".join(lines)
 

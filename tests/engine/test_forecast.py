@@ -9,13 +9,14 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from river import linear_model, time_series
+from river import datasets, linear_model, time_series
 
 from custom_components.power_allocation.engine.forecast import (
     ForecastSettings,
     LoadForecaster,
     NodeForecasters,
     _DifferencedAutoregression,
+    _LevelMedian,
     node_draw_w,
 )
 from custom_components.power_allocation.engine.model import Pdu, Priority, Service, Site, Ups
@@ -77,9 +78,15 @@ def test_restored_forecaster_forecasts_what_the_original_would() -> None:
 def test_state_stays_within_64_kb_per_load() -> None:
     rng = random.Random(11)
     forecaster = LoadForecaster(ForecastSettings(step_s=STEP_S))
-    # Levels spread over three decades fill many level-median bins.
-    for i in range(4000):
-        forecaster.observe(i * STEP_S, 10.0 ** rng.uniform(0.5, 3.5))
+    # Levels spread over four decades, some held and some not, fill every level-median bin
+    # twice over (held and fresh).
+    step = 0
+    while step < 8000:
+        level_w = 10.0 ** rng.uniform(0.0, 4.0)
+        for _ in range(rng.choice([1, 2, 3, 20, 40])):
+            forecaster.observe(step * STEP_S, level_w * (1.0 + rng.gauss(0.0, 0.02)))
+            step += 1
+    assert len(forecaster._level_median.bins) > 180
     assert len(json.dumps(forecaster.to_state())) <= 64 * 1024
 
 
@@ -158,6 +165,41 @@ def test_trend_is_learnt_by_the_autoregression() -> None:
     assert forecaster.chosen_candidates()[-1] == "snarimax"
     last = forecaster.forecast()[-1]
     assert last.mean_w == pytest.approx(100.0 + 2.0 * (598 + 12), abs=10.0)
+
+
+def test_a_fresh_spike_is_forecast_to_fall_back_and_a_held_level_to_stay() -> None:
+    rng = random.Random(6)
+    level_median = _LevelMedian(ForecastSettings(step_s=STEP_S))
+    # A kettle-like load (two steps at 2 kW, several times) and a heater (an hour at 2 kW): at
+    # the same level, how long it has been held says which one it is.
+    for _ in range(30):
+        for _ in range(8):
+            for value_w in [100.0] * rng.randint(5, 15) + [2000.0] * 2:
+                level_median.learn(value_w * (1.0 + rng.gauss(0.0, 0.02)))
+        for _ in range(60):
+            level_median.learn(2000.0 * (1.0 + rng.gauss(0.0, 0.02)))
+    level_median.learn(100.0)
+    level_median.learn(2000.0)
+    fresh = level_median.forecast()
+    assert max(fresh[2:6]) < 500.0
+    for _ in range(30):
+        level_median.learn(2000.0)
+    held = level_median.forecast()
+    assert min(held) > 1800.0
+
+
+def test_a_runaway_snarimax_does_not_reach_the_issued_forecast() -> None:
+    # river's hourly water-flow series: SNARIMAX's young weights once forecast -6e10 at 12
+    # steps here, and an uncapped combination issued -1e8.
+    readings = [(x["Time"].timestamp(), y) for x, y in datasets.WaterFlow()]
+    forecaster = LoadForecaster(ForecastSettings(step_s=3600.0))
+    values = [y for _, y in readings]
+    low_w, high_w = min(values), max(values)
+    spread_w = high_w - low_w
+    for points in _feed(forecaster, readings):
+        assert all(low_w - spread_w <= p.mean_w <= high_w + spread_w for p in points)
+    for weights in forecaster.combination_weights():
+        assert all(0.0 <= w <= 1.0 for w in weights)
 
 
 def test_recursive_snarimax_matches_river() -> None:

@@ -1,23 +1,25 @@
 """Online forecasts of one load's draw, 1..H steps ahead, with a band calibrated on its own errors.
 
-Readings arrive irregularly; they are averaged into fixed steps. Each closed step teaches four
-candidates and is scored against what each candidate forecast for it 1..H steps earlier:
+Readings arrive irregularly; they are averaged into fixed steps. Each closed step teaches the
+models below and is scored against what each forecast for it 1..H steps earlier:
 
-- naive: the last value;
 - SNARIMAX(p=3, d=1, q=0) with river's `BayesianLinearRegression` and a bias feature, written in
   its recursive (Sherman-Morrison) form over four fixed features: the same posterior river
   computes, but without river's per-call dict-to-matrix copies, so a 12-step forecast per reading
   stays cheap on a small machine (`tests/engine/test_forecast.py` checks it against river);
-- level median: the median change seen h steps after the load was at about this level, which
-  captures what linear models cannot in appliance-like loads (a spike at a high level falls back,
-  a quiet level stays quiet);
+- level median: the median change seen h steps after the load was at about this level, and had
+  (or had not) held it for a while, which captures what linear models cannot in appliance-like
+  loads (a spike that has just begun falls back, a level held for minutes tends to stay);
+- recent median: the median of the last few steps, a level one spike barely moves;
 - trend: Holt's linear smoothing, for ramps the others mean-revert away from.
 
-At each horizon the candidate with the lowest exponentially weighted absolute error is issued if it
-beats naive's by a margin (naive until a candidate has a track record: the cold start). The band
-is a pair of rolling quantiles of the issued forecast's own realised errors at that horizon, so it
-is as wide as this load has actually needed lately; their level adapts so the band misses as often
-as it should (see `LoadForecaster`).
+What is issued at each horizon is a combination: the last value plus a weighted sum of how far
+SNARIMAX, the level median and the recent median are from it, the weights learnt online per
+horizon by least absolute error (so it starts as the naive forecast and only moves as far as the
+models have earned). SNARIMAX or the trend alone is issued instead where its recent error is
+clearly lower (a clean ramp). The band is a pair of rolling quantiles of the issued forecast's own
+realised errors at that horizon, so it is as wide as this load has actually needed lately; their
+level adapts so the band misses as often as it should (see `LoadForecaster`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import base64
 import bisect
 import math
-import struct
 from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -34,10 +35,12 @@ from typing import Any, NamedTuple
 
 from .model import Site
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 _AR_LAGS = 3
 _AR_FEATURES = _AR_LAGS + 1  # lagged differences and a bias
-_F32 = struct.Struct("<f")
+_COMBINED_INPUTS = 3  # SNARIMAX, level median, recent median
+# Level-median counts are stored in 16 bits; past this they only confirm what is settled.
+_COUNT_MAX = 65535
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +58,33 @@ class ForecastSettings:
     max_fill_s: float = 300.0
     # How fast each horizon's band level adapts to keep its miss rate at 1 - band_ratio.
     band_adapt_rate: float = 0.005
-    # Naive is issued unless another candidate's recent error is this much lower: switching on
-    # noise costs more than it gains.
-    switch_margin_ratio: float = 0.02
-    # Errors a candidate needs at a horizon before it may replace naive, and that a band needs
-    # before it counts as calibrated.
+    # The combination is issued unless SNARIMAX's or the trend's recent error is this much lower:
+    # switching on noise costs more than it gains.
+    switch_margin_ratio: float = 0.05
+    # Errors a candidate needs at a horizon before it may replace the combination, and that a
+    # band needs before it counts as calibrated.
     min_error_samples: int = 20
-    # Responsiveness of the candidate scores (weight of the newest absolute error).
+    # Responsiveness of the candidate scores (weight of the newest absolute error), and of the
+    # typical size of each combined input.
     score_weight: float = 0.01
+    # Step of the combination's weights per scored target (each input normalised by its typical
+    # size, so the step is scale-free).
+    combine_rate: float = 0.001
+    # SNARIMAX's recursion can run away while its weights are young: in the combination its
+    # distance from the last value is capped at this many times its typical distance.
+    combine_outlier_ratio: float = 4.0
     # Level bins of the level-median candidate are this ratio wide (10 %: scale-free).
     level_bin_ratio: float = 1.1
+    # A level counts as held once no step has moved by more than `level_jump_ratio` for
+    # `level_held_steps` steps; held and fresh levels keep separate medians.
+    level_jump_ratio: float = 1.3
+    level_held_steps: int = 10
     # Step of the level-median's stochastic median, in units of the bin's typical deviation.
     level_median_rate: float = 0.005
+    # Changes a level bin needs at a horizon before its median is used there.
+    level_median_min_samples: int = 3
+    # Steps the recent median is taken over.
+    recent_median_steps: int = 10
     # Holt's smoothing weights for the trend candidate's level and slope.
     trend_level_weight: float = 0.5
     trend_slope_weight: float = 0.05
@@ -82,8 +100,10 @@ class ForecastSettings:
             raise ValueError("error_window_steps must be at least 2")
         if self.max_fill_s < 0:
             raise ValueError("max_fill_s must not be negative")
-        if self.level_bin_ratio <= 1.0:
-            raise ValueError("level_bin_ratio must be above 1")
+        if self.level_bin_ratio <= 1.0 or self.level_jump_ratio <= 1.0:
+            raise ValueError("level_bin_ratio and level_jump_ratio must be above 1")
+        if self.recent_median_steps < 1:
+            raise ValueError("recent_median_steps must be at least 1")
 
 
 class ForecastPoint(NamedTuple):
@@ -175,58 +195,85 @@ class _DifferencedAutoregression:
     def forecast(self, horizon_steps: int) -> list[float]:
         assert self.last_w is not None
         w0, w1, w2, bias = self.weights
-        d0, d1, d2 = self._features(self.diffs_w)[:_AR_LAGS]
+        d0, d1, d2, _ = self._features(self.diffs_w)
         level = self.last_w
-        out = []
-        for _ in range(horizon_steps):
+        out = [0.0] * horizon_steps
+        for h in range(horizon_steps):
             step = w0 * d0 + w1 * d1 + w2 * d2 + bias
             level += step
-            out.append(level)
+            out[h] = level
             d0, d1, d2 = step, d0, d1
         return out
 
 
 class _LevelMedian:
-    """Per level bin and horizon, a stochastic estimate of the median change that followed."""
+    """Per level bin, held or fresh, and horizon, a stochastic median of the change that followed.
+
+    Whether the level has been held matters as much as the level itself in appliance-like loads:
+    a kettle's first minutes at 2 kW say it will soon be off, a heater's tenth says little. The
+    medians are kept at float32 (`array`), which is what the state stores, so a restore is exact.
+    """
 
     def __init__(self, settings: ForecastSettings) -> None:
         self.horizon_steps = settings.horizon_steps
         self.log_bin = math.log(settings.level_bin_ratio)
+        self.log_jump = math.log(settings.level_jump_ratio)
+        self.held_steps = settings.level_held_steps
         self.rate = settings.level_median_rate
-        self.min_samples = settings.min_error_samples
-        # bin -> (median change, typical deviation, count), one entry per horizon
-        self.bins: dict[int, tuple[list[float], list[float], list[int]]] = {}
+        self.min_samples = settings.level_median_min_samples
+        # key -> (median change, typical deviation, count), one entry per horizon
+        self.bins: dict[int, tuple[array[float], array[float], array[int]]] = {}
         self.recent: deque[tuple[float, int]] = deque(maxlen=settings.horizon_steps)
+        self.last_log: float | None = None
+        self.steady_steps = 0  # steps since the level last jumped
 
-    def _bin(self, value_w: float) -> int:
-        return int(math.log(max(value_w, 1.0)) / self.log_bin)
+    def _key(self, value_w: float) -> int:
+        log_w = math.log(max(value_w, 1.0))
+        last_log = self.last_log
+        if last_log is None or abs(log_w - last_log) > self.log_jump:
+            self.steady_steps = 0
+        else:
+            self.steady_steps += 1
+        self.last_log = log_w
+        return 2 * int(log_w / self.log_bin) + (self.steady_steps >= self.held_steps)
 
     def learn(self, value_w: float) -> None:
         rate = self.rate
-        for h, (past_w, past_bin) in enumerate(self.recent):
-            entry = self.bins.get(past_bin)
+        for h, (past_w, past_key) in enumerate(self.recent):
+            entry = self.bins.get(past_key)
             if entry is None:
                 horizon = self.horizon_steps
-                entry = self.bins[past_bin] = ([0.0] * horizon, [0.0] * horizon, [0] * horizon)
+                entry = self.bins[past_key] = (
+                    array("f", bytes(4 * horizon)),
+                    array("f", bytes(4 * horizon)),
+                    array("H", bytes(2 * horizon)),
+                )
             median, spread, count = entry
             change = value_w - past_w
-            count[h] += 1
-            if count[h] == 1:
-                spread[h] = abs(change) + 1.0
-            spread[h] += (abs(change - median[h]) - spread[h]) * 0.05
+            seen = count[h] + 1
+            if seen <= _COUNT_MAX:
+                count[h] = seen
+            middle_w = median[h]
+            spread_w = abs(change) + 1.0 if seen == 1 else spread[h]
+            spread_w += (abs(change - middle_w) - spread_w) * 0.05
+            spread[h] = spread_w
             # Large steps while a bin is new, then the fixed rate.
-            step = (1.0 / count[h] if count[h] * rate < 1.0 else rate) * spread[h]
-            if change > median[h]:
-                median[h] += step
-            elif change < median[h]:
-                median[h] -= step
-        self.recent.appendleft((value_w, self._bin(value_w)))
+            step = (1.0 / seen if seen * rate < 1.0 else rate) * spread_w
+            if change > middle_w:
+                median[h] = middle_w + step
+            elif change < middle_w:
+                median[h] = middle_w - step
+        self.recent.appendleft((value_w, self._key(value_w)))
 
     def forget_recent(self) -> None:
         self.recent.clear()
+        self.last_log = None
+        self.steady_steps = 0
 
-    def forecast(self, value_w: float) -> list[float]:
-        entry = self.bins.get(self._bin(value_w))
+    def forecast(self) -> list[float]:
+        """From the value learnt last."""
+        value_w, key = self.recent[0]
+        entry = self.bins.get(key)
         if entry is None:
             return [value_w] * self.horizon_steps
         median, _, count = entry
@@ -266,41 +313,57 @@ class _LinearTrend:
         return [self.level_w + h * self.slope_w for h in range(1, horizon_steps + 1)]
 
 
-class _ErrorWindow:
-    """The last N realised errors at one horizon, kept sorted for quantiles and tail shares.
+class _SortedWindow:
+    """The last N values in arrival order and sorted, for quantiles, medians and tail shares.
 
     river's `RollingQuantile` answers one fixed quantile; the band's level adapts (see
-    `LoadForecaster`) and the overload guard needs the share of errors above a margin, so the
-    window is kept here as a deque plus a sorted list. Errors are stored at float32 precision
-    (ample for watts) so the state stays small and restores bit for bit.
+    `LoadForecaster`), the overload guard needs the share of errors above a margin and the recent
+    median the middle, so the window is kept here as a deque plus a sorted list. Values are
+    stored at float32 precision (ample for watts) so the state stays small and restores bit for
+    bit.
     """
 
     def __init__(self, size: int) -> None:
         self.arrival_w: deque[float] = deque(maxlen=size)
         self.sorted_w: list[float] = []
 
-    def add(self, error_w: float) -> None:
-        error_w = _F32.unpack(_F32.pack(error_w))[0]
+    def add(self, value_w: float) -> None:
+        """`value_w` must already be a float32 value (as read from an `array("f")`)."""
         arrival_w = self.arrival_w
         sorted_w = self.sorted_w
         if len(arrival_w) == arrival_w.maxlen:
             del sorted_w[bisect.bisect_left(sorted_w, arrival_w[0])]
-        arrival_w.append(error_w)
-        bisect.insort(sorted_w, error_w)
+        arrival_w.append(value_w)
+        bisect.insort(sorted_w, value_w)
 
-    def share_above(self, error_w: float) -> float:
-        """Fraction of the window's errors above `error_w`."""
+    def clear(self) -> None:
+        self.arrival_w.clear()
+        self.sorted_w.clear()
+
+    def median(self) -> float:
+        sorted_w = self.sorted_w
+        middle = len(sorted_w) // 2
+        return (
+            sorted_w[middle] if len(sorted_w) % 2 else (sorted_w[middle - 1] + sorted_w[middle]) / 2
+        )
+
+    def share_above(self, value_w: float) -> float:
+        """Fraction of the window's values above `value_w`."""
         n = len(self.sorted_w)
-        return (n - bisect.bisect_right(self.sorted_w, error_w)) / n if n else 0.0
+        return (n - bisect.bisect_right(self.sorted_w, value_w)) / n if n else 0.0
 
 
-_CANDIDATES = ("naive", "snarimax", "level_median", "trend")
-
-_CANDIDATES = ("naive", "snarimax", "level_median", "trend")
+# Scored, and issued where one does clearly better than the others; the first is the default.
+_CANDIDATES = ("combined", "snarimax", "trend")
 
 
 class LoadForecaster:
     """One load's online forecaster. Feed it readings with `observe`, read `forecast()`.
+
+    The combination's weights are an online median regression: after each scored target, each
+    weight moves by `combine_rate` times its input's deviation over that input's typical size,
+    towards the side the target fell on. The absolute error it descends is what the benchmark
+    scores, and a spike moves a weight no more than a small miss does.
 
     The band's miss rate is held at its target by adaptive conformal inference (Gibbs & Candès,
     2021): each horizon's quantile level moves by `band_adapt_rate` after every scored target,
@@ -315,18 +378,27 @@ class LoadForecaster:
         self._resampler = _StepResampler(s.step_s, int(s.max_fill_s // s.step_s))
         self._autoregression = _DifferencedAutoregression()
         self._level_median = _LevelMedian(s)
+        self._recent = _SortedWindow(s.recent_median_steps)
         self._trend = _LinearTrend(s)
         self._last_step: int | None = None
         # Forecasts still waiting for their target, newest first.
-        self._pending: dict[str, deque[list[float]]] = {
+        # Kept at float32 (`array("f")`), as the state stores them, so a restore is exact.
+        self._pending: dict[str, deque[array[float]]] = {
             name: deque(maxlen=horizon) for name in _CANDIDATES
         }
-        self._pending_issued: deque[tuple[list[float], list[float], list[float]]] = deque(
+        # The combination's other inputs, per pending forecast: last value, recent median and
+        # the level median's forecasts (SNARIMAX's are pending above).
+        self._pending_inputs: deque[tuple[float, float, array[float]]] = deque(maxlen=horizon)
+        self._pending_issued: deque[tuple[array[float], array[float], array[float]]] = deque(
             maxlen=horizon
         )
         self._score_w = {name: [0.0] * horizon for name in _CANDIDATES}
-        self._scored = {name: [0] * horizon for name in _CANDIDATES}
-        self._errors = [_ErrorWindow(s.error_window_steps) for _ in range(horizon)]
+        self._scored = [0] * horizon  # every candidate is scored on the same targets
+        # Per horizon: the weight of each combined input and its typical absolute deviation from
+        # the last value (0 until one has been seen).
+        self._combine_w = [[0.0] * _COMBINED_INPUTS for _ in range(horizon)]
+        self._combine_scale_w = [[0.0] * _COMBINED_INPUTS for _ in range(horizon)]
+        self._errors = [_SortedWindow(s.error_window_steps) for _ in range(horizon)]
         self._miss_level = [1.0 - s.band_ratio] * horizon
         self.readings_rejected = 0
 
@@ -355,80 +427,160 @@ class LoadForecaster:
         # A forecast across a long hole says nothing about the model: neither score nor learn it.
         self._autoregression.forget_lags()
         self._level_median.forget_recent()
+        self._recent.clear()
         self._trend.forget()
         for pending in self._pending.values():
             pending.clear()
+        self._pending_inputs.clear()
         self._pending_issued.clear()
 
     def _learn(self, value_w: float) -> None:
         s = self.settings
-        weight = s.score_weight
-        for name, pending in self._pending.items():
-            score = self._score_w[name]
-            scored = self._scored[name]
-            for h, forecast_w in enumerate(pending):
-                score[h] += (abs(value_w - forecast_w[h]) - score[h]) * weight
-                scored[h] += 1
+        self._score_and_combine(value_w)
         target_miss = 1.0 - s.band_ratio
-        for h, (mean_w, lower_w, upper_w) in enumerate(self._pending_issued):
-            errors = self._errors[h]
-            if len(errors.sorted_w) >= s.min_error_samples:
+        least = s.min_error_samples
+        adapt_rate = s.band_adapt_rate
+        miss_level = self._miss_level
+        pending_issued = self._pending_issued
+        errors_w = array("f", [value_w - item[0][h] for h, item in enumerate(pending_issued)])
+        # Only the horizons that have a pending forecast: zip stops at the shortest.
+        for h, ((_, lower_w, upper_w), window, error_w) in enumerate(
+            zip(pending_issued, self._errors, errors_w, strict=False)
+        ):
+            if len(window.sorted_w) >= least:
                 missed = not lower_w[h] <= value_w <= upper_w[h]
-                level = self._miss_level[h] + s.band_adapt_rate * (target_miss - missed)
-                self._miss_level[h] = min(1.0, max(0.0, level))
-            errors.add(value_w - mean_w[h])
+                level = miss_level[h] + adapt_rate * (target_miss - missed)
+                miss_level[h] = 1.0 if level > 1.0 else 0.0 if level < 0.0 else level
+            window.add(error_w)
         self._autoregression.learn(value_w)
         self._level_median.learn(value_w)
+        self._recent.add(array("f", (value_w,))[0])
         self._trend.learn(value_w)
         self._issue(value_w)
 
+    def _score_and_combine(self, value_w: float) -> None:
+        """Scores every pending forecast against `value_w` and moves the combination's weights."""
+        weight = self.settings.score_weight
+        rate = self.settings.combine_rate
+        outlier_ratio = self.settings.combine_outlier_ratio
+        combined_score = self._score_w["combined"]
+        snarimax_score = self._score_w["snarimax"]
+        trend_score = self._score_w["trend"]
+        for h, (combined_w, snarimax_w, trend_w, (base_w, recent_w, level_w)) in enumerate(
+            zip(
+                self._pending["combined"],
+                self._pending["snarimax"],
+                self._pending["trend"],
+                self._pending_inputs,
+                strict=True,
+            )
+        ):
+            snarimax = snarimax_w[h]
+            snarimax_score[h] += (abs(value_w - snarimax) - snarimax_score[h]) * weight
+            trend_score[h] += (abs(value_w - trend_w[h]) - trend_score[h]) * weight
+            error = value_w - combined_w[h]
+            combined_score[h] += (abs(error) - combined_score[h]) * weight
+            if error == 0.0:
+                continue
+            step = rate if error > 0.0 else -rate
+            weights = self._combine_w[h]
+            scales = self._combine_scale_w[h]
+            # Written out for the three inputs: this runs H times per step for every load.
+            s0, s1, s2 = scales
+            d0 = snarimax - base_w
+            if s0 > 0.0:
+                limit = s0 * outlier_ratio
+                if not -limit <= d0 <= limit:
+                    d0 = limit if d0 > 0.0 else -limit
+                s0 += (abs(d0) - s0) * weight
+            else:
+                s0 = abs(d0)
+            d1 = level_w[h] - base_w
+            s1 = s1 + (abs(d1) - s1) * weight if s1 > 0.0 else abs(d1)
+            d2 = recent_w - base_w
+            s2 = s2 + (abs(d2) - s2) * weight if s2 > 0.0 else abs(d2)
+            scales[:] = s0, s1, s2
+            # Each weight stays within 0..1: a share of how far that input is from the last value.
+            w0, w1, w2 = weights
+            if s0 > 0.0:
+                w0 += step * d0 / s0
+                w0 = 1.0 if w0 > 1.0 else 0.0 if w0 < 0.0 else w0
+            if s1 > 0.0:
+                w1 += step * d1 / s1
+                w1 = 1.0 if w1 > 1.0 else 0.0 if w1 < 0.0 else w1
+            if s2 > 0.0:
+                w2 += step * d2 / s2
+                w2 = 1.0 if w2 > 1.0 else 0.0 if w2 < 0.0 else w2
+            weights[:] = w0, w1, w2
+        scored = self._scored
+        for h in range(len(self._pending_inputs)):
+            scored[h] += 1
+
     def _issue(self, value_w: float) -> None:
         horizon = self.settings.horizon_steps
-        candidates = {
-            "naive": [value_w] * horizon,
-            "snarimax": self._autoregression.forecast(horizon),
-            "level_median": self._level_median.forecast(value_w),
-            "trend": self._trend.forecast(horizon),
-        }
-        mean_w = [candidates[name][h] for h, name in enumerate(self._best())]
-        lower_w = []
-        upper_w = []
-        for mean, window, miss_level in zip(mean_w, self._errors, self._miss_level, strict=True):
-            errors_w = window.sorted_w
-            n = len(errors_w)
-            if n:
-                # Nearest-rank quantiles of the errors at (miss / 2) and (1 - miss / 2); with
-                # miss within 0..1 both ranks fall inside the window but the lowest.
-                low_rank = math.ceil(miss_level / 2.0 * n) - 1
-                low_rank = low_rank if low_rank > 0 else 0
-                high_rank = math.ceil((1.0 - miss_level / 2.0) * n) - 1
-                lower_w.append(mean + errors_w[low_rank])
-                upper_w.append(mean + errors_w[high_rank])
-            else:
-                lower_w.append(mean)
-                upper_w.append(mean)
-        for name, forecast_w in candidates.items():
-            self._pending[name].appendleft(forecast_w)
-        self._pending_issued.appendleft((mean_w, lower_w, upper_w))
+        snarimax_w = self._autoregression.forecast(horizon)
+        level_w = self._level_median.forecast()
+        trend_w = self._trend.forecast(horizon)
+        recent_w = self._recent.median()
+        recent_deviation = recent_w - value_w
+        outlier_ratio = self.settings.combine_outlier_ratio
+        combined_w = []
+        for (w0, w1, w2), (s0, _, _), snarimax, level in zip(
+            self._combine_w, self._combine_scale_w, snarimax_w, level_w, strict=True
+        ):
+            d0 = snarimax - value_w
+            limit = s0 * outlier_ratio
+            if s0 > 0.0 and not -limit <= d0 <= limit:
+                d0 = limit if d0 > 0.0 else -limit
+            combined_w.append(value_w + w0 * d0 + w1 * (level - value_w) + w2 * recent_deviation)
+        candidates = (combined_w, snarimax_w, trend_w)
+        # The mean is rounded to float32 before the band is laid around it, so rounding cannot
+        # put it outside its own band.
+        mean_w = array("f", [candidates[c][h] for h, c in enumerate(self._best())])
+        # Nearest-rank quantiles of the errors at (miss / 2) and (1 - miss / 2); with miss within
+        # 0..1 both ranks fall inside the window but the lowest, which is taken as 0.
+        bands_w = [
+            (
+                errors_w[max(math.ceil(miss_level / 2.0 * n) - 1, 0)],
+                errors_w[math.ceil((1.0 - miss_level / 2.0) * n) - 1],
+            )
+            if (n := len(errors_w))
+            else (0.0, 0.0)
+            for errors_w, miss_level in zip(
+                [window.sorted_w for window in self._errors], self._miss_level, strict=True
+            )
+        ]
+        lower_w = [mean + low for mean, (low, _) in zip(mean_w, bands_w, strict=True)]
+        upper_w = [mean + high for mean, (_, high) in zip(mean_w, bands_w, strict=True)]
+        for pending, forecast_w in zip(self._pending.values(), candidates, strict=True):
+            pending.appendleft(array("f", forecast_w))
+        self._pending_inputs.appendleft((value_w, recent_w, array("f", level_w)))
+        self._pending_issued.appendleft((mean_w, array("f", lower_w), array("f", upper_w)))
 
-    def _best(self) -> list[str]:
-        """Per horizon, the candidate to issue: naive unless another has clearly done better."""
+    def _best(self) -> list[int]:
+        """Per horizon, the index in `_CANDIDATES` of what to issue: the combination unless
+        SNARIMAX or the trend has clearly done better."""
         least = self.settings.min_error_samples
         margin = 1.0 - self.settings.switch_margin_ratio
-        naive_w = self._score_w["naive"]
-        best = ["naive"] * self.settings.horizon_steps
-        best_w = [score * margin for score in naive_w]
-        for name in _CANDIDATES[1:]:
-            scored = self._scored[name]
-            for h, score in enumerate(self._score_w[name]):
-                if scored[h] >= least and score < best_w[h]:
-                    best[h] = name
-                    best_w[h] = score
-        return best
+        scores = self._score_w
+        return [
+            0
+            if scored < least or min(snarimax, trend) >= combined * margin
+            else 1
+            if snarimax <= trend
+            else 2
+            for scored, combined, snarimax, trend in zip(
+                self._scored, scores["combined"], scores["snarimax"], scores["trend"], strict=True
+            )
+        ]
 
     def chosen_candidates(self) -> tuple[str, ...]:
         """Which candidate is issued at each horizon right now."""
-        return tuple(self._best())
+        return tuple(_CANDIDATES[c] for c in self._best())
+
+    def combination_weights(self) -> tuple[tuple[float, float, float], ...]:
+        """Per horizon, the combination's weights on SNARIMAX, the level and the recent median."""
+        return tuple((w0, w1, w2) for w0, w1, w2 in self._combine_w)
 
     def forecast(self) -> tuple[ForecastPoint, ...]:
         """Steps 1..H after the last closed step; empty until a step has closed."""
@@ -438,10 +590,19 @@ class LoadForecaster:
         least = self.settings.min_error_samples
         first_s = (self._last_step + 1) * step_s
         mean_w, lower_w, upper_w = self._pending_issued[0]
+        # What `ForecastPoint._make` does, without a Python-level call per point.
         return tuple(
-            ForecastPoint(first_s + h * step_s, mean, lower, upper, len(window.sorted_w) >= least)
-            for h, (mean, lower, upper, window) in enumerate(
-                zip(mean_w, lower_w, upper_w, self._errors, strict=True)
+            map(
+                tuple.__new__,
+                [ForecastPoint] * len(mean_w),
+                zip(
+                    [first_s + h * step_s for h in range(len(mean_w))],
+                    mean_w,
+                    lower_w,
+                    upper_w,
+                    [len(window.sorted_w) >= least for window in self._errors],
+                    strict=True,
+                ),
             )
         )
 
@@ -453,8 +614,9 @@ class LoadForecaster:
         """Everything learnt, as a dict JSON can hold; `from_state` restores it exactly."""
         resampler = self._resampler
         autoregression = self._autoregression
-        level_bins = sorted(self._level_median.bins)
-        level_entries = [self._level_median.bins[b] for b in level_bins]
+        level = self._level_median
+        level_keys = sorted(level.bins)
+        level_entries = [level.bins[k] for k in level_keys]
         return {
             "version": STATE_VERSION,
             "settings": asdict(self.settings),
@@ -474,21 +636,30 @@ class LoadForecaster:
             },
             "trend": [self._trend.level_w, self._trend.slope_w],
             "level_median": {
-                "bins": level_bins,
-                "median_w": _pack("d", (v for e in level_entries for v in e[0])),
-                "spread_w": _pack("d", (v for e in level_entries for v in e[1])),
-                "count": _pack("L", (v for e in level_entries for v in e[2])),
-                "recent": [list(item) for item in self._level_median.recent],
+                "keys": level_keys,
+                "median_w": _pack_arrays(e[0] for e in level_entries),
+                "spread_w": _pack_arrays(e[1] for e in level_entries),
+                "count": _pack_arrays(e[2] for e in level_entries),
+                "recent": [list(item) for item in level.recent],
+                "last_log": level.last_log,
+                "steady_steps": level.steady_steps,
             },
+            "recent_w": _pack("f", self._recent.arrival_w),
             "pending": {
-                name: _pack("d", (v for f in pending for v in f))
+                name: _pack("f", (v for f in pending for v in f))
                 for name, pending in self._pending.items()
             },
+            "pending_inputs": [
+                [base_w, recent_w, _pack("f", level_w)]
+                for base_w, recent_w, level_w in self._pending_inputs
+            ],
             "pending_issued": _pack(
-                "d", (v for item in self._pending_issued for f in item for v in f)
+                "f", (v for item in self._pending_issued for f in item for v in f)
             ),
             "score_w": self._score_w,
             "scored": self._scored,
+            "combine_w": self._combine_w,
+            "combine_scale_w": self._combine_scale_w,
             "errors_w": [_pack("f", window.arrival_w) for window in self._errors],
             "miss_level": self._miss_level,
         }
@@ -518,23 +689,36 @@ class LoadForecaster:
             autoregression.last_w = state["snarimax"]["last_w"]
             autoregression.diffs_w = [float(d) for d in state["snarimax"]["diffs_w"]]
             restored._trend.level_w, restored._trend.slope_w = state["trend"]
-            level = state["level_median"]
-            medians = _chunks(_unpack("d", level["median_w"]), horizon)
-            spreads = _chunks(_unpack("d", level["spread_w"]), horizon)
-            counts = _chunks(_unpack("L", level["count"]), horizon)
-            restored._level_median.bins = {
-                int(b): (m, s, c)
-                for b, m, s, c in zip(level["bins"], medians, spreads, counts, strict=True)
+            level_state = state["level_median"]
+            level = restored._level_median
+            medians = _unpack_arrays("f", level_state["median_w"], horizon)
+            spreads = _unpack_arrays("f", level_state["spread_w"], horizon)
+            counts = _unpack_arrays("H", level_state["count"], horizon)
+            level.bins = {
+                int(k): (m, s, c)
+                for k, m, s, c in zip(level_state["keys"], medians, spreads, counts, strict=True)
             }
-            restored._level_median.recent.extend((float(v), int(b)) for v, b in level["recent"])
+            level.recent.extend((float(v), int(k)) for v, k in level_state["recent"])
+            level.last_log = level_state["last_log"]
+            level.steady_steps = int(level_state["steady_steps"])
+            for value_w in _unpack("f", state["recent_w"]):
+                restored._recent.add(value_w)
             for name, packed in state["pending"].items():
-                restored._pending[name].extend(_chunks(_unpack("d", packed), horizon))
-            issued = _chunks(_unpack("d", state["pending_issued"]), horizon)
+                restored._pending[name].extend(_unpack_arrays("f", packed, horizon))
+            restored._pending_inputs.extend(
+                (float(base_w), float(recent_w), _unpack("f", level_w))
+                for base_w, recent_w, level_w in state["pending_inputs"]
+            )
+            issued = _unpack_arrays("f", state["pending_issued"], horizon)
             restored._pending_issued.extend(
                 (issued[i], issued[i + 1], issued[i + 2]) for i in range(0, len(issued), 3)
             )
             restored._score_w = {n: [float(v) for v in s] for n, s in state["score_w"].items()}
-            restored._scored = {n: [int(v) for v in s] for n, s in state["scored"].items()}
+            restored._scored = [int(v) for v in state["scored"]]
+            restored._combine_w = [[float(v) for v in row] for row in state["combine_w"]]
+            restored._combine_scale_w = [
+                [float(v) for v in row] for row in state["combine_scale_w"]
+            ]
             for window, packed in zip(restored._errors, state["errors_w"], strict=True):
                 for error_w in _unpack("f", packed):
                     window.add(error_w)
@@ -549,13 +733,16 @@ def _pack(typecode: str, values: Iterable[float]) -> str:
     return base64.b64encode(array(typecode, values).tobytes()).decode("ascii")
 
 
-def _unpack(typecode: str, packed: str) -> list[Any]:
-    values = array(typecode)
-    values.frombytes(base64.b64decode(packed))
-    return values.tolist()
+def _pack_arrays(arrays: Iterable[array[Any]]) -> str:
+    return base64.b64encode(b"".join(a.tobytes() for a in arrays)).decode("ascii")
 
 
-def _chunks[T](values: list[T], size: int) -> list[list[T]]:
+def _unpack(typecode: str, packed: str) -> array[Any]:
+    return array(typecode, base64.b64decode(packed))
+
+
+def _unpack_arrays(typecode: str, packed: str, size: int) -> list[array[Any]]:
+    values = _unpack(typecode, packed)
     return [values[i : i + size] for i in range(0, len(values), size)]
 
 
