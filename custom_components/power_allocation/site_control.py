@@ -45,6 +45,9 @@ CYCLE_S = 10.0
 NODE_FORECAST_SETTINGS = ForecastSettings(step_s=CYCLE_S, horizon_steps=12)
 # `simulate_outage` knows the outage's length: the prior becomes that length, this narrow.
 KNOWN_OUTAGE_SIGMA = 0.02
+# While the grid is in trouble (a storm warning, planned works), outages are seldom blips and last
+# longer: the plan then sheds the lower tiers sooner and keeps more for the critical ones.
+CONSERVATIVE_PRIOR = OutagePrior(momentary_ratio=0.2, sustained_median_s=4 * 3600.0)
 
 
 class AllocationState:
@@ -185,7 +188,7 @@ class SiteControl:
         prior: OutagePrior | None = None,
     ) -> None:
         self.topology = topology
-        self.prior = prior or OutagePrior()
+        self.normal_prior = prior or OutagePrior()
         stored = dict(state or {})
         if stored and stored.get("version") != STATE_VERSION:
             stored = {}
@@ -210,6 +213,7 @@ class SiteControl:
             if ups_id in self.fits:
                 self.fits[ups_id].load_state(fit_state)
         self.state = self._restored_controller_state(stored.get("controller"))
+        self.conservative = bool(stored.get("conservative", False))
         self.guard = OverloadGuard(self.site)
         self.view: SiteView | None = None
         self._warned_nodes: set[str] = set()
@@ -270,6 +274,11 @@ class SiteControl:
         self.state = replace(self.state, held_on=frozenset(), held_off=frozenset())
 
     # --- the cycle --------------------------------------------------------------------------
+
+    @property
+    def prior(self) -> OutagePrior:
+        """The outage prior the plan uses now: the conservative one while it is switched on."""
+        return CONSERVATIVE_PRIOR if self.conservative else self.normal_prior
 
     def _controller(self) -> OutageController:
         return OutageController(
@@ -603,4 +612,5 @@ class SiteControl:
             "nodes": self.nodes.to_state(),
             "battery_fits": {u: fit.to_state() for u, fit in self.fits.items()},
             "priority_overrides": {s: p.value for s, p in self.priority_overrides.items()},
+            "conservative": self.conservative,
         }

@@ -1,4 +1,5 @@
-"""A switch per managed outlet. It goes through the controller, so it never cuts a service
+"""Switches: the site's conservative plan, and one per managed outlet. An outlet switch goes
+through the controller, so it never cuts a service
 uncleanly: off holds the service off (it and what depends on it stop gracefully, dependents
 first), on releases that hold (the controller powers it back, dependencies first)."""
 
@@ -12,7 +13,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import PowerAllocationConfigEntry
 from .coordinator import PowerAllocationCoordinator
-from .entity import OUTLET, PowerAllocationEntity
+from .entity import OUTLET, SITE, PowerAllocationEntity
 from .services import async_hold
 
 PARALLEL_UPDATES = 1
@@ -26,10 +27,43 @@ async def async_setup_entry(
     """A switch for every outlet a service is bound to."""
     coordinator = entry.runtime_data
     async_add_entities(
-        OutletSwitch(coordinator, outlet_id)
-        for outlet_id, outlet in coordinator.data.outlets.items()
-        if outlet.service_id is not None
+        [
+            ConservativePlanSwitch(coordinator),
+            *(
+                OutletSwitch(coordinator, outlet_id)
+                for outlet_id, outlet in coordinator.data.outlets.items()
+                if outlet.service_id is not None
+            ),
+        ]
     )
+
+
+class ConservativePlanSwitch(PowerAllocationEntity, SwitchEntity):
+    """Plans for long outages while the grid is in trouble (a storm, planned works): the lower
+    tiers are shed sooner if mains fails, so the critical ones run longer."""
+
+    _attr_translation_key = "conservative_plan"
+
+    def __init__(self, coordinator: PowerAllocationCoordinator) -> None:
+        super().__init__(coordinator, SITE, None, "conservative_plan")
+
+    @property
+    def is_on(self) -> bool:
+        """Whether the conservative outage prior is in use."""
+        return self.coordinator.control.conservative
+
+    async def async_turn_on(self, **kwargs: Any) -> None:
+        """Plan for long outages."""
+        await self._set(True)
+
+    async def async_turn_off(self, **kwargs: Any) -> None:
+        """Back to the usual outage prior."""
+        await self._set(False)
+
+    async def _set(self, conservative: bool) -> None:
+        async with self.coordinator.lock:
+            self.coordinator.control.conservative = conservative
+        await self.coordinator.async_refresh()
 
 
 class OutletSwitch(PowerAllocationEntity, SwitchEntity):

@@ -1,0 +1,56 @@
+"""The conservative plan: while the grid is in trouble, plan for long outages."""
+
+from __future__ import annotations
+
+from homeassistant.core import HomeAssistant
+
+from custom_components.power_allocation.engine.allocator import Demand
+from custom_components.power_allocation.engine.battery import BatteryModel
+from custom_components.power_allocation.engine.outage import OutagePrior
+from custom_components.power_allocation.engine.planner import plan_outage
+from custom_components.power_allocation.site_control import CONSERVATIVE_PRIOR
+from custom_components.power_allocation.topology import load_yaml_document, parse_topology
+from tests.fixtures.modbus_site import ModbusSite
+from tests.site_entry import small_site_entry
+
+SWITCH = "switch.rack_a_conservative_plan"
+
+
+def test_conservative_prior_never_plans_a_stop_later() -> None:
+    with open("docs/demo-topology.yaml", encoding="utf-8") as file:
+        site = parse_topology(load_yaml_document(file.read())).site
+    demand = {s.id: Demand(60.0, 80.0) for s in site.services}
+    batteries = {u.id: BatteryModel.from_ups(u) for u in site.ups}
+    plans = [
+        plan_outage(site, batteries, {"ups": 1.0}, demand, prior.given(0.0), ride_through_s=0)
+        for prior in (OutagePrior(), CONSERVATIVE_PRIOR)
+    ]
+    usual, conservative = (plan.stop_at_s for plan in plans)
+    lower = [s.id for s in site.services if s.priority.value != "critical"]
+    # The lower tiers go sooner, and what that saves keeps the critical ones up longer.
+    assert all(conservative[sid] <= usual[sid] for sid in lower)
+    assert any(conservative[sid] < usual[sid] for sid in lower)
+    assert plans[1].tier_runtime_s["critical"] >= plans[0].tier_runtime_s["critical"]
+
+
+async def test_switch_sets_the_prior_and_survives_in_the_state(
+    hass: HomeAssistant, modbus_site: ModbusSite
+) -> None:
+    entry = small_site_entry(modbus_site)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    control = entry.runtime_data.control
+    assert hass.states.get(SWITCH).state == "off"
+    assert control.prior is control.normal_prior
+
+    await hass.services.async_call("switch", "turn_on", {"entity_id": SWITCH}, blocking=True)
+    assert hass.states.get(SWITCH).state == "on"
+    assert control.prior is CONSERVATIVE_PRIOR
+    assert control.to_state()["conservative"] is True
+
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert hass.states.get(SWITCH).state == "on"
+    await hass.services.async_call("switch", "turn_off", {"entity_id": SWITCH}, blocking=True)
+    assert entry.runtime_data.control.prior is entry.runtime_data.control.normal_prior
