@@ -21,12 +21,16 @@ import yaml  # type: ignore[import-untyped]
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+    async_mock_service,
+)
 from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
 from syrupy.assertion import SnapshotAssertion
 
 from custom_components.power_allocation import coordinator as coordinator_module
-from custom_components.power_allocation.const import DOMAIN
+from custom_components.power_allocation.const import DOMAIN, EVENT_DECISION
 from custom_components.power_allocation.coordinator import PowerAllocationCoordinator
 from custom_components.power_allocation.engine.controller import Mode
 from tests.fixtures.modbus_site import ModbusSite
@@ -265,6 +269,49 @@ async def test_set_priority_changes_who_is_shed(run: SiteRun) -> None:
     assert run.coordinator.control.priority_overrides == {}, "its own tier is no override"
 
 
+async def test_shed_and_restore_call_the_services_home_assistant_actions(
+    hass: HomeAssistant, modbus_site: ModbusSite
+) -> None:
+    base = small_site_entry(modbus_site)
+    services = [
+        {
+            **s,
+            "stop_action": {"action": "host.stop", "data": {"host": "batch-1"}},
+            # Not registered: the failure is reported, and the outlet still comes back.
+            "start_action": {"action": "host.missing", "data": {}},
+        }
+        if s["id"] == "batch"
+        else s
+        for s in base.options["services"]
+    ]
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title=base.title,
+        data=dict(base.data),
+        options={"pdus": list(base.options["pdus"]), "services": services},
+    )
+    stops = async_mock_service(hass, "host", "stop")
+    decisions = async_capture_events(hass, EVENT_DECISION)
+    with site_clock(modbus_site):
+        run = SiteRun(hass, modbus_site, entry)
+        await run.set_up()
+        await run.cycle(2)
+        await run.call("shed_service", service="batch")
+        assert [c.data for c in stops] == [{"host": "batch-1"}]
+        await run.cycle_until(lambda: not run.outlet_on(BATCH_OUTLET))
+        assert [(d.data["action"], d.data["ok"]) for d in decisions] == [
+            ("stop", True),
+            ("outlets_off", True),
+        ]
+
+        await run.call("restore_service", service="batch")
+        await run.cycle_until(lambda: run.outlet_on(BATCH_OUTLET))
+        start = decisions[-1].data
+        assert (start["service"], start["action"], start["ok"]) == ("batch", "start", False)
+        assert start["error"].startswith("host.missing: ")
+        await run.unload()
+
+
 async def test_restore_all_releases_every_hold(run: SiteRun) -> None:
     await run.call("shed_service", service="batch")
     await run.call("hold_service", service="db", state="on")
@@ -414,3 +461,18 @@ async def test_load_topology_refuses_a_bad_document_and_keeps_the_entry(
     assert dict(run.entry.options) == options
     assert run.entry.state is ConfigEntryState.LOADED
     assert run.coordinator is coordinator
+
+
+async def test_load_topology_keeps_the_configured_broker(
+    hass: HomeAssistant, modbus_site: ModbusSite
+) -> None:
+    broker = {"host": "127.0.0.1", "port": 1883, "base_topic": "rack"}
+    with site_clock(modbus_site):
+        run = SiteRun(hass, modbus_site, small_site_entry(modbus_site, mqtt=broker))
+        await run.set_up()
+        services = [dict(s) for s in run.entry.options["services"]]
+        response = await run.call("load_topology", topology=_topology_yaml(run, services))
+        assert response == {"ups": 1, "pdus": 2, "services": 3}
+        assert run.entry.data["topology"]["mqtt"] == {**broker, "tls": False}
+        assert run.entry.state is ConfigEntryState.LOADED
+        await run.unload()
