@@ -40,7 +40,9 @@ TOLERANCE_W = 1e-6
 MIN_RUNNING_W = 1e-3
 EXACT_MAX_SERVICES = 250
 EXACT_TIME_BUDGET_S = 2.0
-RAISE_ROUNDS = 4
+# Rounds of raising caps (see `_raise_caps`): on a thousand random sites a third round still
+# raised something now and then, a fourth never did.
+RAISE_ROUNDS = 3
 
 _Ints = npt.NDArray[np.int64]
 _Floats = npt.NDArray[np.float64]
@@ -421,11 +423,17 @@ def _relieve(
 def _places(among: _Flags, ranks: _Small, watts: _Floats) -> _Ints:
     """Each service's place among `among` sorted by `ranks`, then `watts`, then index."""
     members = np.flatnonzero(among)
-    by_watts = np.argsort(watts[members], kind="stable")
-    # A stable sort of bytes is a radix sort: the tiers cost next to nothing.
-    order = members[by_watts[np.argsort(ranks[members][by_watts], kind="stable")]]
+    count = len(members)
+    values = watts[members]
+    by_value = np.argsort(values)
+    ordered = values[by_value]
+    # Equal watts share one dense rank: then one sort of unique integer keys does it all, several
+    # times faster than a stable float sort (throttle floors are round numbers: ties are common).
+    dense = np.empty(count, dtype=np.int64)
+    dense[by_value] = np.cumsum(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    key = (ranks[members].astype(np.int64) * (count + 1) + dense) * count + np.arange(count)
     place = np.zeros(len(among), dtype=np.int64)
-    place[order] = np.arange(len(order))
+    place[members[np.argsort(key)]] = np.arange(count)
     return place
 
 
@@ -502,30 +510,31 @@ def _off_dependency_closure(index: _Index, off: set[int], start: int) -> list[in
 def _raise_caps(problem: _Problem, draw: _Floats) -> None:
     """Raise every capped service as far as its nodes allow, most important first.
 
-    Each round hands every node's room out to its capped services in that order and raises each
-    service by the least any of its nodes grants it. A service held back by one node leaves room
-    it was granted on another unused: the next round hands that on, if there is any.
+    Each round hands every node's room out to the capped services that still have room on all
+    their nodes, in that order, and raises each by the least any of its nodes grants it. A
+    service held back by one node leaves room it was granted on another unused: the next round
+    hands that on.
     """
     index = problem.index
     upper = problem.upper_w
+    room = problem.capacity_w - _node_loads(index, draw)
     for _ in range(RAISE_ROUNDS):
         capped = (draw > 0) & (draw < upper)
         entries = index.raise_entries[capped[index.feed_service[index.raise_entries]]]
+        full = room[index.feed_node[entries]] <= TOLERANCE_W
+        blocked = np.bincount(index.feed_service[entries], weights=full, minlength=len(draw))
+        entries = entries[blocked[index.feed_service[entries]] == 0]
         if not entries.size:
             return
         node, service = index.feed_node[entries], index.feed_service[entries]
         share = index.feed_share[entries]
-        room = problem.capacity_w - _node_loads(index, draw)
         wanted = (upper - draw)[service] * share
         granted = np.clip(room[node] - _sum_before(node, wanted), 0.0, wanted) / share
         least_granted = np.full(len(draw), np.inf)
         np.minimum.at(least_granted, service, granted)
-        raise_w = np.where(capped & (least_granted > TOLERANCE_W), least_granted, 0.0)
-        if not raise_w.any():
-            return
+        raise_w = np.where(least_granted < np.inf, least_granted, 0.0)
         draw[:] = np.where(raise_w >= upper - draw, upper, draw + raise_w)
-        if not np.any(granted - raise_w[service] > TOLERANCE_W):
-            return
+        room = problem.capacity_w - _node_loads(index, draw)
 
 
 def _exact(problem: _Problem, incumbent: _Floats, time_budget_s: float) -> _Floats | None:
