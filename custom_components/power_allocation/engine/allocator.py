@@ -6,8 +6,8 @@ lexicographic: the most running services of the highest tier (throttled counts a
 of the next tier, and so on; then the fewest throttled; then the most watts delivered.
 
 Sites of up to `exact_max_services` services are solved exactly as a sequence of MILPs (HiGHS,
-through `scipy.optimize.milp`), one per level of the objective, each fixing the optimum of the
-previous level. Larger sites, or a MILP that runs out of its time budget, get a greedy that
+through `scipy.optimize.milp`), each fixing the optimum of the levels before it; consecutive
+counting levels share one MILP under lexicographic weights. Larger sites, or a MILP that runs out of its time budget, get a greedy that
 keeps I1 and I2 and reports `optimal=False`; it works on arrays, a whole level of nodes (outlets,
 PDUs, UPS units) at a time, so that 10,000 services cost a few milliseconds. When every service
 fits at its full draw, that allocation is optimal without any search.
@@ -40,6 +40,7 @@ TOLERANCE_W = 1e-6
 MIN_RUNNING_W = 1e-3
 EXACT_MAX_SERVICES = 250
 EXACT_TIME_BUDGET_S = 2.0
+MILP_INTEGRALITY_TOLERANCE = 1e-6  # HiGHS's default (mip_feasibility_tolerance)
 # Rounds of raising caps (see `_raise_caps`): on a thousand random sites a third round still
 # raised something now and then, a fourth never did.
 RAISE_ROUNDS = 3
@@ -605,46 +606,71 @@ def _exact(problem: _Problem, incumbent: _Floats, time_budget_s: float) -> _Floa
     integrality = np.concatenate([np.ones(2 * n), np.zeros(n)])
     incumbent_running = incumbent > 0
 
-    objectives: list[tuple[_Floats, str]] = []
-    for tier in (3, 2, 1, 0):
-        members = index.rank == tier
-        if members.any():
-            objectives.append((np.concatenate([-members.astype(float), np.zeros(2 * n)]), "tier"))
-    objectives.append((np.concatenate([np.zeros(n), ones, np.zeros(n)]), "throttled"))
-    objectives.append((np.concatenate([-upper, np.zeros(n), ones]), "watts"))
-
-    solution: _Floats | None = None
+    # The integer levels, most important first: running per tier, then throttled.
+    levels = [
+        np.concatenate([-(index.rank == tier).astype(float), np.zeros(2 * n)])
+        for tier in (3, 2, 1, 0)
+        if np.any(index.rank == tier)
+    ]
+    tier_levels = len(levels)
+    levels.append(np.concatenate([np.zeros(n), ones, np.zeros(n)]))
+    options = {"time_limit": time_budget_s, "mip_rel_gap": 0.0}
     # While the greedy meets every level solved so far, a tier it runs in full needs no search.
     incumbent_optimal = True
-    for cost, level in objectives:
-        incumbent_value = float(cost[:n] @ incumbent_running) if level == "tier" else math.nan
-        if level == "tier" and incumbent_optimal:
-            free = (cost[:n] < 0) & (high[:n] > 0)
-            if incumbent_value <= -float(free.sum()):
-                constraints.append(LinearConstraint(cost, -np.inf, incumbent_value + 0.5))
+    level = 0
+    while level < len(levels):
+        if level < tier_levels and incumbent_optimal:
+            incumbent_value = float(levels[level][:n] @ incumbent_running)
+            if incumbent_value <= -float(np.count_nonzero((levels[level] < 0) & (high > 0))):
+                constraints.append(LinearConstraint(levels[level], -np.inf, incumbent_value + 0.5))
+                level += 1
                 continue
+        group, cost = _level_group(levels[level:], high)
         result = milp(
-            cost,
-            constraints=constraints,
-            integrality=integrality,
-            bounds=bounds,
-            options={"time_limit": time_budget_s, "mip_rel_gap": 0.0},
+            cost, constraints=constraints, integrality=integrality, bounds=bounds, options=options
         )
         if result.status != 0 or result.x is None:
             return None
-        solution = result.x
-        if level == "tier" and round(float(result.fun)) != round(incumbent_value):
-            incumbent_optimal = False
-        # Fix this level's optimum before optimising the next one.
-        slack = 0.5 if level != "watts" else TOLERANCE_W
-        constraints.append(LinearConstraint(cost, -np.inf, float(result.fun) + slack))
-    if solution is None:
+        # Fix each level's optimum before optimising the next ones: one row per level makes a
+        # tighter relaxation for the next MILP than the weighted sum would.
+        for solved in range(level, level + group):
+            optimum = round(float(levels[solved] @ result.x))
+            constraints.append(LinearConstraint(levels[solved], -np.inf, optimum + 0.5))
+            if solved < tier_levels and optimum != levels[solved][:n] @ incumbent_running:
+                incumbent_optimal = False
+        level += group
+    watts = np.concatenate([-upper, np.zeros(n), ones])
+    result = milp(
+        watts, constraints=constraints, integrality=integrality, bounds=bounds, options=options
+    )
+    if result.status != 0 or result.x is None:
         return None
+    solution = result.x
     running = solution[r] > 0.5
     throttled = solution[t] > 0.5
     cap_below = np.where(throttled, np.clip(solution[x], 0.0, span), 0.0)
     draw: _Floats = np.where(running, upper - cap_below, 0.0)
     return draw if _fits(problem, draw) else None
+
+
+def _level_group(levels: Sequence[_Floats], high: _Floats) -> tuple[int, _Floats]:
+    """How many of the integer `levels` one MILP can solve together, and its cost.
+
+    Weighted so that one unit of a level outweighs every later level of the group, the sum is
+    lexicographic. Its weights stay small enough that HiGHS's integrality tolerance (1e-6 on
+    each variable) moves it by less than half of its smallest unit: then the optimum is exact.
+    """
+    cost = levels[0]
+    magnitude = float(np.count_nonzero((cost != 0) & (high > 0)))
+    group = 1
+    for following in levels[1:]:
+        units = float(np.count_nonzero((following != 0) & (high > 0)))
+        if (magnitude * (units + 1) + units) * MILP_INTEGRALITY_TOLERANCE >= 0.25:
+            break
+        cost = cost * (units + 1) + following
+        magnitude = magnitude * (units + 1) + units
+        group += 1
+    return group, cost
 
 
 _FITS = "fits within every limit"
