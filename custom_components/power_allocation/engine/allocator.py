@@ -7,10 +7,11 @@ of the next tier, and so on; then the fewest throttled; then the most watts deli
 
 Sites of up to `exact_max_services` services are solved exactly as a sequence of MILPs (HiGHS,
 through `scipy.optimize.milp`), each fixing the optimum of the levels before it; consecutive
-counting levels share one MILP under lexicographic weights. Larger sites, or a MILP that runs out of its time budget, get a greedy that
-keeps I1 and I2 and reports `optimal=False`; it works on arrays, a whole level of nodes (outlets,
-PDUs, UPS units) at a time, so that 10,000 services cost a few milliseconds. When every service
-fits at its full draw, that allocation is optimal without any search.
+counting levels share one MILP under lexicographic weights. Larger sites, or a MILP that runs
+out of its time budget, get a greedy that keeps I1 and I2 and reports `optimal=False`; it works
+on arrays, a whole level of nodes (outlets, PDUs, UPS units) at a time, so that 10,000 services
+cost a few milliseconds. When every service fits at its full draw, that allocation is optimal
+without any search.
 
 A service on several outlets (dual PSUs) is assumed to share its draw equally between them.
 """
@@ -143,6 +144,10 @@ class _Index:
     # Every entry, by node and then in readmit order: the order in which caps are raised.
     raise_entries: _Ints
     unmanaged_nodes: dict[str, tuple[int, ...]]
+    # Every service id and every node id, keyed to None: a result's dicts are copies of these,
+    # filled in, which is several times faster than building them (no resizing, no rehashing).
+    by_service: dict[str, Any]
+    by_node: dict[str, Any]
 
 
 _INDEX_CACHE: weakref.WeakKeyDictionary[Site, _Index] = weakref.WeakKeyDictionary()
@@ -232,6 +237,8 @@ def _build_index(site: Site) -> _Index:
             outlet: tuple(node_of[n] for n in site.nodes_above_outlet(outlet))
             for outlet in site.unmanaged_outlets
         },
+        by_service=dict.fromkeys(service_ids),
+        by_node=dict.fromkeys(node_ids),
     )
 
 
@@ -741,15 +748,17 @@ def _result(problem: _Problem, draw: _Floats, *, optimal: bool, method: str) -> 
         )
     states = cast(list[ServiceState], _STATE_BY_CODE[np.where(off, 2, throttled)].tolist())
     draws = cast(list[float], draw.tolist())
-    decisions = dict(
+    decisions = index.by_service.copy()
+    decisions.update(
         zip(
             index.service_ids,
             map(_decision, zip(states, draws, caps, reasons, strict=True)),
             strict=True,
         )
     )
+    node_load_w = index.by_node.copy()
     totals = cast(list[float], (loads + problem.unmanaged_w).tolist())
-    node_load_w = dict(zip(index.node_ids, totals, strict=True))
+    node_load_w.update(zip(index.node_ids, totals, strict=True))
     within = bool(np.all(slack >= -TOLERANCE_W))
     return Allocation(decisions, node_load_w, optimal, method, within)
 
