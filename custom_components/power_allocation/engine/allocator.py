@@ -488,6 +488,9 @@ def _win_back(problem: _Problem, draw: _Floats, movable: _Flags) -> None:
     for i in candidates:
         if i not in off:  # started as a dependency of an earlier one
             continue
+        # Room only shrinks: once a node is full, this spares most candidates their closure.
+        if any(floor[i] * share > room[node] + TOLERANCE_W for node, share in index.feeds[i]):
+            continue
         needed = _off_dependency_closure(index, off, i)
         if not may_start.issuperset(needed):
             continue
