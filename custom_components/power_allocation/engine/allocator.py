@@ -565,43 +565,20 @@ def _exact(problem: _Problem, incumbent: _Floats, time_budget_s: float) -> _Floa
     entries = np.flatnonzero(np.isfinite(problem.capacity_w)[index.feed_node])
     limited_nodes, node_row = np.unique(index.feed_node[entries], return_inverse=True)
     feed_service, feed_share = index.feed_service[entries], index.feed_share[entries]
+    edge_rows = 2 * n + np.arange(edges)
     node_rows = 2 * n + edges + node_row
-    rows = np.concatenate(
-        [
-            r,
-            r,  # throttled only if running: t_i - r_i ≤ 0
-            n + r,
-            n + r,  # capped only if throttled: x_i - span_i t_i ≤ 0
-            2 * n + np.arange(edges),
-            2 * n + np.arange(edges),  # I1: r_i - r_d ≤ 0
-            node_rows,
-            node_rows,  # I2: Σ upper_i s r_i - s x_i ≤ capacity
-        ]
-    )
-    cols = np.concatenate(
-        [
-            t,
-            r,
-            x,
-            t,
-            r[index.edge_dependent],
-            r[index.edge_dependency],
-            r[feed_service],
-            x[feed_service],
-        ]
-    )
-    vals = np.concatenate(
-        [
-            ones,
-            -ones,
-            ones,
-            -span,
-            np.ones(edges),
-            -np.ones(edges),
-            upper[feed_service] * feed_share,
-            -feed_share,
-        ]
-    )
+    # Every term of every row, as (rows, columns, coefficients); each row is ≤ its bound.
+    terms = [
+        (r, t, ones),  # throttled only if running: t_i - r_i ≤ 0
+        (r, r, -ones),
+        (n + r, x, ones),  # capped only if throttled: x_i - span_i t_i ≤ 0
+        (n + r, t, -span),
+        (edge_rows, r[index.edge_dependent], np.ones(edges)),  # I1: r_i - r_d ≤ 0
+        (edge_rows, r[index.edge_dependency], -np.ones(edges)),
+        (node_rows, r[feed_service], upper[feed_service] * feed_share),  # I2: on each node,
+        (node_rows, x[feed_service], -feed_share),  # Σ share_i (upper_i r_i - x_i) ≤ capacity
+    ]
+    rows, cols, vals = (np.concatenate(column) for column in zip(*terms, strict=True))
     row_count = 2 * n + edges + len(limited_nodes)
     rhs = np.concatenate([np.zeros(2 * n + edges), problem.capacity_w[limited_nodes]])
     base = coo_matrix((vals, (rows, cols)), shape=(row_count, 3 * n)).tocsr()
