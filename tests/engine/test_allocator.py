@@ -47,6 +47,33 @@ def assert_feasible(site: Site, allocation: Allocation, unmanaged_w: dict[str, f
         assert math.isclose(load[node.id], allocation.node_load_w[node.id], abs_tol=1e-6)
 
 
+def assert_reasons_hold(site: Site, allocation: Allocation) -> None:
+    """Every decision says why, and what it says is true of the allocation."""
+    decisions = allocation.decisions
+    for service in site.services:
+        decision = decisions[service.id]
+        off_dependencies = [d for d in service.depends_on if decisions[d].state is ServiceState.OFF]
+        if decision.state is ServiceState.ON:
+            assert decision.cap_w is None
+            assert decision.reason in (
+                "fits within every limit",
+                "held on (or needed by a held-on service)",
+            )
+        elif decision.state is ServiceState.THROTTLED:
+            assert decision.cap_w == decision.draw_w
+            assert decision.reason.startswith(f"capped to {decision.draw_w:.0f} W of ")
+        else:
+            assert decision.draw_w == 0
+            assert decision.cap_w is None
+            if decision.reason.startswith("off because "):
+                named = decision.reason.removeprefix("off because ").removesuffix(" is off")
+                assert named.split(", ") == off_dependencies
+            elif decision.reason.startswith("shed: "):
+                assert not off_dependencies
+            else:
+                assert decision.reason == "held off (or needs a held-off service)"
+
+
 @SLOW
 @given(random_cases())
 def test_exact_allocation_is_feasible_and_matches_brute_force(case: RandomCase) -> None:
@@ -54,6 +81,7 @@ def test_exact_allocation_is_feasible_and_matches_brute_force(case: RandomCase) 
     assert allocation.optimal
     assert allocation.within_limits
     assert_feasible(case.site, allocation, case.unmanaged_w)
+    assert_reasons_hold(case.site, allocation)
     counts, throttled, watts = allocation_objective(case.site, allocation)
     best_counts, best_throttled, best_watts = brute_force_objective(
         case.site, case.demand_w, case.unmanaged_w
@@ -99,30 +127,9 @@ def test_holds_are_kept_and_dependencies_follow_them(case: RandomCase, data: st.
             assert allocation.decisions[sid].state is ServiceState.OFF
         for sid in graph.dependency_closure(held_on):
             assert allocation.decisions[sid].state is not ServiceState.OFF
+        assert_reasons_hold(case.site, allocation)
         if allocation.within_limits:
             assert_feasible(case.site, allocation, case.unmanaged_w)
-
-
-def assert_reasons_hold(site: Site, allocation: Allocation) -> None:
-    """Every decision says why, and what it says is true of the allocation."""
-    decisions = allocation.decisions
-    for service in site.services:
-        decision = decisions[service.id]
-        if decision.state is ServiceState.THROTTLED:
-            assert decision.cap_w == decision.draw_w
-            assert decision.reason.startswith("capped to ")
-        else:
-            assert decision.cap_w is None
-        if decision.state is ServiceState.OFF:
-            assert decision.draw_w == 0
-            if decision.reason.startswith("off because "):
-                named = decision.reason.removeprefix("off because ").removesuffix(" is off")
-                off_dependencies = [
-                    d for d in service.depends_on if decisions[d].state is ServiceState.OFF
-                ]
-                assert named.split(", ") == off_dependencies
-            else:
-                assert decision.reason.startswith(("shed: ", "held off"))
 
 
 @settings(max_examples=60, deadline=None)
