@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from custom_components.power_allocation.engine import allocator
 from custom_components.power_allocation.engine.allocator import (
     Allocation,
     Demand,
@@ -44,6 +47,33 @@ def assert_feasible(site: Site, allocation: Allocation, unmanaged_w: dict[str, f
         assert math.isclose(load[node.id], allocation.node_load_w[node.id], abs_tol=1e-6)
 
 
+def assert_reasons_hold(site: Site, allocation: Allocation) -> None:
+    """Every decision says why, and what it says is true of the allocation."""
+    decisions = allocation.decisions
+    for service in site.services:
+        decision = decisions[service.id]
+        off_dependencies = [d for d in service.depends_on if decisions[d].state is ServiceState.OFF]
+        if decision.state is ServiceState.ON:
+            assert decision.cap_w is None
+            assert decision.reason in (
+                "fits within every limit",
+                "held on (or needed by a held-on service)",
+            )
+        elif decision.state is ServiceState.THROTTLED:
+            assert decision.cap_w == decision.draw_w
+            assert decision.reason.startswith(f"capped to {decision.draw_w:.0f} W of ")
+        else:
+            assert decision.draw_w == 0
+            assert decision.cap_w is None
+            if decision.reason.startswith("off because "):
+                named = decision.reason.removeprefix("off because ").removesuffix(" is off")
+                assert named.split(", ") == off_dependencies
+            elif decision.reason.startswith("shed: "):
+                assert not off_dependencies
+            else:
+                assert decision.reason == "held off (or needs a held-off service)"
+
+
 @SLOW
 @given(random_cases())
 def test_exact_allocation_is_feasible_and_matches_brute_force(case: RandomCase) -> None:
@@ -51,6 +81,7 @@ def test_exact_allocation_is_feasible_and_matches_brute_force(case: RandomCase) 
     assert allocation.optimal
     assert allocation.within_limits
     assert_feasible(case.site, allocation, case.unmanaged_w)
+    assert_reasons_hold(case.site, allocation)
     counts, throttled, watts = allocation_objective(case.site, allocation)
     best_counts, best_throttled, best_watts = brute_force_objective(
         case.site, case.demand_w, case.unmanaged_w
@@ -96,8 +127,67 @@ def test_holds_are_kept_and_dependencies_follow_them(case: RandomCase, data: st.
             assert allocation.decisions[sid].state is ServiceState.OFF
         for sid in graph.dependency_closure(held_on):
             assert allocation.decisions[sid].state is not ServiceState.OFF
+        assert_reasons_hold(case.site, allocation)
         if allocation.within_limits:
             assert_feasible(case.site, allocation, case.unmanaged_w)
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_cases(max_services=150), st.data())
+def test_greedy_on_larger_sites_keeps_limits_holds_and_reasons(
+    case: RandomCase, data: st.DataObject
+) -> None:
+    """Derated limits shed much of the site; held-off services stay off, the rest fits."""
+    site = case.site
+    ids = [s.id for s in site.services]
+    held_off = frozenset(data.draw(st.lists(st.sampled_from(ids), max_size=3)))
+    unmanaged_on = dict.fromkeys((n.id for n in site.nodes), 0.0)
+    for outlet, watts in case.unmanaged_w.items():
+        for node_id in site.nodes_above_outlet(outlet):
+            unmanaged_on[node_id] += watts
+    limited = [n for n in site.nodes if n.kind != "outlet"]
+    limits_w = {
+        node.id: max(unmanaged_on[node.id], (node.limit_w or 0.0) * data.draw(st.floats(0.05, 1)))
+        for node in data.draw(st.lists(st.sampled_from(limited), max_size=3))
+    }
+    allocation = allocate(
+        site,
+        case.demand_w,
+        unmanaged_w=case.unmanaged_w,
+        limits_w=limits_w,
+        held_off=held_off,
+        exact_max_services=0,
+    )
+    assert allocation.method in ("all_fit", "greedy")
+    assert allocation.within_limits
+    derated = Site(
+        ups=tuple(replace(u, rated_w=limits_w.get(u.id, u.rated_w)) for u in site.ups),
+        pdus=tuple(replace(p, limit_w=limits_w.get(p.id, p.limit_w)) for p in site.pdus),
+        services=site.services,
+    )
+    assert_feasible(derated, allocation, case.unmanaged_w)
+    for sid in site.graph.dependent_closure(held_off):
+        assert allocation.decisions[sid].reason.startswith("held off")
+    assert_reasons_hold(site, allocation)
+
+
+@settings(max_examples=100, deadline=None)
+@given(random_cases(max_services=60), st.data())
+def test_vectorised_closures_match_the_dependency_graph(
+    case: RandomCase, data: st.DataObject
+) -> None:
+    site = case.site
+    start = data.draw(st.lists(st.sampled_from([s.id for s in site.services]), max_size=4))
+    index = allocator._index(site)
+    positions = [index.position[sid] for sid in start]
+    dependents = allocator._dependent_closure(index, positions)
+    dependencies = allocator._dependency_closure(index, positions)
+    assert {index.service_ids[i] for i in np.flatnonzero(dependents)} == (
+        site.graph.dependent_closure(start)
+    )
+    assert {index.service_ids[i] for i in np.flatnonzero(dependencies)} == (
+        site.graph.dependency_closure(start)
+    )
 
 
 def rack() -> Site:
