@@ -177,10 +177,6 @@ def async_setup_services(hass: HomeAssistant) -> None:
                 translation_key="invalid_topology",
                 translation_placeholders={"error": str(error)},
             ) from error
-        if not checked["ups"]:
-            raise ServiceValidationError(
-                translation_domain=DOMAIN, translation_key="topology_without_ups"
-            )
         site_part: dict[str, Any] = {"ups": checked["ups"]}
         if "mqtt" in checked:
             site_part["mqtt"] = checked["mqtt"]
