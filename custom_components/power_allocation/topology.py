@@ -16,7 +16,7 @@ has). `parse_topology` validates the lot and returns a `SiteTopology`; every pro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +75,7 @@ def _modbus_source(profiles: tuple[str, ...]) -> vol.Schema:
     )
 
 
-def _by_kind(**schemas: vol.Schema) -> Any:
+def _by_kind(**schemas: Callable[[Any], Any]) -> Any:
     """Validate a source with the schema of its `kind`, so errors name the right fields."""
 
     def validate(value: Any) -> Any:
@@ -84,6 +84,18 @@ def _by_kind(**schemas: vol.Schema) -> Any:
         return schemas[value["kind"]](dict(value))
 
     return validate
+
+
+_ONE_MAINS_ENTITY = "give on_battery or status, not both"
+
+
+def _has_mains_entity(source: dict[str, Any]) -> dict[str, Any]:
+    """Without one, the UPS could never be read as available."""
+    if "on_battery" not in source and "status" not in source:
+        raise vol.Invalid(
+            "needs on_battery or status, the entity that says whether it is on battery"
+        )
+    return source
 
 
 _UPS_SOURCE = _by_kind(
@@ -95,15 +107,18 @@ _UPS_SOURCE = _by_kind(
             vol.Optional("variables", default=dict): _VARIABLES,
         }
     ),
-    entities=vol.Schema(
-        {
-            vol.Required("kind"): SOURCE_ENTITIES,
-            vol.Exclusive("on_battery", "mains"): _ENTITY_ID,
-            vol.Exclusive("status", "mains"): _ENTITY_ID,
-            vol.Optional("runtime"): _ENTITY_ID,
-            vol.Optional("charge"): _ENTITY_ID,
-            vol.Optional("load"): _ENTITY_ID,
-        }
+    entities=vol.All(
+        vol.Schema(
+            {
+                vol.Required("kind"): SOURCE_ENTITIES,
+                vol.Exclusive("on_battery", "mains", msg=_ONE_MAINS_ENTITY): _ENTITY_ID,
+                vol.Exclusive("status", "mains", msg=_ONE_MAINS_ENTITY): _ENTITY_ID,
+                vol.Optional("runtime"): _ENTITY_ID,
+                vol.Optional("charge"): _ENTITY_ID,
+                vol.Optional("load"): _ENTITY_ID,
+            }
+        ),
+        _has_mains_entity,
     ),
 )
 
