@@ -152,16 +152,20 @@ class MqttBridge:
         client.disconnect()
         await asyncio.get_running_loop().run_in_executor(None, client.loop_stop)
 
-    def publish(self) -> None:
-        """One telemetry round, unless the last one was less than `interval_s` ago."""
+    def publish(self) -> list[str]:
+        """One telemetry round, unless the last one was less than `interval_s` ago; the topics
+        it published (so that a reader can tell when it has had the whole round)."""
         now_s = time.monotonic()
         client = self._client
         if client is None or now_s - self._last_round_s < self.interval_s:
-            return
+            return []
         self._last_round_s = now_s
         snapshot = self.site.snapshot()
+        topics = []
         for topic, payload in self._telemetry(snapshot):
             client.publish(topic, payload, qos=0)
+            topics.append(topic)
+        return topics
 
     # --- what is published ------------------------------------------------------------------
 

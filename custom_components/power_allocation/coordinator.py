@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from . import PowerAllocationConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
+# MQTT devices report when they have something to say: once the broker has taken the
+# subscriptions, a site with nothing heard from yet is set up, its devices unavailable until
+# they speak.
+MQTT_CONNECT_WAIT_S = 10.0
 
 
 class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
@@ -89,6 +93,7 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         self.control = SiteControl(self.topology, stored)
         self._restored = True
         await self.drivers.start()
+        await self.drivers.async_wait_connected(MQTT_CONNECT_WAIT_S)
 
     async def async_shutdown(self) -> None:
         """Save, then disconnect every device (runs when the entry unloads)."""
@@ -107,8 +112,10 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         async with self.lock:
             outcome = await self.hass.async_add_executor_job(self.control.cycle, snapshot, now_s)
         await self._carry_out(outcome)
-        if not any(r.available for r in snapshot.ups.values()) and not any(
-            r.available for r in snapshot.outlets.values()
+        if (
+            not any(r.available for r in snapshot.ups.values())
+            and not any(r.available for r in snapshot.outlets.values())
+            and not self.drivers.broker_connected
         ):
             # The controller ran all the same (I7: missing telemetry never stalls it); the
             # entities go unavailable.

@@ -8,6 +8,7 @@ sources and host agents share one `MqttDriver` on the site's broker; entity sour
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,20 @@ class SiteDrivers:
     async def stop(self) -> None:
         """Stop every driver."""
         await asyncio.gather(*(driver.stop() for driver in self.drivers.values()))
+
+    @property
+    def broker_connected(self) -> bool:
+        """Whether the site's MQTT broker connection is up, subscriptions taken."""
+        driver = self.drivers.get(SOURCE_MQTT)
+        return isinstance(driver, MqttDriver) and driver.connected
+
+    async def async_wait_connected(self, timeout_s: float) -> None:
+        """Give the MQTT driver (if any) up to `timeout_s` to connect and subscribe."""
+        driver = self.drivers.get(SOURCE_MQTT)
+        if isinstance(driver, MqttDriver):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await driver.wait_connected()
 
     async def read(self, monotonic_s: float) -> TelemetrySnapshot:
         """One snapshot of the whole site, read from every driver at once."""

@@ -177,6 +177,7 @@ class MqttDriver:
 
         self._lock = threading.Lock()
         self._connected = False
+        self._ready = asyncio.Event()  # set (on the loop) whenever the driver becomes connected
         self._applied = 0
         self._malformed: Counter[str] = Counter()
         self._pending_acks: dict[str, list[_PendingAck]] = {}
@@ -409,6 +410,8 @@ class MqttDriver:
             # Ready once the broker has acknowledged the subscriptions: a reading published
             # before that would be missed.
             self._connected = not self._subscriptions
+        if not self._subscriptions:
+            self._mark_ready()
         # A clean session forgets subscriptions: subscribe on every (re)connection.
         if self._subscriptions:
             client.subscribe([(topic, COMMAND_QOS) for topic in self._subscriptions])
@@ -480,6 +483,20 @@ class MqttDriver:
             _LOGGER.warning("MQTT broker refused %d subscription(s): %s", len(refused), refused[0])
         with self._lock:
             self._connected = True
+        self._mark_ready()
+
+    def _mark_ready(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._ready.set)
+
+    async def wait_connected(self) -> None:
+        """Until the broker has taken every subscription (callers bound it with a timeout)."""
+        while not self.connected:
+            self._ready.clear()
+            if self.connected:
+                return
+            await self._ready.wait()
 
     def _match_ack(self, topic: str, payload: bytes) -> None:
         with self._lock:

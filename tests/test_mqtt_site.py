@@ -1,0 +1,166 @@
+"""A site read entirely over MQTT: the UPS on NUT-style topics, the outlets as Tasmota plugs, the
+services' host agents on the project's schema, all through the simulator's bridge on a real
+Mosquitto. Mains fails: a throttle-capable service is capped through its agent; a load step
+pushes a PDU towards its breaker and the overload guard predicts it before it trips.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
+
+from custom_components.power_allocation.const import (
+    CONF_SITE_NAME,
+    CONF_TOPOLOGY,
+    DOMAIN,
+    EVENT_DECISION,
+    EVENT_OVERLOAD_PREDICTED,
+)
+from custom_components.power_allocation.drivers.mqtt import MqttDriver
+from custom_components.power_allocation.engine.scenario import build_scenario
+from simulator.mqtt_bridge import MqttBridge, tasmota_topic
+from simulator.site import SimulatedSite
+from tests.fixtures.modbus_site import HOST
+from tests.fixtures.mqtt_broker import Mosquitto
+
+CYCLE_S = 10
+APPLY_TIMEOUT_S = 10.0
+EPOCH_S = 1_800_000_000.0
+PREFIX = "mq"
+SITE: dict[str, Any] = {
+    "name": "mqtt-rack",
+    "seed": 5,
+    "step_s": 1,
+    "ups": [
+        {"id": "ups1", "capacity_wh": 600, "rated_w": 1500, "runtime_full_load_s": 300,
+         "peukert_k": 1.3, "efficiency": 0.9, "soc_start_pct": 100}
+    ],
+    "pdus": [{"id": "pdu-a", "ups": "ups1", "limit_w": 900, "outlets": 3}],
+    "services": [
+        {"id": "core", "priority": "critical", "outlets": ["pdu-a/1"], "shutdown_s": 10,
+         "startup_s": 10, "load": {"constant_w": 120}},
+        {"id": "render", "priority": "low", "outlets": ["pdu-a/2"], "shutdown_s": 10,
+         "startup_s": 10, "idle_w": 5, "throttle": {"min_w": 100}, "load": {"constant_w": 300}},
+        {"id": "spare", "priority": "medium", "outlets": ["pdu-a/3"], "shutdown_s": 10,
+         "startup_s": 10, "idle_w": 5, "load": {"constant_w": 150}},
+    ],
+    "timeline": {"history_s": 0, "outage_at_s": 3600, "outage_duration_s": 600},
+}  # fmt: skip
+
+
+@pytest.fixture
+async def bridge_site(
+    socket_enabled: None, mqtt_broker: Mosquitto
+) -> AsyncIterator[tuple[SimulatedSite, MqttBridge]]:
+    site = SimulatedSite(build_scenario(SITE, {}), follow_timeline=False)
+    bridge = MqttBridge(site, HOST, mqtt_broker.port, "tasmota", PREFIX, interval_s=0)
+    await bridge.start()
+    try:
+        yield site, bridge
+    finally:
+        await bridge.stop()
+
+
+def _wait_applied(driver: MqttDriver, count: int) -> None:
+    """Until the driver has applied `count` messages: the round just published has arrived."""
+    deadline = time.monotonic() + APPLY_TIMEOUT_S
+    while driver.counts().applied < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"applied {driver.counts().applied} of {count} messages")
+        time.sleep(0.005)
+
+
+def _entry(broker_port: int) -> MockConfigEntry:
+    ups = {
+        **{k: SITE["ups"][0][k] for k in ("id", "rated_w", "capacity_wh", "runtime_full_load_s")},
+        "source": {"kind": "mqtt", "profile": "nut", "variables": {"prefix": f"{PREFIX}/nut/ups1"}},
+    }
+    pdu = {
+        **SITE["pdus"][0],
+        "source": {
+            "kind": "mqtt",
+            "profile": "tasmota",
+            "outlets": {n: {"topic": tasmota_topic(PREFIX, f"pdu-a/{n}")} for n in (1, 2, 3)},
+        },
+    }
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title="Rack MQTT",
+        unique_id="rack_mqtt",
+        data={
+            CONF_SITE_NAME: "Rack MQTT",
+            CONF_TOPOLOGY: {
+                "mqtt": {"host": HOST, "port": broker_port, "base_topic": PREFIX},
+                "ups": [ups],
+            },
+        },
+        options={
+            "pdus": [pdu],
+            "services": [
+                {**{k: v for k, v in s.items() if k != "load"}, "agent": True}
+                for s in SITE["services"]
+            ],
+        },
+    )
+
+
+async def test_mqtt_site_throttles_through_its_agent_and_predicts_an_overload(
+    hass: HomeAssistant, bridge_site: tuple[SimulatedSite, MqttBridge], mqtt_broker: Mosquitto
+) -> None:
+    site, bridge = bridge_site
+    entry = _entry(mqtt_broker.port)
+    entry.add_to_hass(hass)
+    # The broker connection is up before the first refresh; the devices speak when they publish.
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    coordinator = entry.runtime_data
+    coordinator.clock = lambda: EPOCH_S + site.time_s
+    decisions = async_capture_events(hass, EVENT_DECISION)
+    overloads = async_capture_events(hass, EVENT_OVERLOAD_PREDICTED)
+
+    driver = coordinator.drivers.drivers["mqtt"]
+    assert isinstance(driver, MqttDriver)
+
+    async def cycle() -> None:
+        site.advance(CYCLE_S)
+        before = driver.counts().applied
+        wanted = sum(1 for topic in bridge.publish() if topic in driver.subscriptions)
+        await hass.async_add_executor_job(_wait_applied, driver, before + wanted)
+        await coordinator.async_refresh()
+        await hass.async_block_till_done()
+
+    for _ in range(3):
+        await cycle()
+    assert hass.states.get("sensor.rack_mqtt_ups1_state_of_charge").state == "100.0"
+    assert float(hass.states.get("sensor.rack_mqtt_pdu_a_total_power").state) > 500
+    assert hass.states.get("switch.rack_mqtt_pdu_a_outlet_2").state == "on"
+
+    # The load steps up towards the breaker: the guard warns before anything trips.
+    site.step_load("render", 450.0, 600.0)
+    for _ in range(12):
+        await cycle()
+        if overloads:
+            break
+    assert overloads, "the guard predicted the PDU's overload"
+    assert overloads[0].data["node"] == "pdu-a"
+
+    site.set_mains(False)
+    for _ in range(30):
+        await cycle()
+        if any(e.data["action"] == "throttle" for e in decisions):
+            break
+    throttles = [e.data for e in decisions if e.data["action"] == "throttle"]
+    assert throttles, [e.data for e in decisions]
+    assert throttles[0]["service"] == "render"
+    assert throttles[0]["ok"], throttles[0]
+    assert site.snapshot().services["render"].cap_w == throttles[0]["cap_w"]
+    assert hass.states.get("switch.rack_mqtt_pdu_a_outlet_1").state == "on"
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
