@@ -476,14 +476,17 @@ class _Cycle:
         self._fit_limits()
 
     def _base_load_w(self, running: frozenset[str]) -> dict[str, float]:
-        """What the plan cannot switch, by outlet: unmanaged outlets, and what is still going down.
+        """What the plan cannot switch, by outlet: unmanaged outlets, and failed stops.
 
-        A service on its way down draws until it is off, and one whose stop or cut was lost
-        draws for as long as the fault lasts: the reserve for the final shutdown must cover it.
+        A service whose stop or cut did not happen draws for as long as the fault lasts, so the
+        energy walk and the reserve for the final shutdown must carry it. (One that is simply
+        on its way down is off within its `shutdown_s`: the reserve's margin covers that.)
         """
         base_w = dict(self.telemetry.unmanaged_w)
         for sid, control in self.services.items():
-            if sid in running or control.phase is Phase.OFF:
+            # A stop asked again, or a cut retried (the first cut is attempt 1).
+            failed = control.switch_attempts > (1 if control.phase is Phase.CUTTING else 0)
+            if sid in running or control.phase not in (Phase.STOPPING, Phase.CUTTING) or not failed:
                 continue
             service = self.site.service_by_id[sid]
             draw_w = self.telemetry.service_draw_w.get(sid)
