@@ -247,3 +247,30 @@ def test_a_lost_stop_is_asked_again_and_the_outlets_are_cut_only_after_one_went_
     assert gaps == sorted(gaps)  # asked again with backoff
     assert cut_at_s is not None
     assert state.services["batch"].phase is Phase.OFF
+
+
+def _final_shutdown_starts_s(*, batch_ignores_commands: bool, soc_ratio: float) -> float:
+    """When the final shutdown begins, the charge falling from `soc_ratio` to empty in 3000 s."""
+    controller = OutageController(SITE)
+    state = initial_state(SITE)
+    t_s = 0.0
+    while state.mode is not Mode.FINAL_SHUTDOWN:
+        assert t_s < 3600, "no final shutdown"
+        reading = telemetry(t_s, state, soc_ratio=soc_ratio * max(0.0, 1.0 - t_s / 3000))
+        if batch_ignores_commands:
+            reading = replace(
+                reading,
+                service_draw_w={**reading.service_draw_w, "batch": DEMAND["batch"].mean_w},
+                outlet_on={**reading.outlet_on, "pdu-a/5": True},
+            )
+        state = controller.step(state, reading).state
+        t_s += 10.0
+    return t_s
+
+
+def test_a_service_whose_stop_fails_is_carried_by_the_reserve() -> None:
+    """Its draw goes on as long as the fault: the final shutdown must start earlier for it."""
+    for soc_ratio in (0.1, 0.3):
+        obeyed = _final_shutdown_starts_s(batch_ignores_commands=False, soc_ratio=soc_ratio)
+        ignored = _final_shutdown_starts_s(batch_ignores_commands=True, soc_ratio=soc_ratio)
+        assert ignored < obeyed
