@@ -135,14 +135,28 @@ def plan_outage(
     # often give the same schedule, which is then scored once.
     schedules = [(price, *_schedule(context, price)) for price in prices]
     scored: dict[bytes, _Candidate] = {}
-    best = max((_evaluate(context, *s, 0.0, scored) for s in schedules), key=_by_score)
-    # Ride through a blip without stopping anything, unless that costs the services that run to
-    # the end more than a small share of their runtime.
+
+    def best_riding(ride_s: float) -> _Candidate:
+        return max((_evaluate(context, *s, ride_s, scored) for s in schedules), key=_by_score)
+
+    best = best_riding(0.0)
+    # Ride through a blip without stopping anything for as much of `ride_through_s` as costs the
+    # services that run to the end no more than a small share of their runtime. The cost of
+    # riding is priced per second and the share applies to the whole ride from the outage's
+    # start, so that re-planning every cycle does not grant the share again each time.
     ride_s = max(0.0, ride_through_s - outage.elapsed_s)
     if ride_s > 0 and len(best.stop_at_s) and float(best.stop_at_s.min()) < ride_s:
-        riding = max((_evaluate(context, *s, ride_s, scored) for s in schedules), key=_by_score)
-        if riding.final_at_s >= (1.0 - ride_through_cost_ratio) * best.final_at_s:
+        riding = best_riding(ride_s)
+        cost_per_s = (best.final_at_s - riding.final_at_s) / ride_s
+        if not math.isfinite(best.final_at_s) or cost_per_s <= 0:
             best = riding
+        else:
+            affordable_s = ride_through_cost_ratio * best.final_at_s / cost_per_s
+            left_s = affordable_s - outage.elapsed_s
+            if left_s >= ride_s:
+                best = riding
+            elif left_s > 0:
+                best = best_riding(left_s)
     return _plan_from(context, best, horizon_s)
 
 
