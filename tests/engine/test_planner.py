@@ -139,3 +139,14 @@ def test_services_already_off_are_not_planned() -> None:
         running=frozenset({"net", "db"}),
     )
     assert set(plan.stop_at_s) == {"net", "db"}
+
+
+def test_an_outage_known_to_be_long_is_not_ridden_through() -> None:
+    """The ride-through is paid for only by the chance that it pays off."""
+    site = rack(1200)
+    soc = {"ups1": 1.0}
+    blip_or_not = plan_outage(site, batteries(site), soc, DEMAND, PRIOR.given(0))
+    assert min(blip_or_not.stop_at_s.values()) > 30
+    long = OutagePrior(momentary_ratio=0.0, sustained_median_s=7200, sustained_sigma=0.02)
+    known = plan_outage(site, batteries(site), soc, DEMAND, long.given(0))
+    assert min(known.stop_at_s.values()) == 0.0

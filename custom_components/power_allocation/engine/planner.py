@@ -151,7 +151,10 @@ def plan_outage(
         if not math.isfinite(best.final_at_s) or cost_per_s <= 0:
             best = riding
         else:
-            affordable_s = ride_through_cost_ratio * best.final_at_s / cost_per_s
+            # Paid only as far as it may pay off: by the prior's chance that an outage is over
+            # within the ride-through (none, for an outage known to be long).
+            share = ride_through_cost_ratio * (1.0 - outage.prior.survival(ride_through_s))
+            affordable_s = share * best.final_at_s / cost_per_s
             left_s = affordable_s - outage.elapsed_s
             if left_s >= ride_s:
                 best = riding
