@@ -66,3 +66,14 @@ def test_the_shipped_suite_covers_what_the_issue_lists() -> None:
     assert any(s.timeline.faults for s in scenarios)
     assert any(len(svc.outlets) == 2 for s in scenarios for svc in s.site.services)
     assert any(svc.throttleable for s in scenarios for svc in s.site.services)
+
+
+def test_the_extra_scenarios_load_and_differ_from_the_suite() -> None:
+    """benchmarks/scenarios-extra: other battery sizes, priorities and outage lengths."""
+    extra = [
+        load_scenario(path) for path in sorted((SUITE.parent / "scenarios-extra").glob("*.yaml"))
+    ]
+    assert len(extra) >= 3
+    suite = {load_scenario(path).name for path in SUITE.glob("*.yaml")}
+    assert not suite & {s.name for s in extra}
+    assert len({u.capacity_wh for s in extra for u in s.site.ups}) == len(extra)

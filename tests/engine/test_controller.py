@@ -46,7 +46,7 @@ def telemetry(
     runtime_s: float | None = None,
     stuck: frozenset[str] = frozenset(),
 ) -> Telemetry:
-    """What a site obeying every command would report: stopped services idle, cut ones dark."""
+    """What a site obeying every command would report: stopping services idle, cut ones dark."""
     draw: dict[str, float | None] = {}
     outlets: dict[str, bool | None] = {}
     for service in SITE.services:
@@ -56,7 +56,7 @@ def telemetry(
             outlets[outlet] = not cut or outlet in stuck
         if phase is Phase.OFF:
             draw[service.id] = 0.0
-        elif phase in (Phase.CUTTING,):
+        elif phase in (Phase.STOPPING, Phase.CUTTING):
             draw[service.id] = IDLE_W[service.id]
         else:
             draw[service.id] = DEMAND[service.id].mean_w
@@ -205,3 +205,72 @@ def test_holds_are_obeyed() -> None:
     assert state.services["web"].phase is Phase.ON
     released = hold(replace(state), "web", None)
     assert "web" not in released.held_on
+
+
+def test_a_lost_stop_is_asked_again_and_the_outlets_are_cut_only_after_one_went_through() -> None:
+    """Every command for `batch` is lost until `fixed_s`: its OS must never lose power running."""
+    controller = OutageController(SITE)
+    state = initial_state(SITE)
+    fixed_s = 400.0
+    os_down_at_s: float | None = None  # when a stop that went through has let its OS stop
+    cut_at_s: float | None = None
+    stops: list[float] = []
+    t_s = 0.0
+    while t_s < 1500:
+        reading = telemetry(t_s, state, soc_ratio=0.3)
+        batch_w = 0.0 if cut_at_s is not None else DEMAND["batch"].mean_w
+        if os_down_at_s is not None and t_s >= os_down_at_s and cut_at_s is None:
+            batch_w = IDLE_W["batch"]
+        reading = replace(
+            reading,
+            service_draw_w={**reading.service_draw_w, "batch": batch_w},
+            outlet_on={**reading.outlet_on, "pdu-a/5": cut_at_s is None},
+        )
+        result = controller.step(state, reading)
+        state = result.state
+        for command in result.commands:
+            if command.service_id != "batch" or t_s < fixed_s:
+                continue
+            if isinstance(command, StopService) and os_down_at_s is None:
+                os_down_at_s = t_s + 10.0
+            elif isinstance(command, SwitchOutlets) and not command.on and cut_at_s is None:
+                assert os_down_at_s is not None  # I3: never cut before a stop went through
+                assert t_s >= os_down_at_s
+                cut_at_s = t_s
+        stops += [
+            t_s for c in result.commands if isinstance(c, StopService) and c.service_id == "batch"
+        ]
+        t_s += 10.0
+    early = [t for t in stops if t < fixed_s]
+    assert len(early) >= 3
+    gaps = [b - a for a, b in itertools.pairwise(early)]
+    assert gaps == sorted(gaps)  # asked again with backoff
+    assert cut_at_s is not None
+    assert state.services["batch"].phase is Phase.OFF
+
+
+def _final_shutdown_starts_s(*, batch_ignores_commands: bool, soc_ratio: float) -> float:
+    """When the final shutdown begins, the charge falling from `soc_ratio` to empty in 3000 s."""
+    controller = OutageController(SITE)
+    state = initial_state(SITE)
+    t_s = 0.0
+    while state.mode is not Mode.FINAL_SHUTDOWN:
+        assert t_s < 3600, "no final shutdown"
+        reading = telemetry(t_s, state, soc_ratio=soc_ratio * max(0.0, 1.0 - t_s / 3000))
+        if batch_ignores_commands:
+            reading = replace(
+                reading,
+                service_draw_w={**reading.service_draw_w, "batch": DEMAND["batch"].mean_w},
+                outlet_on={**reading.outlet_on, "pdu-a/5": True},
+            )
+        state = controller.step(state, reading).state
+        t_s += 10.0
+    return t_s
+
+
+def test_a_service_whose_stop_fails_is_carried_by_the_reserve() -> None:
+    """Its draw goes on as long as the fault: the final shutdown must start earlier for it."""
+    for soc_ratio in (0.1, 0.3):
+        obeyed = _final_shutdown_starts_s(batch_ignores_commands=False, soc_ratio=soc_ratio)
+        ignored = _final_shutdown_starts_s(batch_ignores_commands=True, soc_ratio=soc_ratio)
+        assert ignored < obeyed

@@ -53,6 +53,9 @@ def test_closures_and_waves_respect_edges(deps: dict[str, list[str]], data: st.D
     subset = sorted(down)
     order = graph.shutdown_order(subset)
     assert sorted(order) == subset
+    for node in picked:
+        assert graph.dependent_closure_of(node) == graph.dependent_closure([node])
+        assert graph.dependent_closure_of(node) == graph.dependent_closure([node])  # kept
 
 
 def test_priority_key_breaks_ties_among_ready_services() -> None:

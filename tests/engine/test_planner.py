@@ -112,8 +112,20 @@ def test_a_big_battery_rides_through_a_blip_and_a_small_one_saves_the_critical_t
     assert min(plan.stop_at_s.values()) >= 60  # nothing stops in the first minute
     small = rack(300)
     plan = plan_outage(small, batteries(small), {"ups1": 1.0}, DEMAND, PRIOR.given(0))
-    assert plan.stop_at_s["media"] == 0.0
+    assert plan.stop_at_s["media"] < 30  # a full ride-through would cost it too much
     assert plan.tier_runtime_s[Priority.CRITICAL] == plan.final_shutdown_at_s
+
+
+def test_a_ride_through_too_dear_in_full_is_shortened_and_not_extended_by_replanning() -> None:
+    site = rack(600)
+    soc = {"ups1": 1.0}
+    first = plan_outage(site, batteries(site), soc, DEMAND, PRIOR.given(0))
+    ride_end_s = min(first.stop_at_s.values())
+    assert 10 < ride_end_s < 120  # part of the 2-minute ride-through
+    for elapsed_s in (10.0, 20.0, 30.0):
+        later = plan_outage(site, batteries(site), soc, DEMAND, PRIOR.given(elapsed_s))
+        # Re-planned later, with the same charge, the ride ends no later than first planned.
+        assert elapsed_s + min(later.stop_at_s.values()) <= ride_end_s + 1e-6
 
 
 def test_services_already_off_are_not_planned() -> None:
@@ -127,3 +139,14 @@ def test_services_already_off_are_not_planned() -> None:
         running=frozenset({"net", "db"}),
     )
     assert set(plan.stop_at_s) == {"net", "db"}
+
+
+def test_an_outage_known_to_be_long_is_not_ridden_through() -> None:
+    """The ride-through is paid for only by the chance that it pays off."""
+    site = rack(1200)
+    soc = {"ups1": 1.0}
+    blip_or_not = plan_outage(site, batteries(site), soc, DEMAND, PRIOR.given(0))
+    assert min(blip_or_not.stop_at_s.values()) > 30
+    long = OutagePrior(momentary_ratio=0.0, sustained_median_s=7200, sustained_sigma=0.02)
+    known = plan_outage(site, batteries(site), soc, DEMAND, long.given(0))
+    assert min(known.stop_at_s.values()) == 0.0

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 
+from custom_components.power_allocation.engine.controller import (
+    Command,
+    StopService,
+    SwitchOutlets,
+)
 from custom_components.power_allocation.engine.policies import make_policy
-from custom_components.power_allocation.engine.simulate import simulate
+from custom_components.power_allocation.engine.simulate import Observation, simulate
 
 from .outage_scenarios import rack
 
@@ -85,3 +92,28 @@ def test_a_stuck_outlet_ignores_its_commands() -> None:
     # nut cut every outlet but the stuck one: batch stays stopped (idle) until the UPS dies.
     assert report.services["batch"].unclean_power_loss == 0
     assert report.services["web"].clean_shutdown is True
+
+
+class _ShedAtOnce:
+    """Stops the batch job the moment mains fails, and cuts it after its shutdown_s."""
+
+    name = "shed_at_once"
+
+    def __init__(self) -> None:
+        self.stopped_s: float | None = None
+
+    def decide(self, observation: Observation) -> Sequence[Command]:
+        if observation.mains_on is False and self.stopped_s is None:
+            self.stopped_s = observation.now_s
+            return [StopService("batch", "test")]
+        if self.stopped_s is not None and observation.now_s - self.stopped_s >= 60:
+            self.stopped_s = math.inf
+            return [SwitchOutlets("batch", ("pdu-a/5",), False, "test")]
+        return []
+
+
+def test_a_shed_in_the_first_cycle_of_an_outage_is_counted_as_unnecessary() -> None:
+    scenario = rack(outage_duration_s=300)  # the battery carries everything for far longer
+    report = simulate(scenario, _ShedAtOnce())
+    assert report.services["batch"].interruptions == 1
+    assert report.unnecessary_sheds == 1

@@ -325,12 +325,15 @@ class _Cycle:
         self._track_mains()
         self._estimate_charge()
         self._apply_holds()
-        if self.state.outage_started_s is not None and self.state.mains_back_s is None:
+        if self._on_battery_now():
             self._on_battery()
         else:
             self._on_mains()
         self._obey_guard()
         self._advance_phases()
+
+    def _on_battery_now(self) -> bool:
+        return self.state.outage_started_s is not None and self.state.mains_back_s is None
 
     def finish(self) -> ControllerState:
         return replace(self.state, services=dict(self.services), mode=self._mode())
@@ -372,7 +375,7 @@ class _Cycle:
         soc: dict[str, float] = {}
         disagree: dict[str, float] = {}
         dt_s = 0.0 if self.state.soc_at_s is None else max(0.0, self.now_s - self.state.soc_at_s)
-        on_battery = self.state.outage_started_s is not None and self.state.mains_back_s is None
+        on_battery = self._on_battery_now()
         for ups in self.site.ups:
             model = self.controller.batteries[ups.id]
             reading = self.telemetry.ups.get(ups.id)
@@ -450,7 +453,7 @@ class _Cycle:
                 demand,
                 self.controller.outage_given(elapsed_s),
                 running=running,
-                unmanaged_w=self.telemetry.unmanaged_w,
+                unmanaged_w=self._base_load_w(running),
                 restore_delay_s=self.settings.restore_delay_s,
                 reserve_margin_ratio=self.settings.reserve_margin_ratio,
             )
@@ -475,6 +478,27 @@ class _Cycle:
                         "plan: capped so that more important services run longer",
                     )
         self._fit_limits()
+
+    def _base_load_w(self, running: frozenset[str]) -> dict[str, float]:
+        """What the plan cannot switch, by outlet: unmanaged outlets, and failed stops.
+
+        A service whose stop or cut did not happen draws for as long as the fault lasts, so the
+        energy walk and the reserve for the final shutdown must carry it. (One that is simply
+        on its way down is off within its `shutdown_s`: the reserve's margin covers that.)
+        """
+        base_w = dict(self.telemetry.unmanaged_w)
+        for sid, control in self.services.items():
+            # A stop asked again, or a cut retried (the first cut is attempt 1).
+            failed = control.switch_attempts > (1 if control.phase is Phase.CUTTING else 0)
+            if sid in running or control.phase not in (Phase.STOPPING, Phase.CUTTING) or not failed:
+                continue
+            service = self.site.service_by_id[sid]
+            draw_w = self.telemetry.service_draw_w.get(sid)
+            if draw_w is None:
+                draw_w = self.telemetry.demand_w[sid].upper_w
+            for outlet in service.outlets:
+                base_w[outlet] = base_w.get(outlet, 0.0) + draw_w / len(service.outlets)
+        return base_w
 
     def _final_shutdown(self) -> None:
         for sid, control in self.services.items():
@@ -642,32 +666,16 @@ class _Cycle:
             service = self.site.service_by_id[sid]
             if control.phase is Phase.PENDING_STOP:
                 if all(self._is_down(d) for d in graph.dependents(sid)):
-                    self.services[sid] = replace(control, phase=Phase.STOPPING, since_s=self.now_s)
-                    self.commands.append(StopService(sid, control.reason))
-            elif control.phase is Phase.STOPPING:
-                draw_w = self.telemetry.service_draw_w.get(sid)
-                # The OS is down when its agent says so, or when shutdown_s has run out. A draw at
-                # idle is no proof: a load that dips (most real ones do) would be cut mid-stop.
-                acknowledged = sid in self.telemetry.stop_acknowledged
-                if acknowledged or self.now_s - control.since_s >= service.shutdown_s:
-                    why = "acknowledged" if acknowledged else "its shutdown_s ran out"
-                    draw_w = self.telemetry.service_draw_w.get(sid)
-                    if not acknowledged and (
-                        draw_w is not None and draw_w > service.idle_w + self.settings.idle_margin_w
-                    ):
-                        self.faults.append(
-                            Fault(sid, "stop_unconfirmed", f"{sid}: still drawing {draw_w:.0f} W")
-                        )
                     self.services[sid] = replace(
                         control,
-                        phase=Phase.CUTTING,
+                        phase=Phase.STOPPING,
                         since_s=self.now_s,
-                        switch_attempts=1,
-                        next_switch_s=self.now_s + self.settings.switch_verify_s,
+                        switch_attempts=0,
+                        next_switch_s=self.now_s,
                     )
-                    self.commands.append(
-                        SwitchOutlets(sid, service.outlets, False, f"graceful stop done: {why}")
-                    )
+                    self.commands.append(StopService(sid, control.reason))
+            elif control.phase is Phase.STOPPING:
+                self._finish_stop(sid, control)
         for sid, control in list(self.services.items()):
             service = self.site.service_by_id[sid]
             if control.phase is Phase.CUTTING:
@@ -678,6 +686,76 @@ class _Cycle:
                 and self.now_s - control.since_s >= service.startup_s
             ):
                 self._confirm_started(sid)
+
+    def _finish_stop(self, sid: str, control: ServiceControl) -> None:
+        """Cut a stopping service's outlets once its OS is down (I3).
+
+        The OS is down when its agent says so, or when `shutdown_s` has run out. A draw at idle is
+        no proof: a load that dips (most real ones do) would be cut mid-stop. A draw still well
+        above idle when `shutdown_s` runs out is: the stop was most likely lost, so outside the
+        final shutdown it is asked again, with backoff, rather than the OS losing its power
+        (once mains is back, it is left running). In the final shutdown the cut goes ahead: the
+        battery will not wait, and what the service depends on can stop only once it is down
+        (I1).
+        """
+        service = self.site.service_by_id[sid]
+        acknowledged = sid in self.telemetry.stop_acknowledged
+        timed_out = (
+            self.now_s - control.since_s >= service.shutdown_s
+            and self.now_s >= control.next_switch_s
+        )
+        if not (acknowledged or timed_out):
+            return
+        draw_w = self.telemetry.service_draw_w.get(sid)
+        threshold_w = service.idle_w + self.settings.idle_margin_w
+        # With no reading, a stop that already had to be asked again is taken as still up.
+        still_up = not acknowledged and (
+            draw_w > threshold_w if draw_w is not None else control.switch_attempts > 0
+        )
+        drawing = "no draw reading" if draw_w is None else f"still drawing {draw_w:.0f} W"
+        if still_up and self._draw_tells(sid) and not self._on_battery_now():
+            # Mains is back and the stop never happened: the service simply runs on.
+            self.services[sid] = replace(
+                control, phase=Phase.ON, shed_in_outage=False, switch_attempts=0
+            )
+            self.faults.append(Fault(sid, "stop_unconfirmed", f"{sid}: {drawing}; left running"))
+            return
+        if still_up and self.state.mode is not Mode.FINAL_SHUTDOWN and self._draw_tells(sid):
+            self.services[sid] = replace(
+                control,
+                since_s=self.now_s,
+                switch_attempts=control.switch_attempts + 1,
+                next_switch_s=self.now_s + self._backoff_s(control.switch_attempts),
+            )
+            self.faults.append(Fault(sid, "stop_unconfirmed", f"{sid}: {drawing}; asking again"))
+            self.commands.append(
+                StopService(sid, f"retrying a stop that did not happen: {drawing}")
+            )
+            return
+        if still_up:
+            self.faults.append(Fault(sid, "stop_unconfirmed", f"{sid}: {drawing}"))
+        # After a stop that had to be asked again, the cut is checked on the backoff of the
+        # attempts so far, not at once.
+        attempts = control.switch_attempts + 1
+        wait_s = self.settings.switch_verify_s
+        if attempts > 1:
+            wait_s = max(wait_s, self._backoff_s(control.switch_attempts))
+        self.services[sid] = replace(
+            control,
+            phase=Phase.CUTTING,
+            since_s=self.now_s,
+            switch_attempts=attempts,
+            next_switch_s=self.now_s + wait_s,
+        )
+        why = "acknowledged" if acknowledged else "its shutdown_s ran out"
+        self.commands.append(
+            SwitchOutlets(sid, service.outlets, False, f"graceful stop done: {why}")
+        )
+
+    def _draw_tells(self, sid: str) -> bool:
+        """Whether this service's draw, running, is far enough above idle to show it is up."""
+        service = self.site.service_by_id[sid]
+        return self.telemetry.demand_w[sid].mean_w > service.idle_w + self.settings.idle_margin_w
 
     def _is_down(self, sid: str) -> bool:
         """Whether a service is known to be down, so what it needs may stop (I1).
@@ -691,12 +769,11 @@ class _Cycle:
             return True
         if control.phase is not Phase.CUTTING:
             return False
-        service = self.site.service_by_id[sid]
-        threshold_w = service.idle_w + self.settings.idle_margin_w
-        if self.telemetry.demand_w[sid].mean_w <= threshold_w:
+        if not self._draw_tells(sid):
             return True  # its draw cannot tell: its shutdown_s is all there is to go by
+        service = self.site.service_by_id[sid]
         draw_w = self.telemetry.service_draw_w.get(sid)
-        return draw_w is not None and draw_w <= threshold_w
+        return draw_w is not None and draw_w <= service.idle_w + self.settings.idle_margin_w
 
     def _confirm_started(self, sid: str) -> None:
         """A start counts once the service draws more than idle: what depends on it waits (I1).
@@ -707,15 +784,12 @@ class _Cycle:
         service = self.site.service_by_id[sid]
         threshold_w = service.idle_w + self.settings.idle_margin_w
         draw_w = self.telemetry.service_draw_w.get(sid)
-        expected_w = self.telemetry.demand_w[sid].mean_w
-        if (draw_w is not None and draw_w > threshold_w) or expected_w <= threshold_w:
+        if (draw_w is not None and draw_w > threshold_w) or not self._draw_tells(sid):
             self.services[sid] = replace(control, phase=Phase.ON, switch_attempts=0)
             return
         if draw_w is None or self.now_s < control.next_switch_s:
             return
-        backoff_s = min(
-            self.settings.retry_max_s, self.settings.retry_base_s * 2**control.switch_attempts
-        )
+        backoff_s = self._backoff_s(control.switch_attempts)
         self.services[sid] = replace(
             control,
             switch_attempts=control.switch_attempts + 1,
@@ -728,8 +802,16 @@ class _Cycle:
             StartService(sid, service.outlets, "retrying a start that did not happen")
         )
 
+    def _backoff_s(self, attempts: int) -> float:
+        return min(self.settings.retry_max_s, self.settings.retry_base_s * 2.0**attempts)
+
     def _verify_switch(self, sid: str, control: ServiceControl, *, on: bool) -> bool:
-        """Whether the outlets report the state asked for; if not, retry with backoff (I7)."""
+        """Whether the outlets report the state asked for; if not, retry with backoff (I7).
+
+        A cut that did not happen is retried by asking the OS to stop again first, unless its
+        draw shows it is down: whatever lost the cut may have lost the stop before it, and a
+        retried cut that then went through would take power from a running OS (I3).
+        """
         service = self.site.service_by_id[sid]
         reported = [self.telemetry.outlet_on.get(o) for o in service.outlets]
         if all(r is None for r in reported):
@@ -741,9 +823,29 @@ class _Cycle:
             return True
         if self.now_s < control.next_switch_s:
             return False
-        backoff_s = min(
-            self.settings.retry_max_s, self.settings.retry_base_s * 2**control.switch_attempts
-        )
+        backoff_s = self._backoff_s(control.switch_attempts)
+        draw_w = self.telemetry.service_draw_w.get(sid)
+        if not on and (draw_w is None or draw_w > service.idle_w + self.settings.idle_margin_w):
+            self.services[sid] = replace(
+                control,
+                phase=Phase.STOPPING,
+                since_s=self.now_s,
+                switch_attempts=control.switch_attempts + 1,
+                next_switch_s=self.now_s + backoff_s,
+            )
+            drawing = "unknown" if draw_w is None else f"{draw_w:.0f} W"
+            self.faults.append(
+                Fault(
+                    sid,
+                    "outlet_stuck",
+                    f"{sid}: outlets did not switch off and it still draws {drawing} "
+                    f"(attempt {control.switch_attempts}); asking it to stop again",
+                )
+            )
+            self.commands.append(
+                StopService(sid, f"retrying the stop before the cut: still drawing {drawing}")
+            )
+            return False
         self.services[sid] = replace(
             control,
             switch_attempts=control.switch_attempts + 1,

@@ -41,6 +41,7 @@ class DependencyGraph:
         self._dependents = {node: tuple(users) for node, users in dependents.items()}
         self._startup_order = list(TopologicalSorter(self._depends_on).static_order())
         self._startup_rank = {node: i for i, node in enumerate(self._startup_order)}
+        self._dependent_closures: dict[str, frozenset[str]] = {}
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -62,6 +63,14 @@ class DependencyGraph:
     def dependent_closure(self, nodes: Iterable[str]) -> frozenset[str]:
         """`nodes` and everything that transitively depends on them."""
         return _closure(nodes, self._dependents)
+
+    def dependent_closure_of(self, node: str) -> frozenset[str]:
+        """`node` and everything that transitively depends on it; kept once computed (the graph
+        does not change, and the planner asks for every running service every cycle)."""
+        closure = self._dependent_closures.get(node)
+        if closure is None:
+            closure = self._dependent_closures[node] = _closure([node], self._dependents)
+        return closure
 
     def startup_order(
         self, nodes: Iterable[str] | None = None, key: Callable[[str], Any] | None = None

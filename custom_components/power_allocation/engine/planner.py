@@ -131,14 +131,35 @@ def plan_outage(
         # spans "keep everything" to "stop every service that may be stopped at once".
         top = float(np.max(context.value[movable] / context.mean_w[movable])) * 10.0
         prices += [float(p) for p in np.geomspace(1e-4, 1.0, PRICE_GRID_SIZE - 1) * top]
-    best = max((_evaluate(context, price, 0.0) for price in prices), key=lambda c: c.score)
-    # Ride through a blip without stopping anything, unless that costs the services that run to
-    # the end more than a small share of their runtime.
+    # Each price's own schedule is computed once; neighbouring prices (and a ride-through)
+    # often give the same schedule, which is then scored once.
+    schedules = [(price, *_schedule(context, price)) for price in prices]
+    scored: dict[bytes, _Candidate] = {}
+
+    def best_riding(ride_s: float) -> _Candidate:
+        return max((_evaluate(context, *s, ride_s, scored) for s in schedules), key=_by_score)
+
+    best = best_riding(0.0)
+    # Ride through a blip without stopping anything for as much of `ride_through_s` as costs the
+    # services that run to the end no more than a small share of their runtime. The cost of
+    # riding is priced per second and the share applies to the whole ride from the outage's
+    # start, so that re-planning every cycle does not grant the share again each time.
     ride_s = max(0.0, ride_through_s - outage.elapsed_s)
     if ride_s > 0 and len(best.stop_at_s) and float(best.stop_at_s.min()) < ride_s:
-        riding = max((_evaluate(context, price, ride_s) for price in prices), key=lambda c: c.score)
-        if riding.final_at_s >= (1.0 - ride_through_cost_ratio) * best.final_at_s:
+        riding = best_riding(ride_s)
+        cost_per_s = (best.final_at_s - riding.final_at_s) / ride_s
+        if not math.isfinite(best.final_at_s) or cost_per_s <= 0:
             best = riding
+        else:
+            # Paid only as far as it may pay off: by the prior's chance that an outage is over
+            # within the ride-through (none, for an outage known to be long).
+            share = ride_through_cost_ratio * (1.0 - outage.prior.survival(ride_through_s))
+            affordable_s = share * best.final_at_s / cost_per_s
+            left_s = affordable_s - outage.elapsed_s
+            if left_s >= ride_s:
+                best = riding
+            elif left_s > 0:
+                best = best_riding(left_s)
     return _plan_from(context, best, horizon_s)
 
 
@@ -163,7 +184,7 @@ def _context(
     value = np.zeros(len(on))
     untouchable = np.zeros(len(on), dtype=bool)
     for i, service in enumerate(on):
-        users = [position[u] for u in graph.dependent_closure([service.id]) if u in position]
+        users = [position[u] for u in graph.dependent_closure_of(service.id) if u in position]
         value[i] = weight[users].sum()
         untouchable[i] = any(on[u].priority is Priority.CRITICAL for u in users)
     mean_w = np.array([demand_w[s.id].mean_w for s in on], dtype=np.float64)
@@ -216,8 +237,14 @@ def _unmanaged_per_ups(site: Site, unmanaged_w: Mapping[str, float]) -> dict[str
     return totals
 
 
-def _evaluate(context: _Context, price: float, ride_s: float) -> _Candidate:
-    """The schedule the energy price `price` implies, and its expected score."""
+def _by_score(candidate: _Candidate) -> float:
+    return candidate.score
+
+
+def _schedule(
+    context: _Context, price: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """When each service would stop, and be capped, at the energy price `price` on its own."""
     outage = context.outage
     n = len(context.on)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -233,9 +260,25 @@ def _evaluate(context: _Context, price: float, ride_s: float) -> _Candidate:
     throttle = np.where(throttleable, outage.times_when_worth_falls_to(full_ratio, 0.0), math.inf)
     stop[context.untouchable] = math.inf
     throttle[context.untouchable] = math.inf
-    if ride_s > 0:
-        np.maximum(stop, ride_s, out=stop)
-        np.maximum(throttle, ride_s, out=throttle)
+    return stop, throttle
+
+
+def _evaluate(
+    context: _Context,
+    price: float,
+    own_stop: npt.NDArray[np.float64],
+    own_throttle: npt.NDArray[np.float64],
+    ride_s: float,
+    scored: dict[bytes, _Candidate],
+) -> _Candidate:
+    """The schedule the energy price `price` implies, and its expected score.
+
+    `scored` holds the candidates already scored, by schedule: a schedule met again is not
+    scored again.
+    """
+    outage = context.outage
+    stop = np.maximum(own_stop, ride_s)
+    throttle = np.maximum(own_throttle, ride_s)
     # I1: nothing runs longer than what it depends on; one pass per level of the deepest chain.
     users, needed = context.dependency_edges
     while len(users):
@@ -244,6 +287,10 @@ def _evaluate(context: _Context, price: float, ride_s: float) -> _Candidate:
         if np.array_equal(before, stop[users]):
             break
     throttle = np.minimum(throttle, stop)
+    key = stop.tobytes() + throttle.tobytes()
+    known = scored.get(key)
+    if known is not None:
+        return known
     final = min(
         (_final_shutdown_s(context, u, stop, throttle) for u in range(len(context.site.ups))),
         default=math.inf,
@@ -254,7 +301,9 @@ def _evaluate(context: _Context, price: float, ride_s: float) -> _Candidate:
     # the final shutdown (after that, everything restarts anyway).
     lost_s = context.restart_s * np.maximum(0.0, outage.survivals(stop) - outage.survival(final))
     score = float(context.weight @ (outage.expected_overlap_s(stop) - lost_s))
-    return _Candidate(score, price, stop, throttle, final)
+    candidate = _Candidate(score, price, stop, throttle, final)
+    scored[key] = candidate
+    return candidate
 
 
 def _final_shutdown_s(

@@ -180,13 +180,14 @@ class _Run:
         dark_since_s: float | None = None
         while t_s < end_s - 1e-9:
             snapshot = self.plant.snapshot()
+            if was_mains and not snapshot.mains_on:
+                # Before this step's cycle: a shed decided in an outage's first cycle counts.
+                self.shed_at_s = {}
             if t_s >= next_cycle_s - 1e-9:
                 self._cycle(snapshot)
                 next_cycle_s = t_s + cycle_s
                 snapshot = self.plant.snapshot()
             in_outage = not snapshot.mains_on
-            if was_mains and in_outage:
-                self.shed_at_s = {}
             if not was_mains and snapshot.mains_on:
                 self._count_unnecessary(snapshot)
                 self.battery_end_soc = {u: s.soc_pct / 100.0 for u, s in snapshot.ups.items()}
