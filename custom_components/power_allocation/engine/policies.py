@@ -34,7 +34,7 @@ from .controller import (
     Throttle,
     initial_state,
 )
-from .forecast import ForecastSettings, LoadForecaster
+from .demand import ServiceDemand
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
 from .scenario import Scenario
@@ -47,10 +47,6 @@ STATIC_SHED_AFTER_S: Mapping[Priority, float] = {
     Priority.HIGH: 900.0,
 }
 STATIC_RESTORE_DELAY_S = 60.0
-# Five-minute steps an hour ahead: the span an outage plan needs, and cheap to learn from.
-FORECAST_SETTINGS = ForecastSettings(step_s=300.0, horizon_steps=12)
-# Until a forecaster has a band, the upper quantile is the last reading plus this share.
-UNCALIBRATED_UPPER_RATIO = 0.2
 ORACLE_LOOKAHEAD_S = 4 * 3600.0
 ORACLE_SAMPLE_S = 60.0
 # The oracle's outage "prior": the known duration, as a lognormal this narrow.
@@ -237,16 +233,16 @@ class PredictivePolicy:
         self.site = site
         self.controller = controller or OutageController(site)
         self.state: ControllerState = initial_state(site)
-        self.forecasters = {s.id: LoadForecaster(FORECAST_SETTINGS) for s in site.services}
-        self.last_draw_w: dict[str, float] = {}
+        self.demand = ServiceDemand(s.id for s in site.services)
 
     def decide(self, observation: Observation) -> Sequence[Command]:
         """Learn what ran freely, then one controller cycle."""
-        for sid, draw_w in observation.service_draw_w.items():
-            control = self.state.services[sid]
-            if draw_w is not None and control.phase is Phase.ON and control.cap_w is None:
-                self.forecasters[sid].observe(observation.now_s, draw_w)
-                self.last_draw_w[sid] = draw_w
+        running_free = {
+            sid
+            for sid, control in self.state.services.items()
+            if control.phase is Phase.ON and control.cap_w is None
+        }
+        self.demand.learn(observation.now_s, observation.service_draw_w, running_free)
         telemetry = Telemetry(
             now_s=observation.now_s,
             mains_on=observation.mains_on,
@@ -261,23 +257,8 @@ class PredictivePolicy:
         return result.commands
 
     def demand_w(self, observation: Observation) -> dict[str, Demand]:
-        """Each service's forecast: the mean over the hour ahead, the highest upper band in it.
-
-        The highest band is what the final shutdown's reserve must cover: with the next step's
-        band only, the household traces spiked past it and the battery died under the last wave.
-        """
-        demand = {}
-        for sid, forecaster in self.forecasters.items():
-            points = forecaster.forecast()
-            last_w = self.last_draw_w.get(sid, 0.0)
-            if points and all(p.calibrated for p in points):
-                mean_w = max(0.0, sum(p.mean_w for p in points) / len(points))
-                upper_w = max(mean_w, *(p.upper_w for p in points))
-            else:
-                mean_w = last_w
-                upper_w = last_w * (1.0 + UNCALIBRATED_UPPER_RATIO)
-            demand[sid] = Demand(mean_w, upper_w)
-        return demand
+        """Each service's forecast (engine/demand.py): what the Home Assistant integration uses."""
+        return self.demand.demand_w()
 
 
 class _KnownOutageController(OutageController):
