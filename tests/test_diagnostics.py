@@ -39,7 +39,5 @@ async def test_diagnostics(
     assert {p["source"]["host"] for p in diagnostics["entry"]["options"]["pdus"]} == {
         "**REDACTED**"
     }
-    # The ports are free ones picked at random; what the agents last published depends on how
-    # fast Mosquitto delivered it.
-    assert diagnostics == ha_snapshot(snapshot)(exclude=props("port", "service_power_w"))
-    assert set(diagnostics["telemetry"]["service_power_w"]) == {"network", "db", "batch"}
+    # The ports are the simulator's, free ones picked at random.
+    assert diagnostics == ha_snapshot(snapshot)(exclude=props("port"))

@@ -297,8 +297,8 @@ def _entities_entry() -> MockConfigEntry:
 async def test_a_site_of_entities_loads_shows_and_switches(
     hass: HomeAssistant, plugs: None
 ) -> None:
-    """The integration's entities show the NUT-like UPS and the plugs; the outlet switch, held
-    off, turns the input_boolean off once the service's shutdown time has passed."""
+    """The integration's entities show the NUT-like UPS and the plugs; the outlet switch holds
+    its service off, and the input_boolean goes off once the service's draw shows it is down."""
     _set(hass, STATUS, "OL CHRG")
     _set(hass, RUNTIME, "30", UnitOfTime.MINUTES)
     _set(hass, CHARGE, "97", PERCENTAGE)
@@ -339,14 +339,28 @@ async def test_a_site_of_entities_loads_shows_and_switches(
     await hass.services.async_call(
         "switch", "turn_off", {"entity_id": "switch.home_plugs_outlet_2"}, blocking=True
     )
-    # Held off, stopping: the plug stays on for lab's 10 s shutdown.
+
+    async def cycles(count: int) -> None:
+        for _ in range(count):
+            now[0] += 10.0
+            await coordinator.async_refresh()
+            await hass.async_block_till_done()
+
+    # Held off, stopping: while lab still draws like a running host, its plug stays on (the
+    # controller cuts only a host that is down, and asks it to stop again).
     assert state(PLUG_2) == STATE_ON
-    for _ in range(3):
-        now[0] += 10.0
-        await coordinator.async_refresh()
-        await hass.async_block_till_done()
+    await cycles(3)
+    assert state(PLUG_2) == STATE_ON
+    # Its host shuts down (its own script, say): idle draw, and the plug goes off.
+    _set(hass, "sensor.plug_2_power", "2", UnitOfPower.WATT)
+    for _ in range(12):
+        await cycles(1)
+        if state(PLUG_2) == STATE_OFF:
+            break
     assert state(PLUG_2) == STATE_OFF
     assert state(PLUG_1) == STATE_ON
+    # The outlet switch shows the relay as the next cycle reads it.
+    await cycles(1)
     assert state("switch.home_plugs_outlet_2") == STATE_OFF
 
     _set(hass, STATUS, STATE_UNAVAILABLE)

@@ -1,19 +1,24 @@
-"""The priority and hold selects change what the controller does on the simulated site."""
+"""The priority and hold selects change what the controller does on the simulated site. Where a
+service must stop, its host has the simulator's agent: the controller cuts an outlet only once
+the draw shows its host has stopped."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pytest
 from homeassistant.components.select import ATTR_OPTION, SERVICE_SELECT_OPTION
 from homeassistant.components.select import DOMAIN as SELECT_DOMAIN
 from homeassistant.const import ATTR_ENTITY_ID
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er
-from pytest_homeassistant_custom_component.common import async_capture_events, snapshot_platform
+from pytest_homeassistant_custom_component.common import snapshot_platform
 from syrupy.assertion import SnapshotAssertion
 
 from custom_components.power_allocation.const import EVENT_DECISION
 from tests.fixtures.modbus_site import ModbusSite
+from tests.fixtures.mqtt_broker import Mosquitto
 from tests.test_sensor import ENTRY_ID, LoadedSite, ha_snapshot, loaded_site
 
 
@@ -27,12 +32,33 @@ async def _select(hass: HomeAssistant, entity_id: str, option: str) -> None:
     await hass.async_block_till_done()
 
 
-def _decisions(events: list, service: str | None = None) -> list[tuple[str, str]]:
-    return [
-        (e.data["service"], e.data["action"])
-        for e in events
-        if service is None or e.data["service"] == service
-    ]
+@dataclass(frozen=True)
+class Decision:
+    service: str
+    action: str
+    at_s: float  # the simulated site's time
+
+
+def _capture_decisions(site: LoadedSite) -> list[Decision]:
+    """Every decision the coordinator carries out from now, with the site's time."""
+    decisions: list[Decision] = []
+
+    @callback
+    def record(event: Event) -> None:
+        decisions.append(
+            Decision(event.data["service"], event.data["action"], site.modbus_site.site.time_s)
+        )
+
+    site.entry.async_on_unload(site.hass.bus.async_listen(EVENT_DECISION, record))
+    return decisions
+
+
+def _decisions(decisions: list[Decision]) -> list[tuple[str, str]]:
+    return [(d.service, d.action) for d in decisions]
+
+
+def _at_s(decisions: list[Decision], service: str, action: str) -> float:
+    return next(d.at_s for d in decisions if (d.service, d.action) == (service, action))
 
 
 async def test_selects(
@@ -72,10 +98,10 @@ async def test_raising_a_priority_takes_the_service_off_the_plan(
 
 
 async def test_raised_priority_keeps_the_service_through_an_outage(
-    hass: HomeAssistant, modbus_site: ModbusSite
+    hass: HomeAssistant, modbus_site: ModbusSite, mqtt_broker: Mosquitto
 ) -> None:
     """In an outage the low batch is shed; raised to critical before, it stays on."""
-    async with loaded_site(hass, modbus_site) as site:
+    async with loaded_site(hass, modbus_site, broker=mqtt_broker) as site:
         await site.cycle(2)
         shed_s = _planned_shed_s(site, "batch")
         await _select(hass, "select.rack_a_batch_priority", "critical")
@@ -88,12 +114,12 @@ async def test_raised_priority_keeps_the_service_through_an_outage(
 
 
 async def test_held_off_stops_then_cuts_after_its_shutdown_time(
-    hass: HomeAssistant, modbus_site: ModbusSite
+    hass: HomeAssistant, modbus_site: ModbusSite, mqtt_broker: Mosquitto
 ) -> None:
     """batch (shutdown_s 10) held off: stop at once, outlet off once 10 s have passed."""
-    async with loaded_site(hass, modbus_site) as site:
+    async with loaded_site(hass, modbus_site, broker=mqtt_broker) as site:
         await site.cycle(2)
-        decisions = async_capture_events(hass, EVENT_DECISION)
+        decisions = _capture_decisions(site)
         await _select(hass, "select.rack_a_batch_hold", "held_off")
         assert site.state("select.rack_a_batch_hold") == "held_off"
         assert _decisions(decisions) == [("batch", "stop")]
@@ -101,6 +127,7 @@ async def test_held_off_stops_then_cuts_after_its_shutdown_time(
         assert site.outlet_on("pdu-b/3")
         await _cycle_until_off(site, "pdu-b/3", cycles=2)
         assert _decisions(decisions) == [("batch", "stop"), ("batch", "outlets_off")]
+        assert _at_s(decisions, "batch", "outlets_off") - _at_s(decisions, "batch", "stop") >= 10
         # Off once a reading has confirmed the cut.
         await site.cycle()
         assert site.state("sensor.rack_a_batch_allocation") == "off"
@@ -120,12 +147,12 @@ async def test_held_off_stops_then_cuts_after_its_shutdown_time(
 
 
 async def test_held_off_takes_its_dependents_first(
-    hass: HomeAssistant, modbus_site: ModbusSite
+    hass: HomeAssistant, modbus_site: ModbusSite, mqtt_broker: Mosquitto
 ) -> None:
     """network held off: db, which depends on it, stops and loses power before network does."""
-    async with loaded_site(hass, modbus_site) as site:
+    async with loaded_site(hass, modbus_site, broker=mqtt_broker) as site:
         await site.cycle(2)
-        decisions = async_capture_events(hass, EVENT_DECISION)
+        decisions = _capture_decisions(site)
         await _select(hass, "select.rack_a_network_hold", "held_off")
         # db's 30 s shutdown, then network's (the default 60 s).
         await _cycle_until_off(site, "pdu-a/1", cycles=12)
@@ -133,7 +160,11 @@ async def test_held_off_takes_its_dependents_first(
         assert not site.outlet_on("pdu-b/2")
         order = _decisions(decisions)
         assert order.index(("db", "stop")) < order.index(("db", "outlets_off"))
-        assert order.index(("db", "outlets_off")) < order.index(("network", "outlets_off"))
+        assert order.index(("db", "outlets_off")) < order.index(("network", "stop"))
+        assert _at_s(decisions, "db", "outlets_off") - _at_s(decisions, "db", "stop") >= 30
+        assert (
+            _at_s(decisions, "network", "outlets_off") - _at_s(decisions, "network", "stop") >= 60
+        )
         await site.cycle()
         assert site.state("sensor.rack_a_db_allocation") == "off"
         assert site.state("sensor.rack_a_network_allocation") == "off"
@@ -143,10 +174,10 @@ async def test_held_off_takes_its_dependents_first(
 
 
 async def test_held_on_keeps_a_service_through_an_outage_until_released(
-    hass: HomeAssistant, modbus_site: ModbusSite
+    hass: HomeAssistant, modbus_site: ModbusSite, mqtt_broker: Mosquitto
 ) -> None:
     """batch held on is not shed on battery; back to auto, the controller sheds it."""
-    async with loaded_site(hass, modbus_site) as site:
+    async with loaded_site(hass, modbus_site, broker=mqtt_broker) as site:
         await site.cycle(2)
         shed_s = _planned_shed_s(site, "batch")
         await _select(hass, "select.rack_a_batch_hold", "held_on")

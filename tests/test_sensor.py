@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from custom_components.power_allocation import PLATFORMS
 from custom_components.power_allocation.binary_sensor import BINARY_SENSORS
 from custom_components.power_allocation.const import DOMAIN
 from custom_components.power_allocation.coordinator import PowerAllocationCoordinator
+from custom_components.power_allocation.drivers.mqtt import MqttDriver
 from custom_components.power_allocation.select import SELECTS
 from custom_components.power_allocation.sensor import SENSORS
 from simulator.mqtt_bridge import MqttBridge
@@ -40,6 +42,7 @@ from tests.site_entry import small_site_entry
 ENTRY_ID = "01JRACKA0000000000000000AA"
 EPOCH_S = 1_800_000_000.0
 CYCLE_S = 10.0
+MQTT_DELIVERY_TIMEOUT_S = 10.0
 COMPONENT = Path(__file__).parents[1] / "custom_components" / DOMAIN
 
 
@@ -60,13 +63,19 @@ class LoadedSite:
     def advance(self, dt_s: float) -> None:
         self.modbus_site.site.advance(dt_s)
         self.modbus_site.server.refresh()
-        if self.bridge is not None:
-            self.bridge.publish()
 
     async def cycle(self, count: int = 1) -> None:
-        """`count` cycles, each after the simulated site has run for a cycle's time."""
+        """`count` cycles, each after the simulated site has run for a cycle's time (and, with
+        agents, once the coordinator's MQTT driver has had what they published)."""
         for _ in range(count):
             self.advance(CYCLE_S)
+            if self.bridge is not None:
+                driver = self.coordinator.drivers.drivers["mqtt"]
+                assert isinstance(driver, MqttDriver)
+                before = driver.counts().applied
+                published = self.bridge.publish()
+                wanted = before + sum(1 for t in published if t in driver.subscriptions)
+                await self.hass.async_add_executor_job(_wait_applied, driver, wanted)
             await self.coordinator.async_refresh()
             await self.hass.async_block_till_done()
 
@@ -78,6 +87,15 @@ class LoadedSite:
     def outlet_on(self, outlet_id: str) -> bool:
         """The relay as the simulator has it (not as Home Assistant last read it)."""
         return self.modbus_site.site.snapshot().outlets[outlet_id].is_on
+
+
+def _wait_applied(driver: MqttDriver, count: int) -> None:
+    """Until the driver has applied `count` messages (it reads them on paho's thread)."""
+    deadline = time.monotonic() + MQTT_DELIVERY_TIMEOUT_S
+    while driver.counts().applied < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"applied {driver.counts().applied} of {count} messages")
+        time.sleep(0.005)
 
 
 @asynccontextmanager
