@@ -15,20 +15,17 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import PowerAllocationConfigEntry
-from .coordinator import PowerAllocationCoordinator
 from .engine.overload import OverloadLevel
-from .entity import PDU, UPS, PowerAllocationEntity, item_ids
+from .entity import PDU, UPS, DescribedEntity, ItemDescription
 
 PARALLEL_UPDATES = 0
 
 
 @dataclass(frozen=True, kw_only=True)
-class PowerAllocationBinarySensorDescription(BinarySensorEntityDescription):
+class PowerAllocationBinarySensorDescription(BinarySensorEntityDescription, ItemDescription):
     """A flag of one kind of item."""
 
-    kind: str
     is_on_fn: Callable[[Any], bool | None]
-    attributes_fn: Callable[[Any], dict[str, Any]] | None = None
 
 
 BINARY_SENSORS: tuple[PowerAllocationBinarySensorDescription, ...] = (
@@ -62,35 +59,17 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """One binary sensor per description per item of its kind."""
-    coordinator = entry.runtime_data
     async_add_entities(
-        PowerAllocationBinarySensor(coordinator, description, item_id)
-        for description in BINARY_SENSORS
-        for item_id in item_ids(coordinator.data, description.kind)
+        PowerAllocationBinarySensor.for_descriptions(entry.runtime_data, BINARY_SENSORS)
     )
 
 
-class PowerAllocationBinarySensor(PowerAllocationEntity, BinarySensorEntity):
+class PowerAllocationBinarySensor(DescribedEntity, BinarySensorEntity):
     """A flag of the site's latest view."""
 
     entity_description: PowerAllocationBinarySensorDescription
-
-    def __init__(
-        self,
-        coordinator: PowerAllocationCoordinator,
-        description: PowerAllocationBinarySensorDescription,
-        item_id: str | None,
-    ) -> None:
-        super().__init__(coordinator, description.kind, item_id, description.key)
-        self.entity_description = description
 
     @property
     def is_on(self) -> bool | None:
         """The flag, from the latest view."""
         return self.entity_description.is_on_fn(self.item)
-
-    @property
-    def extra_state_attributes(self) -> dict[str, Any] | None:
-        """The guard's level, where a description has it."""
-        attributes_fn = self.entity_description.attributes_fn
-        return None if attributes_fn is None else attributes_fn(self.item)

@@ -6,9 +6,12 @@ its PDU's device.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
 from .const import DOMAIN
@@ -104,3 +107,43 @@ class PowerAllocationEntity(CoordinatorEntity[PowerAllocationCoordinator]):
         if self.kind in (UPS, PDU, OUTLET) and self.device_key is not None:
             return self.coordinator.device_available(self.device_key)
         return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class ItemDescription(EntityDescription):
+    """An entity of one kind of item (`kind`); `attributes_fn` adds its attributes, if any."""
+
+    kind: str
+    attributes_fn: Callable[[Any], dict[str, Any]] | None = None
+
+
+class DescribedEntity(PowerAllocationEntity):
+    """An entity built from an `ItemDescription`: one per description per item of its kind."""
+
+    entity_description: ItemDescription
+
+    def __init__(
+        self,
+        coordinator: PowerAllocationCoordinator,
+        description: ItemDescription,
+        item_id: str | None,
+    ) -> None:
+        super().__init__(coordinator, description.kind, item_id, description.key)
+        self.entity_description = description
+
+    @classmethod
+    def for_descriptions(
+        cls, coordinator: PowerAllocationCoordinator, descriptions: Iterable[ItemDescription]
+    ) -> list[DescribedEntity]:
+        """One entity per description per item of the description's kind."""
+        return [
+            cls(coordinator, description, item_id)
+            for description in descriptions
+            for item_id in item_ids(coordinator.data, description.kind)
+        ]
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """Reasons, bands and levels, where a description has them."""
+        attributes_fn = self.entity_description.attributes_fn
+        return None if attributes_fn is None else attributes_fn(self.item)

@@ -18,21 +18,18 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
 from . import PowerAllocationConfigEntry
-from .coordinator import PowerAllocationCoordinator
 from .engine.controller import Mode
-from .entity import OUTLET, PDU, SERVICE, SITE, UPS, PowerAllocationEntity, item_ids
+from .entity import OUTLET, PDU, SERVICE, SITE, UPS, DescribedEntity, ItemDescription
 from .site_control import AllocationState, SiteView
 
 PARALLEL_UPDATES = 0
 
 
 @dataclass(frozen=True, kw_only=True)
-class PowerAllocationSensorDescription(SensorEntityDescription):
+class PowerAllocationSensorDescription(SensorEntityDescription, ItemDescription):
     """A sensor of one kind of item; `value_fn` reads it from that item's view."""
 
-    kind: str
     value_fn: Callable[[Any], StateType]
-    attributes_fn: Callable[[Any], dict[str, Any]] | None = None
 
 
 def _power(key: str, kind: str, value_fn: Callable[[Any], StateType], **kwargs: Any):  # type: ignore[no-untyped-def]
@@ -169,35 +166,15 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """One sensor per description per item of its kind."""
-    coordinator = entry.runtime_data
-    async_add_entities(
-        PowerAllocationSensor(coordinator, description, item_id)
-        for description in SENSORS
-        for item_id in item_ids(coordinator.data, description.kind)
-    )
+    async_add_entities(PowerAllocationSensor.for_descriptions(entry.runtime_data, SENSORS))
 
 
-class PowerAllocationSensor(PowerAllocationEntity, SensorEntity):
+class PowerAllocationSensor(DescribedEntity, SensorEntity):
     """A value of the site's latest view."""
 
     entity_description: PowerAllocationSensorDescription
-
-    def __init__(
-        self,
-        coordinator: PowerAllocationCoordinator,
-        description: PowerAllocationSensorDescription,
-        item_id: str | None,
-    ) -> None:
-        super().__init__(coordinator, description.kind, item_id, description.key)
-        self.entity_description = description
 
     @property
     def native_value(self) -> StateType:
         """The value, from the latest view."""
         return self.entity_description.value_fn(self.item)
-
-    @property
-    def extra_state_attributes(self) -> dict[str, Any] | None:
-        """Reasons and bands, where a description has them."""
-        attributes_fn = self.entity_description.attributes_fn
-        return None if attributes_fn is None else attributes_fn(self.item)
