@@ -107,6 +107,13 @@ async def test_status_unusable_means_unavailable(hass: HomeAssistant, state: str
     assert reading == UpsReading("ups1", available=False, soc_pct=80.0)
 
 
+async def test_without_a_mains_entity_the_ups_is_unavailable(hass: HomeAssistant) -> None:
+    """parse_topology refuses such a source; built by hand, it never guesses mains."""
+    _set(hass, CHARGE, "80", PERCENTAGE)
+    reading = await _ups(hass, {"kind": "entities", "charge": CHARGE})
+    assert reading == UpsReading("ups1", available=False, soc_pct=80.0)
+
+
 @pytest.mark.parametrize(
     ("state", "expected"),
     [

@@ -23,7 +23,7 @@ from typing import Any
 import voluptuous as vol
 import yaml  # type: ignore[import-untyped]
 
-from .engine.model import Site, TopologyError
+from .engine.model import PDU_KEYS, SERVICE_KEYS, UPS_KEYS, Site, TopologyError
 
 MODBUS_UPS_PROFILES = ("apc_smart_ups",)
 MODBUS_PDU_PROFILES = ("generic_pdu",)
@@ -190,25 +190,6 @@ TOPOLOGY_SCHEMA = vol.Schema(
     }
 )
 
-_ENGINE_UPS_KEYS = (
-    "id",
-    "rated_w",
-    "capacity_wh",
-    "runtime_full_load_s",
-    "peukert_k",
-    "efficiency",
-)
-_ENGINE_PDU_KEYS = ("id", "ups", "limit_w", "outlets", "outlet_limits_w")
-_ENGINE_SERVICE_KEYS = (
-    "id",
-    "priority",
-    "outlets",
-    "depends_on",
-    "shutdown_s",
-    "startup_s",
-    "idle_w",
-    "throttle",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,15 +254,13 @@ def parse_topology(document: Any) -> SiteTopology:
         raise TopologyError("a topology must be a mapping with ups, pdus and services")
     try:
         checked = TOPOLOGY_SCHEMA(dict(document))
-    except vol.MultipleInvalid as error:
+    except vol.MultipleInvalid as error:  # a Schema wraps every error in one
         raise TopologyError(_explain(error.errors[0], document)) from None
-    except vol.Invalid as error:
-        raise TopologyError(_explain(error, document)) from None
     site = Site.from_mapping(
         {
-            "ups": [_pick(u, _ENGINE_UPS_KEYS) for u in checked["ups"]],
-            "pdus": [_pick(p, _ENGINE_PDU_KEYS) for p in checked["pdus"]],
-            "services": [_pick(s, _ENGINE_SERVICE_KEYS) for s in checked["services"]],
+            "ups": [_pick(u, UPS_KEYS) for u in checked["ups"]],
+            "pdus": [_pick(p, PDU_KEYS) for p in checked["pdus"]],
+            "services": [_pick(s, SERVICE_KEYS) for s in checked["services"]],
         }
     )
     uses_mqtt = any(
@@ -316,7 +295,7 @@ def parse_topology(document: Any) -> SiteTopology:
     )
 
 
-def _pick(item: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+def _pick(item: Mapping[str, Any], keys: frozenset[str]) -> dict[str, Any]:
     picked = {k: item[k] for k in keys if k in item}
     for key in ("outlets", "depends_on"):
         if isinstance(picked.get(key), list):
