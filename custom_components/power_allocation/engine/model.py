@@ -7,7 +7,7 @@ Everything here is immutable and validated on construction: a bad topology raise
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -296,7 +296,7 @@ def _list(config: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     return items
 
 
-def _known_keys(what: str, item: Mapping[str, Any], allowed: set[str]) -> None:
+def _known_keys(what: str, item: Mapping[str, Any], allowed: Set[str]) -> None:
     unknown = sorted(set(item) - allowed)
     if unknown:
         raise TopologyError(f"{what}: unknown key(s) {', '.join(unknown)}")
@@ -308,12 +308,16 @@ def _required(what: str, item: Mapping[str, Any], key: str) -> Any:
     return item[key]
 
 
-_UPS_KEYS = {"id", "rated_w", "capacity_wh", "runtime_full_load_s", "peukert_k", "efficiency"}
+# The keys of each item of a site document (what `from_mapping` reads).
+UPS_KEYS = frozenset(
+    {"id", "rated_w", "capacity_wh", "runtime_full_load_s", "peukert_k", "efficiency"}
+)
+PDU_KEYS = frozenset({"id", "ups", "limit_w", "outlets", "outlet_limits_w"})
 
 
 def _ups_from(item: Mapping[str, Any]) -> Ups:
     what = f"UPS {item.get('id')!r}"
-    _known_keys(what, item, _UPS_KEYS | {"soc_start_pct"})
+    _known_keys(what, item, UPS_KEYS | {"soc_start_pct"})
     return Ups(
         id=str(_required(what, item, "id")),
         rated_w=_required(what, item, "rated_w"),
@@ -326,7 +330,7 @@ def _ups_from(item: Mapping[str, Any]) -> Ups:
 
 def _pdu_from(item: Mapping[str, Any]) -> Pdu:
     what = f"PDU {item.get('id')!r}"
-    _known_keys(what, item, {"id", "ups", "limit_w", "outlets", "outlet_limits_w"})
+    _known_keys(what, item, PDU_KEYS)
     limits = item.get("outlet_limits_w", {})
     if not isinstance(limits, Mapping):
         raise TopologyError(f"{what}: outlet_limits_w must map outlet numbers to watts")
@@ -339,22 +343,15 @@ def _pdu_from(item: Mapping[str, Any]) -> Pdu:
     )
 
 
-_SERVICE_KEYS = {
-    "id",
-    "priority",
-    "outlets",
-    "depends_on",
-    "shutdown_s",
-    "startup_s",
-    "idle_w",
-    "throttle",
-}
+SERVICE_KEYS = frozenset(
+    {"id", "priority", "outlets", "depends_on", "shutdown_s", "startup_s", "idle_w", "throttle"}
+)
 
 
 def _service_from(item: Mapping[str, Any]) -> Service:
     what = f"service {item.get('id')!r}"
     # `load` describes a simulated service; the scenario loader validates it.
-    _known_keys(what, item, _SERVICE_KEYS | {"load"})
+    _known_keys(what, item, SERVICE_KEYS | {"load"})
     priority = _required(what, item, "priority")
     try:
         tier = Priority(priority)
