@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import random
 import statistics
 import time
 from collections.abc import Callable
 from graphlib import TopologicalSorter
 
+from benchmarks.rows import print_rows
 from custom_components.power_allocation.engine.allocator import Allocation, Demand, allocate
 from custom_components.power_allocation.engine.model import Pdu, Priority, Service, Site, Ups
 
@@ -143,17 +143,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | int | str | bo
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
     rows = [measure(int(size), args.repeats) for size in args.sizes.split(",")]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return rows
-    columns = list(rows[0])
-    print(" | ".join(columns))
-    print(" | ".join("---" for _ in columns))
-    for row in rows:
-        print(" | ".join(str(row[c]) for c in columns))
-    print(
-        "targets: 10,000 services <= 50 ms and <= 10x the topological sort; "
-        "100,000 services <= 1,000 ms (median of one allocation, one core)"
+    print_rows(
+        rows,
+        as_json=args.json,
+        footer="targets: 10,000 services <= 50 ms and <= 10x the topological sort; "
+        "100,000 services <= 1,000 ms (median of one allocation, one core)",
     )
     return rows
 

@@ -12,12 +12,12 @@ the controller does every cycle on battery.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from dataclasses import replace
 from graphlib import TopologicalSorter
 
 from benchmarks.allocator import median_ms, random_site
+from benchmarks.rows import print_rows
 from custom_components.power_allocation.engine.allocator import Demand
 from custom_components.power_allocation.engine.battery import BatteryModel
 from custom_components.power_allocation.engine.model import Site
@@ -83,15 +83,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | int]]:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args(argv)
     rows = [measure(int(size), args.repeats) for size in args.sizes.split(",")]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return rows
-    columns = list(rows[0])
-    print(" | ".join(columns))
-    print(" | ".join("---" for _ in columns))
-    for row in rows:
-        print(" | ".join(str(row[c]) for c in columns))
-    print(f"target: 200 services over a 4-hour horizon <= {TARGET_MS:.0f} ms (median, one core)")
+    print_rows(
+        rows,
+        as_json=args.json,
+        footer=f"target: 200 services over a 4-hour horizon <= {TARGET_MS:.0f} ms (median, one core)",
+    )
     return rows
 
 
