@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | int]]:
     print_rows(
         rows,
         as_json=args.json,
-        footer=f"target: 200 services over a 4-hour horizon <= {TARGET_MS:.0f} ms (median, one core)",
+        footer=f"target: 200 services over a 4-hour horizon <= {TARGET_MS:.0f} ms "
+        "(median, one core)",
     )
     return rows
 
