@@ -19,12 +19,11 @@ import pytest
 import voluptuous as vol
 import yaml  # type: ignore[import-untyped]
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, ServiceCall
 from homeassistant.exceptions import ServiceValidationError
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_capture_events,
-    async_mock_service,
 )
 from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
 from syrupy.assertion import SnapshotAssertion
@@ -290,7 +289,14 @@ async def test_shed_and_restore_call_the_services_home_assistant_actions(
         data=dict(base.data),
         options={"pdus": list(base.options["pdus"]), "services": services},
     )
-    stops = async_mock_service(hass, "host", "stop")
+    stops: list[ServiceCall] = []
+
+    async def stop_host(call: ServiceCall) -> None:
+        # What a real stop action does: the host shuts down, and its draw falls to idle.
+        stops.append(call)
+        modbus_site.site.request_shutdown("batch")
+
+    hass.services.async_register("host", "stop", stop_host)
     decisions = async_capture_events(hass, EVENT_DECISION)
     with site_clock(modbus_site):
         run = SiteRun(hass, modbus_site, entry)

@@ -215,6 +215,9 @@ class SiteControl:
         self.state = self._restored_controller_state(stored.get("controller"))
         self.conservative = bool(stored.get("conservative", False))
         self.guard = OverloadGuard(self.site)
+        self._no_stop_channel = frozenset(
+            sid for sid, c in topology.controls.items() if not c.agent and c.stop is None
+        )
         self.view: SiteView | None = None
         self._warned_nodes: set[str] = set()
 
@@ -359,6 +362,7 @@ class SiteControl:
             demand_w=demand_w,
             unmanaged_w=unmanaged_w,
             overload_allocation=decision.allocation if decision.shed_w else None,
+            no_stop_channel=self._no_stop_channel,
         )
         controller = self._controller()
         before = self.state.mode

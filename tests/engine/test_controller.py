@@ -274,3 +274,33 @@ def test_a_service_whose_stop_fails_is_carried_by_the_reserve() -> None:
         obeyed = _final_shutdown_starts_s(batch_ignores_commands=False, soc_ratio=soc_ratio)
         ignored = _final_shutdown_starts_s(batch_ignores_commands=True, soc_ratio=soc_ratio)
         assert ignored < obeyed
+
+
+def test_a_service_nobody_can_ask_to_stop_is_cut_once_its_shutdown_s_ran_out() -> None:
+    """No agent, no stop action: its draw never falls, and that is no lost stop to retry (I3)."""
+    controller = OutageController(SITE)
+    state = hold(initial_state(SITE), "batch", False)
+    batch = SITE.service_by_id["batch"]
+    stopped_at_s: float | None = None
+    cut_at_s: float | None = None
+    t_s = 0.0
+    while t_s < 600 and cut_at_s is None:
+        reading = telemetry(t_s, state, mains_on=True, soc_ratio=1.0)
+        reading = replace(
+            reading,
+            service_draw_w={**reading.service_draw_w, "batch": DEMAND["batch"].mean_w},
+            no_stop_channel=frozenset({"batch"}),
+        )
+        result = controller.step(state, reading)
+        state = result.state
+        for command in result.commands:
+            if isinstance(command, StopService) and command.service_id == "batch":
+                assert stopped_at_s is None, "asked only once"
+                stopped_at_s = t_s
+            elif isinstance(command, SwitchOutlets) and command.service_id == "batch":
+                cut_at_s = t_s
+        t_s += 10.0
+    assert stopped_at_s is not None
+    assert cut_at_s is not None
+    assert cut_at_s - stopped_at_s >= batch.shutdown_s
+    assert state.services["batch"].phase in (Phase.CUTTING, Phase.OFF)

@@ -99,6 +99,9 @@ class Telemetry:
     demand_w: Mapping[str, Demand]  # forecast draw of every service, running uncapped
     unmanaged_w: Mapping[str, float] = field(default_factory=dict)
     stop_acknowledged: frozenset[str] = frozenset()  # services whose agent reported its OS down
+    # Services nobody can ask to stop (no host agent, no stop action): their stop is over when
+    # their shutdown_s has run out (I3); a draw still up then is no lost command to retry.
+    no_stop_channel: frozenset[str] = frozenset()
     # The overload guard's pre-emptive shed (engine/overload.py), when one is under way: what it
     # turns off or caps is shed or capped here, and stays so while the shed holds.
     overload_allocation: Allocation | None = None
@@ -709,8 +712,10 @@ class _Cycle:
         draw_w = self.telemetry.service_draw_w.get(sid)
         threshold_w = service.idle_w + self.settings.idle_margin_w
         # With no reading, a stop that already had to be asked again is taken as still up.
-        still_up = not acknowledged and (
-            draw_w > threshold_w if draw_w is not None else control.switch_attempts > 0
+        still_up = (
+            not acknowledged
+            and sid not in self.telemetry.no_stop_channel
+            and (draw_w > threshold_w if draw_w is not None else control.switch_attempts > 0)
         )
         drawing = "no draw reading" if draw_w is None else f"still drawing {draw_w:.0f} W"
         if still_up and self._draw_tells(sid) and not self._on_battery_now():
