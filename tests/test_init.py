@@ -42,3 +42,24 @@ async def test_removed_service_loses_its_device(
     assert entry.state is ConfigEntryState.LOADED
     assert devices.async_get_device(identifiers={batch}) is None
     assert devices.async_get_device(identifiers={(DOMAIN, f"{entry.entry_id}_service_db")})
+
+
+async def test_a_held_on_service_is_not_planned_to_be_shed(
+    hass: HomeAssistant, modbus_site: ModbusSite
+) -> None:
+    entry = small_site_entry(modbus_site)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    planned = "sensor.rack_a_batch_planned_shed_in"
+    assert hass.states.get(planned).state not in ("unknown", "unavailable")
+
+    await hass.services.async_call(
+        "select",
+        "select_option",
+        {"entity_id": "select.rack_a_batch_hold", "option": "held_on"},
+        blocking=True,
+    )
+    assert hass.states.get(planned).state == "unknown"
+    plan = hass.states.get("sensor.rack_a_next_planned_action").attributes.get("plan", [])
+    assert all(step["service"] != "batch" for step in plan)

@@ -494,9 +494,13 @@ class SiteControl:
     ) -> SiteView:
         site = self.site
         plan = self.plan(now_s, controller)
-        steps = () if plan is None else plan.steps
+        # What is held on, and what it needs, is never stopped (I8): not part of the plan shown.
+        kept_on = site.graph.dependency_closure(self.state.held_on)
+        steps = () if plan is None else tuple(s for s in plan.steps if s.service_id not in kept_on)
         critical_runtime = None if plan is None else plan.tier_runtime_s[Priority.CRITICAL]
-        shed_in = {} if plan is None else dict(plan.stop_at_s)
+        shed_in = (
+            {} if plan is None else {k: v for k, v in plan.stop_at_s.items() if k not in kept_on}
+        )
         ups: dict[str, UpsView] = {}
         budget_w = 0.0
         for u in site.ups:
