@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.power_allocation.const import CONF_SITE_NAME, CONF_TOPOLOGY, DOMAIN
+from custom_components.power_allocation.drivers.mqtt import MqttDriver
 from tests.fixtures.modbus_site import HOST, SMALL_SITE, ModbusSite
 
 
@@ -51,3 +53,17 @@ def small_site_entry(
         data={CONF_SITE_NAME: "Rack A", CONF_TOPOLOGY: topology},
         options={"pdus": pdus, "services": services},
     )
+
+
+APPLY_TIMEOUT_S = 10.0
+
+
+def wait_applied(driver: MqttDriver, topics: list[str], before: int) -> None:
+    """Until the driver has applied the round a bridge just published on `topics` (blocking:
+    run it in an executor); `before` is its applied count from before the round."""
+    count = before + sum(1 for topic in topics if topic in driver.subscriptions)
+    deadline = time.monotonic() + APPLY_TIMEOUT_S
+    while driver.counts().applied < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"applied {driver.counts().applied} of {count} messages")
+        time.sleep(0.005)

@@ -27,12 +27,14 @@ from custom_components.power_allocation.const import (
     EVENT_DECISION,
     EVENT_STATE_CHANGED,
 )
+from custom_components.power_allocation.drivers.mqtt import MqttDriver
 from custom_components.power_allocation.engine.scenario import build_scenario
 from simulator.modbus_server import SiteModbusServer
 from simulator.mqtt_bridge import MqttBridge
 from simulator.site import SimulatedSite
 from tests.fixtures.modbus_site import HOST
 from tests.fixtures.mqtt_broker import Mosquitto
+from tests.site_entry import wait_applied
 
 CYCLE_S = 10
 EPOCH_S = 1_800_000_000.0
@@ -87,10 +89,11 @@ class Rack:
         self.server = server
         self.bridge = bridge
 
-    def advance(self, dt_s: float) -> None:
+    def advance(self, dt_s: float) -> list[str]:
+        """Advance the site; the topics its bridge published for the new state."""
         self.site.advance(dt_s)
         self.server.refresh()
-        self.bridge.publish()
+        return self.bridge.publish()
 
 
 @pytest.fixture
@@ -141,8 +144,12 @@ def _entry(rack: Rack, broker_port: int) -> MockConfigEntry:
 
 
 async def _cycle(hass: HomeAssistant, rack: Rack, entry: MockConfigEntry) -> None:
-    rack.advance(CYCLE_S)
     coordinator = entry.runtime_data
+    driver = coordinator.drivers.drivers["mqtt"]
+    assert isinstance(driver, MqttDriver)
+    before = driver.counts().applied
+    # The agents' reports of this state must be in before the cycle reads them.
+    await hass.async_add_executor_job(wait_applied, driver, rack.advance(CYCLE_S), before)
     # The controller's clock follows the simulated site (paho's threads need the real one).
     coordinator.clock = lambda: EPOCH_S + rack.site.time_s
     await coordinator.async_refresh()

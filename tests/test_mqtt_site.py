@@ -6,7 +6,6 @@ pushes a PDU towards its breaker and the overload guard predicts it before it tr
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,9 +27,9 @@ from simulator.mqtt_bridge import MqttBridge, tasmota_topic
 from simulator.site import SimulatedSite
 from tests.fixtures.modbus_site import HOST
 from tests.fixtures.mqtt_broker import Mosquitto
+from tests.site_entry import wait_applied
 
 CYCLE_S = 10
-APPLY_TIMEOUT_S = 10.0
 EPOCH_S = 1_800_000_000.0
 PREFIX = "mq"
 SITE: dict[str, Any] = {
@@ -65,15 +64,6 @@ async def bridge_site(
         yield site, bridge
     finally:
         await bridge.stop()
-
-
-def _wait_applied(driver: MqttDriver, count: int) -> None:
-    """Until the driver has applied `count` messages: the round just published has arrived."""
-    deadline = time.monotonic() + APPLY_TIMEOUT_S
-    while driver.counts().applied < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"applied {driver.counts().applied} of {count} messages")
-        time.sleep(0.005)
 
 
 def _entry(broker_port: int) -> MockConfigEntry:
@@ -131,8 +121,7 @@ async def test_mqtt_site_throttles_through_its_agent_and_predicts_an_overload(
     async def cycle() -> None:
         site.advance(CYCLE_S)
         before = driver.counts().applied
-        wanted = sum(1 for topic in bridge.publish() if topic in driver.subscriptions)
-        await hass.async_add_executor_job(_wait_applied, driver, before + wanted)
+        await hass.async_add_executor_job(wait_applied, driver, bridge.publish(), before)
         await coordinator.async_refresh()
         await hass.async_block_till_done()
 
