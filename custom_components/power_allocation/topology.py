@@ -191,7 +191,6 @@ TOPOLOGY_SCHEMA = vol.Schema(
 )
 
 
-
 @dataclass(frozen=True, slots=True)
 class HaAction:
     """A Home Assistant action to call, e.g. `script.stop_db` with its data."""
