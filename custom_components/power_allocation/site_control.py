@@ -34,7 +34,7 @@ from .engine.controller import (
 from .engine.demand import ServiceDemand
 from .engine.forecast import ForecastSettings, NodeForecasters, node_draw_w
 from .engine.model import Priority, Service, Site
-from .engine.outage import OutagePrior
+from .engine.outage import ConditionalOutage, OutagePrior
 from .engine.overload import GuardDecision, NodeRisk, OverloadGuard, OverloadLevel
 from .engine.planner import Plan, plan_outage
 from .topology import SiteTopology
@@ -400,16 +400,20 @@ class SiteControl:
 
     def plan(self, now_s: float, controller: OutageController | None = None) -> Plan | None:
         """The plan if the outage goes on (or if mains failed now); None when nothing runs."""
+        controller = controller or self._controller()
+        return self._plan(controller, controller.outage_given(self._elapsed_s(now_s)))
+
+    def _plan(self, controller: OutageController, outage: ConditionalOutage) -> Plan | None:
+        """The plan for what runs now, under `outage`; None when nothing runs."""
         running = self._running()
         if not running:
             return None
-        controller = controller or self._controller()
         return plan_outage(
             self.site,
             controller.batteries,
             self.state.soc_ratio,
             self.demand.demand_w(),
-            controller.outage_given(self._elapsed_s(now_s)),
+            outage,
             running=running,
             restore_delay_s=controller.settings.restore_delay_s,
             reserve_margin_ratio=controller.settings.reserve_margin_ratio,
@@ -422,27 +426,16 @@ class SiteControl:
         charge and forecasts; steps due after mains returns never happen.
         """
         running = self._running()
-        controller = self._controller()
         known = OutagePrior(
             momentary_ratio=0.0,
             sustained_median_s=max(1.0, duration_s),
             sustained_sigma=KNOWN_OUTAGE_SIGMA,
         )
-        demand_w = self.demand.demand_w()
+        plan = self._plan(self._controller(), known.given(0.0))
         timeline: list[dict[str, Any]] = []
         tier_runtime: dict[str, float] = {}
         final_s: float | None = None
-        if running:
-            plan = plan_outage(
-                self.site,
-                controller.batteries,
-                self.state.soc_ratio,
-                demand_w,
-                known.given(0.0),
-                running=running,
-                restore_delay_s=controller.settings.restore_delay_s,
-                reserve_margin_ratio=controller.settings.reserve_margin_ratio,
-            )
+        if plan is not None:
             timeline = [
                 {
                     "at_s": round(step.at_s, 1),
@@ -505,7 +498,6 @@ class SiteControl:
         budget_w = 0.0
         for u in site.ups:
             reading = snapshot.ups.get(u.id)
-            available = reading is not None and reading.available
             soc = self.state.soc_ratio.get(u.id)
             model = controller.batteries[u.id]
             load_w = node_w.get(u.id, 0.0)
@@ -514,16 +506,17 @@ class SiteControl:
                 (shed_in[s.id] for s in site.services if s.id in shed_in and self._feeds(u.id, s)),
                 default=None,
             )
+            shown = reading if reading is not None and reading.available else None
             ups[u.id] = UpsView(
-                available=available,
-                on_battery=reading.on_battery if available and reading else None,
-                low_battery=reading.low_battery if available and reading else None,
-                soc_pct=reading.soc_pct if available and reading else None,
-                runtime_s=reading.runtime_s if available and reading else None,
+                available=shown is not None,
+                on_battery=None if shown is None else shown.on_battery,
+                low_battery=None if shown is None else shown.low_battery,
+                soc_pct=None if shown is None else shown.soc_pct,
+                runtime_s=None if shown is None else shown.runtime_s,
                 predicted_runtime_s=None
                 if last_stop is None or math.isinf(last_stop)
                 else last_stop,
-                output_w=reading.output_w if available and reading else None,
+                output_w=None if shown is None else shown.output_w,
                 energy_left_wh=energy_wh,
             )
             if plan is not None and energy_wh is not None and plan.final_shutdown_at_s > 0:
