@@ -122,6 +122,11 @@ function duration(seconds) {
 }
 
 const watts = (w) => (w === null ? null : w >= 10000 ? `${(w / 1000).toFixed(1)} kW` : `${Math.round(w)} W`);
+/** A forecast and its upper band as one range: "153–184 W". */
+const wattRange = (low, high) =>
+  high === null || high >= 10000
+    ? watts(low) + (high === null ? "" : `–${watts(high)}`)
+    : `${Math.round(low)}–${watts(high)}`;
 const wattHours = (wh) =>
   wh === null ? null : wh >= 1000 ? `${(wh / 1000).toFixed(2)} kWh` : `${Math.round(wh)} Wh`;
 
@@ -345,8 +350,7 @@ class PowerAllocationCard extends HTMLElement {
     const capMark = cap !== null ? `<div class="mark cap" style="left:${at(cap)}"></div>` : "";
     const fill = power !== null ? `<div class="fill" style="width:${at(power)}"></div>` : "";
     const text = shown(hass, powerEntity, watts(power));
-    const forecastText =
-      forecast === null ? "" : ` / ${watts(forecast)}${upper !== null ? `–${watts(upper)}` : ""}`;
+    const forecastText = forecast === null ? "" : `/ ${wattRange(forecast, upper)}`;
     return `<div class="bar">${band}${fill}${capMark}</div><div class="power"><span>${escapeHtml(text)}</span><span class="forecast">${escapeHtml(forecastText)}</span></div>`;
   }
 
@@ -354,11 +358,14 @@ class PowerAllocationCard extends HTMLElement {
     const plan = this._plan();
     const hass = this._hass;
     const steps = plan
-      .map((step) => {
+      .map((step, index) => {
         const priority = known(hass, site.services[step.service]?.priority)?.state;
         const verb = ACTION_VERBS[step.action] ?? step.action;
-        return `<li class="step" data-service="${escapeHtml(step.service)}" data-action="${escapeHtml(step.action)}" data-entity="${escapeHtml(site.services[step.service]?.allocation ?? "")}">
-          <span class="when">in ${escapeHtml(duration(Number(step.in_s)) ?? "?")}</span>
+        // Steps due at the same time (a whole tier at once) share the first one's time.
+        const when = `in ${duration(Number(step.in_s)) ?? "?"}`;
+        const same = index > 0 && when === `in ${duration(Number(plan[index - 1].in_s)) ?? "?"}`;
+        return `<li class="step${same ? " same" : ""}" data-service="${escapeHtml(step.service)}" data-action="${escapeHtml(step.action)}" data-entity="${escapeHtml(site.services[step.service]?.allocation ?? "")}">
+          <span class="when">${same ? "" : escapeHtml(when)}</span>
           <span class="what">${escapeHtml(verb)} <b>${escapeHtml(step.service)}</b>${priority ? ` <span class="badge tier-${escapeHtml(priority)}">${escapeHtml(priority)}</span>` : ""}</span>
         </li>`;
       })
@@ -380,12 +387,13 @@ const STYLE = `
   .chip { font-size: 0.8em; padding: 2px 8px; border-radius: 12px; background: var(--secondary-background-color); color: var(--secondary-text-color); }
   .chip.mains { background: var(--success-color); color: var(--text-primary-color, #fff); }
   .chip.battery { background: var(--error-color); color: var(--text-primary-color, #fff); }
-  .header[data-mode="normal"] .chip.mode { display: none; }
+  /* The mains chip says as much already. */
+  .header[data-mode="normal"] .chip.mode, .header[data-mode="on_battery"] .chip.mode { display: none; }
   .facts { display: flex; gap: 24px; margin-top: 10px; flex-wrap: wrap; }
   .fact { display: flex; flex-direction: column; }
   .label { font-size: 0.75em; text-transform: uppercase; letter-spacing: 0.04em; color: var(--secondary-text-color); }
   .value { font-size: 1.25em; }
-  .tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(130px, 1fr)); gap: 8px; margin-top: 12px; }
+  .tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); gap: 8px; margin-top: 12px; }
   .tile { padding: 8px 10px; border-radius: 8px; border: 1px solid var(--divider-color); border-left: 4px solid var(--success-color); background: var(--secondary-background-color); outline: none; }
   .tile:focus-visible { box-shadow: 0 0 0 2px var(--primary-color); }
   .tile.state-throttled { border-left-color: var(--warning-color); }
@@ -405,7 +413,7 @@ const STYLE = `
   .band { position: absolute; top: 0; bottom: 0; background: var(--primary-text-color); opacity: 0.18; }
   .mark { position: absolute; top: 0; bottom: 0; width: 2px; background: var(--primary-text-color); }
   .mark.cap { background: var(--warning-color); }
-  .power { display: flex; justify-content: space-between; font-size: 0.8em; margin-top: 3px; }
+  .power { display: flex; justify-content: space-between; gap: 4px; font-size: 0.8em; margin-top: 3px; white-space: nowrap; }
   .forecast, .shed { color: var(--secondary-text-color); }
   .shed { font-size: 0.8em; margin-top: 2px; }
   .plan { margin-top: 14px; }
@@ -414,7 +422,9 @@ const STYLE = `
   .step::before { content: ""; position: absolute; left: -20px; top: 9px; width: 10px; height: 10px; border-radius: 50%; background: var(--primary-color); }
   .step[data-action="shutdown"]::before { background: var(--error-color); }
   .step[data-action="throttle"]::before { background: var(--warning-color); }
-  .when { min-width: 88px; color: var(--secondary-text-color); }
+  .when { min-width: 104px; color: var(--secondary-text-color); }
+  .step.same { padding-top: 0; }
+  .step.same::before { width: 6px; height: 6px; left: -18px; top: 8px; }
   .empty { color: var(--secondary-text-color); font-size: 0.9em; margin-top: 4px; }
 `;
 
