@@ -18,7 +18,8 @@
  *   .header[data-on-battery="true"|"false"][data-mode="<controller_state state>"]
  *   .tile[data-service="<service id>"][data-state="<allocation state>"][data-priority="<tier>"]
  *     one per service, the id as in the topology (e.g. "db")
- *   .tile[data-outlet="<pdu id>/<n>"]   one per outlet no service is bound to
+ *   .tile[data-outlet="<pdu id>/<n>"][data-state="metered"|"unavailable"]
+ *     one per outlet no service is bound to, after the services
  *   .timeline .step[data-service="<service id>"][data-action="<shutdown|throttle>"]
  *     one per step of the next_action sensor's plan, in order
  * A state that is missing or unavailable shows as "unavailable" (data-state too).
