@@ -32,10 +32,12 @@ def entry_topology(entry: ConfigEntry) -> dict[str, Any]:
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Register the actions (they find their site by config entry)."""
+    """Register the actions (they find their site by config entry) and the dashboard card."""
+    from .card import async_register_card
     from .services import async_setup_services
 
     async_setup_services(hass)
+    await async_register_card(hass)
     return True
 
 
