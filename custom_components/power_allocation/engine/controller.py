@@ -1,7 +1,8 @@
 """The outage controller: a state machine that turns telemetry and the plan into commands.
 
 Each cycle the caller passes what it measured (`Telemetry`, with `now_s`) and the state the last
-cycle returned; `step` returns the new state, the commands to carry out and the faults to report.
+cycle returned; `step` returns the new state, the commands to carry out, the faults to report
+and the plan it acted on.
 The state is a plain value (`to_dict` / `from_dict`), so a controller restarted in the middle of an
 outage picks up where it was: what it shed stays shed, a shutdown under way goes on.
 
@@ -27,7 +28,7 @@ from .allocator import Allocation, Demand, ServiceState, allocate
 from .battery import BatteryModel
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
-from .planner import plan_outage
+from .planner import Plan, plan_outage
 
 STATE_VERSION = 1
 
@@ -254,6 +255,9 @@ class StepResult:
     state: ControllerState
     commands: tuple[Command, ...]
     faults: tuple[Fault, ...]
+    # The plan this cycle acted on; None where it made none (on mains, in the final shutdown,
+    # nothing running).
+    plan: Plan | None = None
 
 
 def initial_state(site: Site, soc_ratio: Mapping[str, float] | None = None) -> ControllerState:
@@ -298,7 +302,7 @@ class OutageController:
         """One control cycle."""
         cycle = _Cycle(self, state, telemetry)
         cycle.run()
-        return StepResult(cycle.finish(), tuple(cycle.commands), tuple(cycle.faults))
+        return StepResult(cycle.finish(), tuple(cycle.commands), tuple(cycle.faults), cycle.plan)
 
 
 class _Cycle:
@@ -318,6 +322,7 @@ class _Cycle:
         }
         self.commands: list[Command] = []
         self.faults: list[Fault] = []
+        self.plan: Plan | None = None
         # What is due before the next look is done now; the last interval is the best guess of
         # when that will be.
         self.cycle_s = 0.0 if state.soc_at_s is None else max(0.0, self.now_s - state.soc_at_s)
@@ -460,6 +465,7 @@ class _Cycle:
                 restore_delay_s=self.settings.restore_delay_s,
                 reserve_margin_ratio=self.settings.reserve_margin_ratio,
             )
+            self.plan = plan
             # The final shutdown starts early by a cycle per wave of it: each wave is seen to
             # have stopped only at a cycle, and the plan's reserve assumes no such wait.
             waves = len(self.site.graph.shutdown_waves(running))
