@@ -261,16 +261,9 @@ class SiteControl:
         self.guard = OverloadGuard(self.site)
 
     def hold(self, service_id: str, on: bool | None) -> None:
-        """Hold a service on or off (I8); None releases it. Conflicts raise `ValueError`."""
-        state = hold(self.state, service_id, on)
-        graph = self.site.graph
-        conflict = graph.dependency_closure(state.held_on) & graph.dependent_closure(state.held_off)
-        if conflict:
-            raise ValueError(
-                f"holding {service_id} {'on' if on else 'off'} contradicts the holds on "
-                f"{', '.join(sorted(conflict))} through their dependencies"
-            )
-        self.state = state
+        """Hold a service on or off (I8); None releases it. A conflict raises
+        `HoldConflictError` (a `ValueError`) and changes nothing."""
+        self.state = hold(self.site, self.state, service_id, on)
 
     def release_all(self) -> None:
         """Release every hold."""

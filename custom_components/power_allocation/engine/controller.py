@@ -24,7 +24,14 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from .allocator import Allocation, Demand, ServiceState, allocate
+from .allocator import (
+    Allocation,
+    Demand,
+    HoldConflictError,
+    ServiceState,
+    allocate,
+    hold_conflicts,
+)
 from .battery import BatteryModel
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
@@ -268,14 +275,26 @@ def initial_state(site: Site, soc_ratio: Mapping[str, float] | None = None) -> C
     )
 
 
-def hold(state: ControllerState, service_id: str, on: bool | None) -> ControllerState:
-    """Hold a service on or off (I8); None releases it."""
+def hold(site: Site, state: ControllerState, service_id: str, on: bool | None) -> ControllerState:
+    """Hold a service on or off (I8); None releases it.
+
+    A hold that contradicts the others through a dependency (a service held on that needs one
+    held off) raises `HoldConflictError` naming what would have to be both on and off.
+    """
     held_on = state.held_on - {service_id}
     held_off = state.held_off - {service_id}
     if on is True:
         held_on |= {service_id}
     elif on is False:
         held_off |= {service_id}
+    # A release takes a hold away: it cannot contradict the holds left.
+    conflict = frozenset() if on is None else hold_conflicts(site, held_on, held_off)
+    if conflict:
+        raise HoldConflictError(
+            f"holding {service_id} {'on' if on else 'off'} contradicts the holds on "
+            f"{', '.join(sorted(conflict))} through their dependencies",
+            conflict,
+        )
     return replace(state, held_on=held_on, held_off=held_off)
 
 
