@@ -2,17 +2,19 @@
 
     python -m benchmarks.allocator [--json] [--sizes 100,1000,10000,100000] [--repeats N]
 
-Sites: one UPS, one PDU per 20 services, about two dependencies per service. Services come in
-application stacks of up to 25 (each depends on services of lower layers in its stack, the
-bottom layer on one of a few site-wide core services) — the shape of a real rack, where
-dependency chains are a handful deep. Limits are set so that the UPS and about half the PDUs are
-overloaded: the allocator has to throttle and shed, not just confirm that everything fits.
+Sites: one UPS, one PDU per 20 services (the last one fewer, for a count that is no multiple of
+20), about two dependencies per service. Services come in application stacks of up to 25 (each
+depends on services of lower layers in its stack, the bottom layer on one of a few site-wide core
+services) — the shape of a real rack, where dependency chains are a handful deep. Limits are set
+so that the UPS and about half the PDUs are overloaded: the allocator has to throttle and shed,
+not just confirm that everything fits.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import math
 import random
 import statistics
 import time
@@ -37,7 +39,7 @@ TIER_WEIGHTS = (
 def random_site(n: int, seed: int = 1) -> tuple[Site, dict[str, Demand]]:
     """A random site of `n` services and the forecasts to allocate for."""
     rng = random.Random(seed)
-    pdu_count = max(1, n // SERVICES_PER_PDU)
+    pdu_count = max(1, math.ceil(n / SERVICES_PER_PDU))
     outlets_per_pdu = SERVICES_PER_PDU + 6
     # Primary feeds take outlets 1..20 of their PDU, second PSUs the spare outlets above.
     next_outlet = [1] * pdu_count
@@ -48,7 +50,7 @@ def random_site(n: int, seed: int = 1) -> tuple[Site, dict[str, Demand]]:
     tiers = [t for t, _ in TIER_WEIGHTS]
     weights = [w for _, w in TIER_WEIGHTS]
     for i in range(n):
-        home = min(i // SERVICES_PER_PDU, pdu_count - 1)
+        home = i // SERVICES_PER_PDU
         outlets = [f"pdu{home}/{next_outlet[home]}"]
         next_outlet[home] += 1
         feeds = [home]

@@ -9,7 +9,7 @@ from pytest_homeassistant_custom_component.common import snapshot_platform
 from syrupy.assertion import SnapshotAssertion
 
 from tests.fixtures.modbus_site import ModbusSite
-from tests.test_sensor import ENTRY_ID, ha_snapshot, loaded_site
+from tests.site_entry import ENTRY_ID, loaded_site
 
 ON_BATTERY = "binary_sensor.rack_a_ups1_on_battery"
 LOW_BATTERY = "binary_sensor.rack_a_ups1_low_battery"
@@ -25,7 +25,7 @@ async def test_binary_sensors(
     """Every binary sensor, on mains with the PDUs well under their limits."""
     async with loaded_site(hass, modbus_site, ["binary_sensor"]) as site:
         await site.cycle(2)
-        await snapshot_platform(hass, entity_registry, ha_snapshot(snapshot), ENTRY_ID)
+        await snapshot_platform(hass, entity_registry, snapshot, ENTRY_ID)
         assert len(er.async_entries_for_config_entry(entity_registry, ENTRY_ID)) == 2 + 2
 
 

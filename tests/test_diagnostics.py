@@ -14,7 +14,7 @@ from syrupy.filters import props
 
 from tests.fixtures.modbus_site import HOST, ModbusSite
 from tests.fixtures.mqtt_broker import Mosquitto
-from tests.test_sensor import ha_snapshot, loaded_site
+from tests.site_entry import loaded_site
 
 LOGIN = {"username": "rack-a-user", "password": "s3cret-pw"}
 
@@ -40,4 +40,4 @@ async def test_diagnostics(
         "**REDACTED**"
     }
     # The ports are the simulator's, free ones picked at random.
-    assert diagnostics == ha_snapshot(snapshot)(exclude=props("port"))
+    assert diagnostics == snapshot(exclude=props("port"))

@@ -6,7 +6,7 @@ state machine shows the low-priority outlets switch off, dependents before what 
 critical ones untouched; mains returns: everything comes back, dependencies first.
 
 Time is driven by the test: each cycle the simulated site advances 10 s and the coordinator,
-whose clock follows the site's, runs once.
+whose clock follows the site's, runs once (`tests.site_entry.SiteRun`).
 """
 
 from __future__ import annotations
@@ -15,29 +15,26 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.power_allocation.const import (
-    CONF_SITE_NAME,
-    CONF_TOPOLOGY,
-    DOMAIN,
     EVENT_DECISION,
     EVENT_STATE_CHANGED,
 )
-from custom_components.power_allocation.drivers.mqtt import MqttDriver
 from custom_components.power_allocation.engine.scenario import build_scenario
-from simulator.modbus_server import SiteModbusServer
-from simulator.mqtt_bridge import MqttBridge
-from simulator.site import SimulatedSite
-from tests.fixtures.modbus_site import HOST
+from tests.fixtures.modbus_site import HOST, ModbusSite, serving
 from tests.fixtures.mqtt_broker import Mosquitto
-from tests.site_entry import wait_applied
+from tests.site_entry import (
+    SiteRun,
+    agents_bridge,
+    modbus_source,
+    site_clock,
+    site_entry,
+    ups_item,
+)
 
-CYCLE_S = 10
-EPOCH_S = 1_800_000_000.0
 PREFIX = "sim"
 RACK: dict[str, Any] = {
     "name": "e2e-rack",
@@ -81,141 +78,93 @@ SWITCH = {
 }
 
 
-class Rack:
-    """The simulated rack on its Modbus servers and MQTT bridge."""
-
-    def __init__(self, site: SimulatedSite, server: SiteModbusServer, bridge: MqttBridge) -> None:
-        self.site = site
-        self.server = server
-        self.bridge = bridge
-
-    def advance(self, dt_s: float) -> list[str]:
-        """Advance the site; the topics its bridge published for the new state."""
-        self.site.advance(dt_s)
-        self.server.refresh()
-        return self.bridge.publish()
-
-
-@pytest.fixture
-async def rack(socket_enabled: None, mqtt_broker: Mosquitto) -> AsyncIterator[Rack]:
-    site = SimulatedSite(build_scenario(RACK, {}), follow_timeline=False)
-    server = SiteModbusServer(site, HOST)
-    bridge = MqttBridge(site, HOST, mqtt_broker.port, "nut", PREFIX, interval_s=0)
-    await server.start()
-    await bridge.start()
-    rack = Rack(site, server, bridge)
-    rack.advance(1)
-    try:
-        yield rack
-    finally:
-        await bridge.stop()
-        await server.stop()
-
-
-def _entry(rack: Rack, broker_port: int) -> MockConfigEntry:
-    def modbus(device_id: str, profile: str) -> dict[str, Any]:
-        port = rack.server.ports[device_id]
-        return {"kind": "modbus", "host": HOST, "port": port, "profile": profile}
-
-    ups = {
-        **{k: RACK["ups"][0][k] for k in ("id", "rated_w", "capacity_wh", "runtime_full_load_s")},
-        "peukert_k": 1.3,
-        "source": modbus("ups1", "apc_smart_ups"),
-    }
-    return MockConfigEntry(
-        domain=DOMAIN,
-        title="Rack e2e",
-        unique_id="rack_e2e",
-        data={
-            CONF_SITE_NAME: "Rack e2e",
-            CONF_TOPOLOGY: {
-                "mqtt": {"host": HOST, "port": broker_port, "base_topic": PREFIX},
-                "ups": [ups],
-            },
-        },
-        options={
-            "pdus": [{**p, "source": modbus(p["id"], "generic_pdu")} for p in RACK["pdus"]],
-            "services": [
-                {**{k: v for k, v in s.items() if k != "load"}, "agent": True}
-                for s in RACK["services"]
-            ],
-        },
+def _entry(rack: ModbusSite, broker_port: int) -> MockConfigEntry:
+    return site_entry(
+        "Rack e2e",
+        RACK,
+        ups=[
+            {
+                **ups_item(RACK["ups"][0], modbus_source(rack, "ups1", "apc_smart_ups")),
+                "peukert_k": 1.3,
+            }
+        ],
+        pdus=[{**p, "source": modbus_source(rack, p["id"], "generic_pdu")} for p in RACK["pdus"]],
+        mqtt={"host": HOST, "port": broker_port, "base_topic": PREFIX},
+        agents=True,
     )
 
 
-async def _cycle(hass: HomeAssistant, rack: Rack, entry: MockConfigEntry) -> None:
-    coordinator = entry.runtime_data
-    driver = coordinator.drivers.drivers["mqtt"]
-    assert isinstance(driver, MqttDriver)
-    before = driver.counts().applied
-    # The agents' reports of this state must be in before the cycle reads them.
-    await hass.async_add_executor_job(wait_applied, driver, rack.advance(CYCLE_S), before)
-    # The controller's clock follows the simulated site (paho's threads need the real one).
-    coordinator.clock = lambda: EPOCH_S + rack.site.time_s
-    await coordinator.async_refresh()
-    await hass.async_block_till_done()
+def _switch_states(run: SiteRun) -> dict[str, str]:
+    return {sid: run.state(entity_id) for sid, entity_id in SWITCH.items()}
 
 
-def _switch_states(hass: HomeAssistant) -> dict[str, str]:
-    return {sid: hass.states.get(entity_id).state for sid, entity_id in SWITCH.items()}
+@pytest.fixture
+async def run(
+    hass: HomeAssistant, socket_enabled: None, mqtt_broker: Mosquitto
+) -> AsyncIterator[SiteRun]:
+    """The rack on its Modbus servers, its agents on the bridge, in Home Assistant (not set up)."""
+    async with (
+        serving(build_scenario(RACK, {})) as rack,
+        agents_bridge(rack.site, mqtt_broker, "nut", PREFIX) as bridge,
+    ):
+        entry = _entry(rack, mqtt_broker.port)
+        run = SiteRun(hass, entry, rack.site, server=rack.server, bridge=bridge)
+        run.advance(1)
+        with site_clock(rack.site):
+            yield run
 
 
 async def test_outage_sheds_in_dependency_order_and_restores(
-    hass: HomeAssistant, rack: Rack, mqtt_broker: Mosquitto
+    hass: HomeAssistant, run: SiteRun
 ) -> None:
-    entry = _entry(rack, mqtt_broker.port)
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
-    assert entry.state is ConfigEntryState.LOADED
+    await run.set_up()
     registry = er.async_get(hass)
     assert all(registry.async_get(entity_id) for entity_id in SWITCH.values())
     decisions = async_capture_events(hass, EVENT_DECISION)
     modes = async_capture_events(hass, EVENT_STATE_CHANGED)
     # A few cycles on mains: everything on, the forecasters have seen every load.
     for _ in range(3):
-        await _cycle(hass, rack, entry)
-    assert set(_switch_states(hass).values()) == {"on"}
-    assert hass.states.get("sensor.rack_e2e_controller_state").state == "normal"
+        await run.cycle()
+    assert set(_switch_states(run).values()) == {"on"}
+    assert run.state("sensor.rack_e2e_controller_state") == "normal"
 
-    rack.site.set_mains(False)
+    run.simulated.set_mains(False)
     off_at: dict[str, int] = {}
     for cycle in range(60):
-        await _cycle(hass, rack, entry)
-        for sid, state in _switch_states(hass).items():
+        await run.cycle()
+        for sid, state in _switch_states(run).items():
             if state == "off":
                 off_at.setdefault(sid, cycle)
         if {"web", "frontend", "batch"} <= set(off_at):
             break
-    assert hass.states.get("binary_sensor.rack_e2e_ups1_on_battery").state == "on"
+    assert run.state("binary_sensor.rack_e2e_ups1_on_battery") == "on"
     assert {"web", "frontend", "batch"} <= set(off_at), off_at
     assert off_at["frontend"] < off_at["web"], "a dependent goes off before what it needs (I1)"
-    assert _switch_states(hass)["network"] == "on"
-    assert _switch_states(hass)["db"] == "on"
+    assert _switch_states(run)["network"] == "on"
+    assert _switch_states(run)["db"] == "on"
     stopped = [e.data["service"] for e in decisions if e.data["action"] == "stop"]
     assert stopped.index("frontend") < stopped.index("web")
     assert all(e.data["ok"] for e in decisions), [e.data for e in decisions if not e.data["ok"]]
-    assert hass.states.get("sensor.rack_e2e_web_allocation").state == "off"
+    assert run.state("sensor.rack_e2e_web_allocation") == "off"
     # Graceful first (I3): the agent was asked to stop before the outlet was cut.
     web = [e.data["action"] for e in decisions if e.data["service"] == "web"]
     assert web[:2] == ["stop", "outlets_off"]
     assert any(e.data["state"] == "shedding" for e in modes)
 
-    rack.site.set_mains(True)
+    run.simulated.set_mains(True)
     on_at: dict[str, int] = {}
     for cycle in range(60):
-        await _cycle(hass, rack, entry)
-        for sid, state in _switch_states(hass).items():
+        await run.cycle()
+        for sid, state in _switch_states(run).items():
             if state == "on":
                 on_at.setdefault(sid, cycle)
-        if set(_switch_states(hass).values()) == {"on"} and (
-            hass.states.get("sensor.rack_e2e_controller_state").state == "normal"
+        if set(_switch_states(run).values()) == {"on"} and (
+            run.state("sensor.rack_e2e_controller_state") == "normal"
         ):
             break
-    assert set(_switch_states(hass).values()) == {"on"}
+    assert set(_switch_states(run).values()) == {"on"}
     assert on_at["web"] < on_at["frontend"], "dependencies come back first (I6)"
-    assert hass.states.get("sensor.rack_e2e_controller_state").state == "normal"
-    assert hass.states.get("binary_sensor.rack_e2e_ups1_on_battery").state == "off"
+    assert run.state("sensor.rack_e2e_controller_state") == "normal"
+    assert run.state("binary_sensor.rack_e2e_ups1_on_battery") == "off"
     assert {e.data["state"] for e in modes} >= {"restoring", "normal"}
-    assert await hass.config_entries.async_unload(entry.entry_id)
-    await hass.async_block_till_done()
+    await run.unload()

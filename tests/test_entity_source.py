@@ -208,19 +208,6 @@ async def test_plugs(hass: HomeAssistant, plugs: None) -> None:
     }
 
 
-async def test_entity_ids(hass: HomeAssistant) -> None:
-    assert _source(hass).entity_ids == {
-        STATUS,
-        RUNTIME,
-        CHARGE,
-        LOAD,
-        PLUG_1,
-        PLUG_1_POWER,
-        PLUG_2,
-        "sensor.plug_3_power",
-    }
-
-
 async def test_outlet_commands_switch_the_plug(hass: HomeAssistant, plugs: None) -> None:
     source = _source(hass)
     await source.start()

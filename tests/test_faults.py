@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,8 +22,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 from custom_components.power_allocation.const import DOMAIN, EVENT_DECISION
 from custom_components.power_allocation.engine.controller import Mode
 from tests.fixtures.modbus_site import HOST, ModbusSite
-from tests.site_entry import small_site_entry
-from tests.test_services import BATCH_OUTLET, CRITICAL_OUTLETS, SiteRun, site_clock
+from tests.site_entry import BATCH_OUTLET, CRITICAL_OUTLETS, SiteRun, small_site_entry
 
 COORDINATOR_LOGGER = "custom_components.power_allocation.coordinator"
 PDU_B_ENTITIES = (
@@ -33,10 +32,7 @@ PDU_B_ENTITIES = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _site_clock(modbus_site: ModbusSite) -> Iterator[None]:
-    with site_clock(modbus_site):
-        yield
+pytestmark = pytest.mark.usefixtures("small_site_clock")
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -126,7 +122,7 @@ async def test_a_lost_pdu_raises_a_repair_and_comes_back(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger=COORDINATOR_LOGGER)
-    run = SiteRun(hass, modbus_site, _via_relay(modbus_site, pdu_b_relay))
+    run = SiteRun.small(hass, modbus_site, _via_relay(modbus_site, pdu_b_relay))
     await run.set_up()
     await run.cycle(2)
     assert all(run.state(e) != "unavailable" for e in PDU_B_ENTITIES)
@@ -160,7 +156,7 @@ async def test_a_lost_pdu_raises_a_repair_and_comes_back(
 async def test_critical_services_are_never_cut_for_lack_of_data(
     hass: HomeAssistant, modbus_site: ModbusSite, pdu_b_relay: Relay
 ) -> None:
-    run = SiteRun(hass, modbus_site, _via_relay(modbus_site, pdu_b_relay))
+    run = SiteRun.small(hass, modbus_site, _via_relay(modbus_site, pdu_b_relay))
     await run.set_up()
     await run.cycle(3)
     decisions = async_capture_events(hass, EVENT_DECISION)
@@ -259,7 +255,7 @@ async def test_a_site_where_nothing_answers_is_not_ready(
 async def test_when_every_device_goes_silent_the_update_fails(
     hass: HomeAssistant, modbus_site: ModbusSite
 ) -> None:
-    run = SiteRun(hass, modbus_site)
+    run = SiteRun.small(hass, modbus_site)
     await run.set_up()
     await run.cycle(3)
     decisions = async_capture_events(hass, EVENT_DECISION)

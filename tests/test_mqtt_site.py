@@ -10,27 +10,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.power_allocation.const import (
-    CONF_SITE_NAME,
-    CONF_TOPOLOGY,
-    DOMAIN,
     EVENT_DECISION,
     EVENT_OVERLOAD_PREDICTED,
 )
-from custom_components.power_allocation.drivers.mqtt import MqttDriver
 from custom_components.power_allocation.engine.scenario import build_scenario
-from simulator.mqtt_bridge import MqttBridge, tasmota_topic
+from simulator.mqtt_bridge import tasmota_topic
 from simulator.site import SimulatedSite
 from tests.fixtures.modbus_site import HOST
 from tests.fixtures.mqtt_broker import Mosquitto
-from tests.site_entry import wait_applied
+from tests.site_entry import SiteRun, agents_bridge, site_clock, site_entry, ups_item
 
-CYCLE_S = 10
-EPOCH_S = 1_800_000_000.0
 PREFIX = "mq"
 SITE: dict[str, Any] = {
     "name": "mqtt-rack",
@@ -53,24 +46,8 @@ SITE: dict[str, Any] = {
 }  # fmt: skip
 
 
-@pytest.fixture
-async def bridge_site(
-    socket_enabled: None, mqtt_broker: Mosquitto
-) -> AsyncIterator[tuple[SimulatedSite, MqttBridge]]:
-    site = SimulatedSite(build_scenario(SITE, {}), follow_timeline=False)
-    bridge = MqttBridge(site, HOST, mqtt_broker.port, "tasmota", PREFIX, interval_s=0)
-    await bridge.start()
-    try:
-        yield site, bridge
-    finally:
-        await bridge.stop()
-
-
 def _entry(broker_port: int) -> MockConfigEntry:
-    ups = {
-        **{k: SITE["ups"][0][k] for k in ("id", "rated_w", "capacity_wh", "runtime_full_load_s")},
-        "source": {"kind": "mqtt", "profile": "nut", "variables": {"prefix": f"{PREFIX}/nut/ups1"}},
-    }
+    ups_source = {"kind": "mqtt", "profile": "nut", "variables": {"prefix": f"{PREFIX}/nut/ups1"}}
     pdu = {
         **SITE["pdus"][0],
         "source": {
@@ -79,62 +56,46 @@ def _entry(broker_port: int) -> MockConfigEntry:
             "outlets": {n: {"topic": tasmota_topic(PREFIX, f"pdu-a/{n}")} for n in (1, 2, 3)},
         },
     }
-    return MockConfigEntry(
-        domain=DOMAIN,
-        title="Rack MQTT",
-        unique_id="rack_mqtt",
-        data={
-            CONF_SITE_NAME: "Rack MQTT",
-            CONF_TOPOLOGY: {
-                "mqtt": {"host": HOST, "port": broker_port, "base_topic": PREFIX},
-                "ups": [ups],
-            },
-        },
-        options={
-            "pdus": [pdu],
-            "services": [
-                {**{k: v for k, v in s.items() if k != "load"}, "agent": True}
-                for s in SITE["services"]
-            ],
-        },
+    return site_entry(
+        "Rack MQTT",
+        SITE,
+        ups=[ups_item(SITE["ups"][0], ups_source)],
+        pdus=[pdu],
+        mqtt={"host": HOST, "port": broker_port, "base_topic": PREFIX},
+        agents=True,
     )
 
 
+@pytest.fixture
+async def run(
+    hass: HomeAssistant, socket_enabled: None, mqtt_broker: Mosquitto
+) -> AsyncIterator[SiteRun]:
+    """The site on the bridge alone, in Home Assistant (not set up)."""
+    site = SimulatedSite(build_scenario(SITE, {}), follow_timeline=False)
+    async with agents_bridge(site, mqtt_broker, "tasmota", PREFIX) as bridge:
+        with site_clock(site):
+            yield SiteRun(hass, _entry(mqtt_broker.port), site, bridge=bridge)
+
+
 async def test_mqtt_site_throttles_through_its_agent_and_predicts_an_overload(
-    hass: HomeAssistant, bridge_site: tuple[SimulatedSite, MqttBridge], mqtt_broker: Mosquitto
+    hass: HomeAssistant, run: SiteRun
 ) -> None:
-    site, bridge = bridge_site
-    entry = _entry(mqtt_broker.port)
-    entry.add_to_hass(hass)
+    site = run.simulated
     # The broker connection is up before the first refresh; the devices speak when they publish.
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
-    assert entry.state is ConfigEntryState.LOADED
-    coordinator = entry.runtime_data
-    coordinator.clock = lambda: EPOCH_S + site.time_s
+    await run.set_up()
     decisions = async_capture_events(hass, EVENT_DECISION)
     overloads = async_capture_events(hass, EVENT_OVERLOAD_PREDICTED)
 
-    driver = coordinator.drivers.drivers["mqtt"]
-    assert isinstance(driver, MqttDriver)
-
-    async def cycle() -> None:
-        site.advance(CYCLE_S)
-        before = driver.counts().applied
-        await hass.async_add_executor_job(wait_applied, driver, bridge.publish(), before)
-        await coordinator.async_refresh()
-        await hass.async_block_till_done()
-
     for _ in range(3):
-        await cycle()
-    assert hass.states.get("sensor.rack_mqtt_ups1_state_of_charge").state == "100.0"
-    assert float(hass.states.get("sensor.rack_mqtt_pdu_a_total_power").state) > 500
-    assert hass.states.get("switch.rack_mqtt_pdu_a_outlet_2").state == "on"
+        await run.cycle()
+    assert run.state("sensor.rack_mqtt_ups1_state_of_charge") == "100.0"
+    assert float(run.state("sensor.rack_mqtt_pdu_a_total_power")) > 500
+    assert run.state("switch.rack_mqtt_pdu_a_outlet_2") == "on"
 
     # The load steps up towards the breaker: the guard warns before anything trips.
     site.step_load("render", 450.0, 600.0)
     for _ in range(12):
-        await cycle()
+        await run.cycle()
         if overloads:
             break
     assert overloads, "the guard predicted the PDU's overload"
@@ -142,7 +103,7 @@ async def test_mqtt_site_throttles_through_its_agent_and_predicts_an_overload(
 
     site.set_mains(False)
     for _ in range(30):
-        await cycle()
+        await run.cycle()
         if any(e.data["action"] == "throttle" for e in decisions):
             break
     throttles = [e.data for e in decisions if e.data["action"] == "throttle"]
@@ -150,6 +111,5 @@ async def test_mqtt_site_throttles_through_its_agent_and_predicts_an_overload(
     assert throttles[0]["service"] == "render"
     assert throttles[0]["ok"], throttles[0]
     assert site.snapshot().services["render"].cap_w == throttles[0]["cap_w"]
-    assert hass.states.get("switch.rack_mqtt_pdu_a_outlet_1").state == "on"
-    assert await hass.config_entries.async_unload(entry.entry_id)
-    await hass.async_block_till_done()
+    assert run.state("switch.rack_mqtt_pdu_a_outlet_1") == "on"
+    await run.unload()

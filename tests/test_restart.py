@@ -7,7 +7,6 @@ integration does, while the simulated site's mains stays off.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,13 +17,9 @@ from custom_components.power_allocation.const import DOMAIN, STORAGE_VERSION
 from custom_components.power_allocation.engine.controller import Mode
 from custom_components.power_allocation.site_control import STATE_VERSION, SiteControl
 from tests.fixtures.modbus_site import ModbusSite
-from tests.test_services import BATCH_OUTLET, CRITICAL_OUTLETS, CYCLE_S, SiteRun, site_clock
+from tests.site_entry import BATCH_OUTLET, CRITICAL_OUTLETS, CYCLE_S, SiteRun
 
-
-@pytest.fixture(autouse=True)
-def _site_clock(modbus_site: ModbusSite) -> Iterator[None]:
-    with site_clock(modbus_site):
-        yield
+pytestmark = pytest.mark.usefixtures("small_site_clock")
 
 
 def _storage_key(run: SiteRun) -> str:
@@ -34,7 +29,7 @@ def _storage_key(run: SiteRun) -> str:
 async def test_a_restart_mid_outage_keeps_the_shed_service_off_until_mains_returns(
     hass: HomeAssistant, modbus_site: ModbusSite, hass_storage: dict[str, Any]
 ) -> None:
-    run = SiteRun(hass, modbus_site)
+    run = SiteRun.small(hass, modbus_site)
     await run.set_up()
     await run.cycle(3)
     modbus_site.site.set_mains(False)
@@ -96,7 +91,7 @@ async def test_a_state_it_cannot_read_is_ignored(
     stored: dict[str, Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    run = SiteRun(hass, modbus_site)
+    run = SiteRun.small(hass, modbus_site)
     hass_storage[_storage_key(run)] = {**stored, "key": _storage_key(run)}
     await run.set_up()
     assert run.entry.state is ConfigEntryState.LOADED

@@ -19,7 +19,7 @@ from syrupy.assertion import SnapshotAssertion
 from custom_components.power_allocation.const import EVENT_DECISION
 from tests.fixtures.modbus_site import ModbusSite
 from tests.fixtures.mqtt_broker import Mosquitto
-from tests.test_sensor import ENTRY_ID, LoadedSite, ha_snapshot, loaded_site
+from tests.site_entry import ENTRY_ID, SiteRun, loaded_site
 
 
 async def _select(hass: HomeAssistant, entity_id: str, option: str) -> None:
@@ -39,14 +39,14 @@ class Decision:
     at_s: float  # the simulated site's time
 
 
-def _capture_decisions(site: LoadedSite) -> list[Decision]:
+def _capture_decisions(site: SiteRun) -> list[Decision]:
     """Every decision the coordinator carries out from now, with the site's time."""
     decisions: list[Decision] = []
 
     @callback
     def record(event: Event) -> None:
         decisions.append(
-            Decision(event.data["service"], event.data["action"], site.modbus_site.site.time_s)
+            Decision(event.data["service"], event.data["action"], site.simulated.time_s)
         )
 
     site.entry.async_on_unload(site.hass.bus.async_listen(EVENT_DECISION, record))
@@ -69,7 +69,7 @@ async def test_selects(
 ) -> None:
     """A priority and a hold select per service, configuration entities."""
     async with loaded_site(hass, modbus_site, ["select"]):
-        await snapshot_platform(hass, entity_registry, ha_snapshot(snapshot), ENTRY_ID)
+        await snapshot_platform(hass, entity_registry, snapshot, ENTRY_ID)
         assert len(er.async_entries_for_config_entry(entity_registry, ENTRY_ID)) == 2 * 3
 
 
@@ -205,12 +205,12 @@ async def test_a_hold_that_contradicts_another_is_refused(
         assert site.state("select.rack_a_db_hold") == "held_on"
 
 
-def _planned_shed_s(site: LoadedSite, service_id: str) -> float:
+def _planned_shed_s(site: SiteRun, service_id: str) -> float:
     """When the plan would shed a service if mains failed now (the sensor shows minutes)."""
     return 60.0 * float(site.state(f"sensor.rack_a_{service_id}_planned_shed_in"))
 
 
-async def _cycle_until_off(site: LoadedSite, outlet_id: str, cycles: int) -> None:
+async def _cycle_until_off(site: SiteRun, outlet_id: str, cycles: int) -> None:
     for _ in range(cycles):
         await site.cycle()
         if not site.outlet_on(outlet_id):

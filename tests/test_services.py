@@ -2,18 +2,14 @@
 
 Each action is called through Home Assistant's service registry, as an automation calls it, and
 its effect is checked where it happens: in the simulator's outlets, in the controller's state
-and in the entities. Time is driven by the test: `SiteRun.cycle` advances the simulated site
-10 s and runs the coordinator once, on a clock that follows the site's.
+and in the entities. Time is driven by the test: `SiteRun.cycle` (tests/site_entry.py) advances the
+simulated site 10 s and runs the coordinator once, on a clock that follows the site's.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from types import SimpleNamespace
+from collections.abc import AsyncIterator
 from typing import Any
-from unittest.mock import patch
 
 import pytest
 import voluptuous as vol
@@ -25,109 +21,33 @@ from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_capture_events,
 )
-from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
 from syrupy.assertion import SnapshotAssertion
 
-from custom_components.power_allocation import coordinator as coordinator_module
 from custom_components.power_allocation.const import DOMAIN, EVENT_DECISION
-from custom_components.power_allocation.coordinator import PowerAllocationCoordinator
 from custom_components.power_allocation.engine.controller import Mode
 from tests.fixtures.modbus_site import ModbusSite
-from tests.site_entry import small_site_entry
-
-CYCLE_S = 10
-EPOCH_S = 1_800_000_000.0
-BATCH_OUTLET = "pdu-b/3"
-CRITICAL_OUTLETS = ("pdu-a/1", "pdu-a/2", "pdu-b/2")
-
-
-@contextmanager
-def site_clock(modbus_site: ModbusSite) -> Iterator[None]:
-    """Every coordinator's clock follows the simulated site, from its first refresh on."""
-    now = SimpleNamespace(
-        utcnow=lambda: datetime.fromtimestamp(EPOCH_S + modbus_site.site.time_s, UTC)
-    )
-    with patch.object(coordinator_module, "dt_util", now):
-        yield
-
-
-class SiteRun:
-    """A config entry of the simulated site in Home Assistant, driven one cycle at a time."""
-
-    def __init__(
-        self, hass: HomeAssistant, modbus_site: ModbusSite, entry: MockConfigEntry | None = None
-    ) -> None:
-        self.hass = hass
-        self.modbus_site = modbus_site
-        self.entry = entry or small_site_entry(modbus_site)
-        self.entry.add_to_hass(hass)
-
-    @property
-    def coordinator(self) -> PowerAllocationCoordinator:
-        coordinator: PowerAllocationCoordinator = self.entry.runtime_data
-        return coordinator
-
-    async def set_up(self) -> None:
-        assert await self.hass.config_entries.async_setup(self.entry.entry_id)
-        await self.hass.async_block_till_done()
-
-    async def unload(self) -> None:
-        assert await self.hass.config_entries.async_unload(self.entry.entry_id)
-        await self.hass.async_block_till_done()
-
-    async def cycle(self, count: int = 1) -> None:
-        for _ in range(count):
-            self.modbus_site.site.advance(CYCLE_S)
-            self.modbus_site.server.refresh()
-            await self.coordinator.async_refresh()
-            await self.hass.async_block_till_done()
-
-    async def cycle_until(self, done: Callable[[], bool], limit: int = 30) -> int:
-        """Cycles until `done()`; how many it took."""
-        for count in range(1, limit + 1):
-            await self.cycle()
-            if done():
-                return count
-        raise AssertionError(f"not done within {limit} cycles")
-
-    def outlet_on(self, outlet_id: str) -> bool:
-        """Whether the simulator's outlet is switched on."""
-        return self.modbus_site.site.snapshot().outlets[outlet_id].is_on
-
-    def state(self, entity_id: str) -> str:
-        state = self.hass.states.get(entity_id)
-        assert state is not None, entity_id
-        return state.state
-
-    async def call(self, action: str, **data: Any) -> Any:
-        """Call an action of this site; its response, if it has one."""
-        response = await self.hass.services.async_call(
-            DOMAIN,
-            action,
-            {"config_entry_id": self.entry.entry_id, **data},
-            blocking=True,
-            return_response=action in ("allocate", "simulate_outage", "load_topology"),
-        )
-        await self.hass.async_block_till_done()
-        return response
+from tests.site_entry import (
+    BATCH_OUTLET,
+    CRITICAL_OUTLETS,
+    CYCLE_S,
+    EPOCH_S,
+    SiteRun,
+    site_clock,
+    small_site_entry,
+)
 
 
 @pytest.fixture
-def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
-    """Home Assistant's snapshots, kept in tests/snapshots."""
-    return snapshot.use_extension(HomeAssistantSnapshotExtension)
-
-
-@pytest.fixture
-async def run(hass: HomeAssistant, modbus_site: ModbusSite) -> AsyncIterator[SiteRun]:
+async def run(
+    hass: HomeAssistant, modbus_site: ModbusSite, small_site_clock: None
+) -> AsyncIterator[SiteRun]:
     """The small site, set up and three cycles into a normal day on mains."""
-    with site_clock(modbus_site):
-        site_run = SiteRun(hass, modbus_site)
-        await site_run.set_up()
-        await site_run.cycle(3)
-        yield site_run
-        if site_run.entry.state is ConfigEntryState.LOADED:
-            await site_run.unload()
+    site_run = SiteRun.small(hass, modbus_site)
+    await site_run.set_up()
+    await site_run.cycle(3)
+    yield site_run
+    if site_run.entry.state is ConfigEntryState.LOADED:
+        await site_run.unload()
 
 
 # --- allocate -------------------------------------------------------------------------------
@@ -137,7 +57,7 @@ async def test_allocate_dry_run_decides_without_a_cycle(
     run: SiteRun, snapshot: SnapshotAssertion
 ) -> None:
     before_s = run.coordinator.data.now_s
-    run.modbus_site.site.advance(CYCLE_S)
+    run.simulated.advance(CYCLE_S)
     response = await run.call("allocate", dry_run=True)
     assert response == snapshot
     assert set(response["decisions"]) == {"network", "db", "batch"}
@@ -146,9 +66,9 @@ async def test_allocate_dry_run_decides_without_a_cycle(
 
 
 async def test_allocate_runs_a_cycle_and_reports_holds(run: SiteRun) -> None:
-    run.modbus_site.site.advance(CYCLE_S)
+    run.simulated.advance(CYCLE_S)
     await run.call("allocate", dry_run=False)
-    assert run.coordinator.data.now_s == EPOCH_S + run.modbus_site.site.time_s
+    assert run.coordinator.data.now_s == EPOCH_S + run.simulated.time_s
     await run.call("shed_service", service="batch")
     response = await run.call("allocate")
     batch = response["decisions"]["batch"]
@@ -227,7 +147,7 @@ async def test_hold_on_keeps_a_low_service_through_an_outage_until_released(
     run: SiteRun,
 ) -> None:
     await run.call("hold_service", service="batch", state="on")
-    run.modbus_site.site.set_mains(False)
+    run.simulated.set_mains(False)
     await run.cycle(30)
     assert run.coordinator.data.on_battery
     assert run.outlet_on(BATCH_OUTLET), "held on (I8): the controller must not shed it"
@@ -257,7 +177,7 @@ async def test_hold_off_a_critical_service_and_its_dependents(run: SiteRun) -> N
 async def test_set_priority_changes_who_is_shed(run: SiteRun) -> None:
     await run.call("set_priority", service="batch", priority="critical")
     assert run.state("select.rack_a_batch_priority") == "critical"
-    run.modbus_site.site.set_mains(False)
+    run.simulated.set_mains(False)
     await run.cycle(30)
     assert run.coordinator.data.on_battery
     assert run.outlet_on(BATCH_OUTLET), "a critical service is not shed on battery"
@@ -298,8 +218,8 @@ async def test_shed_and_restore_call_the_services_home_assistant_actions(
 
     hass.services.async_register("host", "stop", stop_host)
     decisions = async_capture_events(hass, EVENT_DECISION)
-    with site_clock(modbus_site):
-        run = SiteRun(hass, modbus_site, entry)
+    with site_clock(modbus_site.site):
+        run = SiteRun.small(hass, modbus_site, entry)
         await run.set_up()
         await run.cycle(2)
         await run.call("shed_service", service="batch")
@@ -473,8 +393,8 @@ async def test_load_topology_keeps_the_configured_broker(
     hass: HomeAssistant, modbus_site: ModbusSite
 ) -> None:
     broker = {"host": "127.0.0.1", "port": 1883, "base_topic": "rack"}
-    with site_clock(modbus_site):
-        run = SiteRun(hass, modbus_site, small_site_entry(modbus_site, mqtt=broker))
+    with site_clock(modbus_site.site):
+        run = SiteRun.small(hass, modbus_site, small_site_entry(modbus_site, mqtt=broker))
         await run.set_up()
         services = [dict(s) for s in run.entry.options["services"]]
         response = await run.call("load_topology", topology=_topology_yaml(run, services))

@@ -22,7 +22,7 @@ from custom_components.power_allocation.const import EVENT_DECISION
 from simulator.site import ServiceMode
 from tests.fixtures.modbus_site import ModbusSite
 from tests.fixtures.mqtt_broker import Mosquitto
-from tests.test_sensor import ENTRY_ID, LoadedSite, ha_snapshot, loaded_site
+from tests.site_entry import ENTRY_ID, SiteRun, loaded_site
 
 BATCH = "switch.rack_a_pdu_b_outlet_3"
 CONSERVATIVE = "switch.rack_a_conservative_plan"
@@ -35,8 +35,8 @@ async def _switch(hass: HomeAssistant, service: str, entity_id: str) -> None:
     await hass.async_block_till_done()
 
 
-def _mode(site: LoadedSite, service_id: str) -> ServiceMode:
-    return site.modbus_site.site.snapshot().services[service_id].mode
+def _mode(site: SiteRun, service_id: str) -> ServiceMode:
+    return site.simulated.snapshot().services[service_id].mode
 
 
 async def test_switches(
@@ -49,7 +49,7 @@ async def test_switches(
     none for the others."""
     async with loaded_site(hass, modbus_site, ["switch"]) as site:
         await site.cycle()
-        await snapshot_platform(hass, entity_registry, ha_snapshot(snapshot), ENTRY_ID)
+        await snapshot_platform(hass, entity_registry, snapshot, ENTRY_ID)
         assert {
             e.entity_id for e in er.async_entries_for_config_entry(entity_registry, ENTRY_ID)
         } == {

@@ -79,13 +79,6 @@ class EntitySource:
         self._outlets = dict(outlets)
         self._rated_w = dict(rated_w)
 
-    @property
-    def entity_ids(self) -> frozenset[str]:
-        """Every entity this source reads or switches."""
-        ids = {v for source in self._ups.values() for k, v in source.items() if k != "kind"}
-        ids |= {v for outlet in self._outlets.values() for v in outlet.values()}
-        return frozenset(ids)
-
     async def start(self) -> None:
         """Nothing to connect: the state machine is always there."""
 

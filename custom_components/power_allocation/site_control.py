@@ -261,16 +261,9 @@ class SiteControl:
         self.guard = OverloadGuard(self.site)
 
     def hold(self, service_id: str, on: bool | None) -> None:
-        """Hold a service on or off (I8); None releases it. Conflicts raise `ValueError`."""
-        state = hold(self.state, service_id, on)
-        graph = self.site.graph
-        conflict = graph.dependency_closure(state.held_on) & graph.dependent_closure(state.held_off)
-        if conflict:
-            raise ValueError(
-                f"holding {service_id} {'on' if on else 'off'} contradicts the holds on "
-                f"{', '.join(sorted(conflict))} through their dependencies"
-            )
-        self.state = state
+        """Hold a service on or off (I8); None releases it. A conflict raises
+        `HoldConflictError` (a `ValueError`) and changes nothing."""
+        self.state = hold(self.site, self.state, service_id, on)
 
     def release_all(self) -> None:
         """Release every hold."""
@@ -376,7 +369,15 @@ class SiteControl:
         self._warned_nodes = {
             n for n, r in decision.risks.items() if r.level is not OverloadLevel.NORMAL
         }
-        self.view = self._view(snapshot, now_s, controller, telemetry, decision, node_w, draw_w)
+        # On battery the view shows the plan the controller acted on; where it made none (on
+        # mains, in the final shutdown) the view's is the plan if the outage goes on, or if
+        # mains failed now.
+        plan = result.plan
+        if plan is None:
+            plan = self._plan(controller, controller.outage_given(self._elapsed_s(now_s)))
+        self.view = self._view(
+            snapshot, now_s, controller, telemetry, decision, node_w, draw_w, plan
+        )
         return CycleOutcome(
             view=self.view,
             commands=result.commands,
@@ -397,11 +398,6 @@ class SiteControl:
     def _elapsed_s(self, now_s: float) -> float:
         started = self.state.outage_started_s
         return 0.0 if started is None or self.state.mains_back_s is not None else now_s - started
-
-    def plan(self, now_s: float, controller: OutageController | None = None) -> Plan | None:
-        """The plan if the outage goes on (or if mains failed now); None when nothing runs."""
-        controller = controller or self._controller()
-        return self._plan(controller, controller.outage_given(self._elapsed_s(now_s)))
 
     def _plan(self, controller: OutageController, outage: ConditionalOutage) -> Plan | None:
         """The plan for what runs now, under `outage`; None when nothing runs."""
@@ -484,9 +480,9 @@ class SiteControl:
         decision: GuardDecision,
         node_w: Mapping[str, float],
         draw_w: Mapping[str, float | None],
+        plan: Plan | None,
     ) -> SiteView:
         site = self.site
-        plan = self.plan(now_s, controller)
         # What is held on, and what it needs, is never stopped (I8): not part of the plan shown.
         kept_on = site.graph.dependency_closure(self.state.held_on)
         steps = () if plan is None else tuple(s for s in plan.steps if s.service_id not in kept_on)

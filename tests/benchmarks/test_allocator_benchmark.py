@@ -24,3 +24,12 @@ def test_benchmark_sites_overload_something() -> None:
     allocation = allocate(site, demand)
     assert allocation.within_limits
     assert any(d.state.value != "on" for d in allocation.decisions.values())
+
+
+@pytest.mark.parametrize("count", [1, 7, 30, 45, 999])
+def test_benchmark_sites_take_any_count_of_services(count: int) -> None:
+    site, demand = random_site(count)
+    assert len(site.services) == len(demand) == count
+    # Twenty services a PDU; the last takes what is left.
+    assert len(site.pdus) == -(-count // 20)
+    assert allocate(site, demand).within_limits

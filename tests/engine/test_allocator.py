@@ -17,6 +17,7 @@ from custom_components.power_allocation.engine.allocator import (
     HoldConflictError,
     ServiceState,
     allocate,
+    hold_conflicts,
 )
 from custom_components.power_allocation.engine.model import Pdu, Priority, Service, Site, Ups
 
@@ -251,8 +252,12 @@ def test_unmanaged_load_counts_against_limits() -> None:
 
 
 def test_holds_that_contradict_each_other_are_refused() -> None:
-    with pytest.raises(HoldConflictError, match="db"):
-        allocate(rack(), DEMAND, held_on=frozenset({"web"}), held_off=frozenset({"db"}))
+    held_on, held_off = frozenset({"web"}), frozenset({"db"})
+    with pytest.raises(HoldConflictError, match="db") as raised:
+        allocate(rack(), DEMAND, held_on=held_on, held_off=held_off)
+    assert raised.value.services == hold_conflicts(rack(), held_on, held_off)
+    assert "db" in raised.value.services
+    assert hold_conflicts(rack(), held_on, frozenset()) == frozenset()
 
 
 def test_held_on_beyond_the_limits_is_reported_not_hidden() -> None:

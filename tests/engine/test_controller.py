@@ -7,7 +7,9 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from custom_components.power_allocation.engine.allocator import Demand
+import pytest
+
+from custom_components.power_allocation.engine.allocator import Demand, HoldConflictError
 from custom_components.power_allocation.engine.controller import (
     Command,
     ControllerState,
@@ -197,14 +199,27 @@ def test_a_runtime_reading_that_jumps_is_believed_only_once_it_persists() -> Non
 
 def test_holds_are_obeyed() -> None:
     controller = OutageController(SITE)
-    state = hold(hold(initial_state(SITE), "web", True), "batch", False)
+    state = hold(SITE, hold(SITE, initial_state(SITE), "web", True), "batch", False)
     state, commands, _ = run(controller, state, 0, 600, soc_ratio=0.004)
     stopped = {c.service_id for _, c in commands if isinstance(c, StopService)}
     # web is held on, and so is everything it needs; batch is held off.
     assert stopped == {"batch"}
     assert state.services["web"].phase is Phase.ON
-    released = hold(replace(state), "web", None)
+    released = hold(SITE, replace(state), "web", None)
     assert "web" not in released.held_on
+
+
+def test_a_hold_that_contradicts_another_is_refused() -> None:
+    """web needs db, which needs storage: web cannot be held on while storage is held off."""
+    state = hold(SITE, initial_state(SITE), "storage", False)
+    with pytest.raises(HoldConflictError) as raised:
+        hold(SITE, state, "web", True)
+    assert str(raised.value) == (
+        "holding web on contradicts the holds on db, storage, web through their dependencies"
+    )
+    assert raised.value.services == {"storage", "db", "web"}
+    released = hold(SITE, state, "storage", None)
+    assert hold(SITE, released, "web", True).held_on == {"web"}
 
 
 def test_a_lost_stop_is_asked_again_and_the_outlets_are_cut_only_after_one_went_through() -> None:
@@ -279,7 +294,7 @@ def test_a_service_whose_stop_fails_is_carried_by_the_reserve() -> None:
 def test_a_service_nobody_can_ask_to_stop_is_cut_once_its_shutdown_s_ran_out() -> None:
     """No agent, no stop action: its draw never falls, and that is no lost stop to retry (I3)."""
     controller = OutageController(SITE)
-    state = hold(initial_state(SITE), "batch", False)
+    state = hold(SITE, initial_state(SITE), "batch", False)
     batch = SITE.service_by_id["batch"]
     stopped_at_s: float | None = None
     cut_at_s: float | None = None

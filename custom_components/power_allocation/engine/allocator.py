@@ -108,6 +108,10 @@ class Allocation:
 class HoldConflictError(ValueError):
     """Holds that contradict each other through a dependency."""
 
+    def __init__(self, message: str, services: frozenset[str]) -> None:
+        super().__init__(message)
+        self.services = services  # what would have to be both on and off
+
 
 @dataclass(frozen=True, slots=True)
 class _Index:
@@ -319,20 +323,41 @@ def _problem(
         unmanaged[list(index.unmanaged_nodes[outlet])] += _watts(
             f"unmanaged outlet {outlet!r}", watts
         )
+    forced_on, forced_off = _forced_by_holds(index, held_on, held_off)
+    clash = _both(index, forced_on, forced_off)
+    if clash:
+        raise HoldConflictError(
+            f"holds conflict: {', '.join(sorted(clash))} would have to be both on (a held-on "
+            "service needs it) and off (it is held off or needs a held-off service)",
+            clash,
+        )
+    return _Problem(index, upper, floor, capacity - unmanaged, unmanaged, forced_on, forced_off)
+
+
+def hold_conflicts(site: Site, held_on: frozenset[str], held_off: frozenset[str]) -> frozenset[str]:
+    """What these holds would force both on and off (empty where they agree): `allocate` refuses
+    such holds with `HoldConflictError`."""
+    index = _index(site)
+    return _both(index, *_forced_by_holds(index, held_on, held_off))
+
+
+def _forced_by_holds(
+    index: _Index, held_on: frozenset[str], held_off: frozenset[str]
+) -> tuple[_Flags, _Flags]:
+    """What the holds force on (held on, and what that needs) and off (held off, and what needs
+    that) (I8)."""
     position = index.position
     for sid in held_on | held_off:
         if sid not in position:
             raise ValueError(f"hold on unknown service {sid!r}")
     forced_on = _dependency_closure(index, [position[s] for s in held_on])
     forced_off = _dependent_closure(index, [position[s] for s in held_off])
+    return forced_on, forced_off
+
+
+def _both(index: _Index, forced_on: _Flags, forced_off: _Flags) -> frozenset[str]:
     clash = np.flatnonzero(forced_on & forced_off)
-    if clash.size:
-        names = ", ".join(sorted(index.service_ids[i] for i in cast(list[int], clash.tolist())))
-        raise HoldConflictError(
-            f"holds conflict: {names} would have to be both on (a held-on service needs it) "
-            "and off (it is held off or needs a held-off service)"
-        )
-    return _Problem(index, upper, floor, capacity - unmanaged, unmanaged, forced_on, forced_off)
+    return frozenset(index.service_ids[i] for i in cast(list[int], clash.tolist()))
 
 
 def _watts(what: str, value: float) -> float:

@@ -1,7 +1,8 @@
 """The outage controller: a state machine that turns telemetry and the plan into commands.
 
 Each cycle the caller passes what it measured (`Telemetry`, with `now_s`) and the state the last
-cycle returned; `step` returns the new state, the commands to carry out and the faults to report.
+cycle returned; `step` returns the new state, the commands to carry out, the faults to report
+and the plan it acted on.
 The state is a plain value (`to_dict` / `from_dict`), so a controller restarted in the middle of an
 outage picks up where it was: what it shed stays shed, a shutdown under way goes on.
 
@@ -23,11 +24,18 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from .allocator import Allocation, Demand, ServiceState, allocate
+from .allocator import (
+    Allocation,
+    Demand,
+    HoldConflictError,
+    ServiceState,
+    allocate,
+    hold_conflicts,
+)
 from .battery import BatteryModel
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
-from .planner import plan_outage
+from .planner import Plan, plan_outage
 
 STATE_VERSION = 1
 
@@ -254,6 +262,9 @@ class StepResult:
     state: ControllerState
     commands: tuple[Command, ...]
     faults: tuple[Fault, ...]
+    # The plan this cycle acted on; None where it made none (on mains, in the final shutdown,
+    # nothing running).
+    plan: Plan | None = None
 
 
 def initial_state(site: Site, soc_ratio: Mapping[str, float] | None = None) -> ControllerState:
@@ -264,14 +275,26 @@ def initial_state(site: Site, soc_ratio: Mapping[str, float] | None = None) -> C
     )
 
 
-def hold(state: ControllerState, service_id: str, on: bool | None) -> ControllerState:
-    """Hold a service on or off (I8); None releases it."""
+def hold(site: Site, state: ControllerState, service_id: str, on: bool | None) -> ControllerState:
+    """Hold a service on or off (I8); None releases it.
+
+    A hold that contradicts the others through a dependency (a service held on that needs one
+    held off) raises `HoldConflictError` naming what would have to be both on and off.
+    """
     held_on = state.held_on - {service_id}
     held_off = state.held_off - {service_id}
     if on is True:
         held_on |= {service_id}
     elif on is False:
         held_off |= {service_id}
+    # A release takes a hold away: it cannot contradict the holds left.
+    conflict = frozenset() if on is None else hold_conflicts(site, held_on, held_off)
+    if conflict:
+        raise HoldConflictError(
+            f"holding {service_id} {'on' if on else 'off'} contradicts the holds on "
+            f"{', '.join(sorted(conflict))} through their dependencies",
+            conflict,
+        )
     return replace(state, held_on=held_on, held_off=held_off)
 
 
@@ -298,7 +321,7 @@ class OutageController:
         """One control cycle."""
         cycle = _Cycle(self, state, telemetry)
         cycle.run()
-        return StepResult(cycle.finish(), tuple(cycle.commands), tuple(cycle.faults))
+        return StepResult(cycle.finish(), tuple(cycle.commands), tuple(cycle.faults), cycle.plan)
 
 
 class _Cycle:
@@ -318,6 +341,7 @@ class _Cycle:
         }
         self.commands: list[Command] = []
         self.faults: list[Fault] = []
+        self.plan: Plan | None = None
         # What is due before the next look is done now; the last interval is the best guess of
         # when that will be.
         self.cycle_s = 0.0 if state.soc_at_s is None else max(0.0, self.now_s - state.soc_at_s)
@@ -460,6 +484,7 @@ class _Cycle:
                 restore_delay_s=self.settings.restore_delay_s,
                 reserve_margin_ratio=self.settings.reserve_margin_ratio,
             )
+            self.plan = plan
             # The final shutdown starts early by a cycle per wave of it: each wave is seen to
             # have stopped only at a cycle, and the plan's reserve assumes no such wait.
             waves = len(self.site.graph.shutdown_waves(running))

@@ -1,0 +1,91 @@
+"""`SiteControl.cycle` without Home Assistant: what one cycle computes, fed snapshots directly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from custom_components.power_allocation import site_control
+from custom_components.power_allocation.drivers.interface import (
+    OutletReading,
+    TelemetrySnapshot,
+    UpsReading,
+)
+from custom_components.power_allocation.engine import controller, planner
+from custom_components.power_allocation.engine.controller import Mode
+from custom_components.power_allocation.site_control import CYCLE_S, SiteControl
+from custom_components.power_allocation.topology import parse_topology
+
+SOURCE = {"kind": "modbus", "host": "127.0.0.1"}
+DOCUMENT: dict[str, Any] = {
+    "ups": [
+        {
+            "id": "ups1",
+            "rated_w": 1000,
+            "capacity_wh": 100,
+            "runtime_full_load_s": 300,
+            "source": SOURCE,
+        }
+    ],
+    "pdus": [{"id": "pdu-a", "ups": "ups1", "limit_w": 1500, "outlets": 4, "source": SOURCE}],
+    "services": [
+        {"id": "network", "priority": "critical", "outlets": ["pdu-a/1"]},
+        {"id": "db", "priority": "high", "outlets": ["pdu-a/2"], "depends_on": ["network"]},
+        {"id": "batch", "priority": "low", "outlets": ["pdu-a/3"], "shutdown_s": 10},
+    ],
+}
+DRAW_W = {"pdu-a/1": 40.0, "pdu-a/2": 300.0, "pdu-a/3": 200.0}
+
+
+def snapshot(now_s: float, *, on_battery: bool, soc_pct: float) -> TelemetrySnapshot:
+    return TelemetrySnapshot(
+        monotonic_s=now_s,
+        ups={
+            "ups1": UpsReading(
+                "ups1",
+                available=True,
+                on_battery=on_battery,
+                soc_pct=soc_pct,
+                output_w=sum(DRAW_W.values()),
+            )
+        },
+        outlets={
+            o: OutletReading(o, available=True, power_w=w, is_on=True) for o, w in DRAW_W.items()
+        },
+    )
+
+
+@pytest.fixture
+def plans_made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Who called the (real) planner, one entry a call."""
+    calls: list[str] = []
+
+    def counted(caller: str) -> Callable[..., planner.Plan]:
+        def plan_outage(*args: Any, **kwargs: Any) -> planner.Plan:
+            calls.append(caller)
+            return planner.plan_outage(*args, **kwargs)
+
+        return plan_outage
+
+    monkeypatch.setattr(controller, "plan_outage", counted("controller"))
+    monkeypatch.setattr(site_control, "plan_outage", counted("view"))
+    return calls
+
+
+def test_one_cycle_plans_once_on_mains_and_on_battery(plans_made: list[str]) -> None:
+    control = SiteControl(parse_topology(DOCUMENT))
+    now_s = 1000.0
+    control.cycle(snapshot(now_s, on_battery=False, soc_pct=100), now_s)
+    # On mains the controller plans nothing: the view's plan is what if mains failed now.
+    assert plans_made == ["view"]
+
+    for soc_pct in (99, 98, 97):
+        plans_made.clear()
+        now_s += CYCLE_S
+        outcome = control.cycle(snapshot(now_s, on_battery=True, soc_pct=soc_pct), now_s)
+        assert outcome.view.mode is not Mode.NORMAL
+        # On battery the view shows the plan the controller acted on, made once.
+        assert plans_made == ["controller"]
+        assert outcome.view.plan
