@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
@@ -25,14 +23,11 @@ from custom_components.power_allocation.card import CARD_FILE, CARD_PATH
 from custom_components.power_allocation.const import CONF_SITE_NAME, CONF_TOPOLOGY, DOMAIN
 from custom_components.power_allocation.drivers.scenario_file import load_scenario
 from custom_components.power_allocation.site_control import AllocationState
-from simulator.modbus_server import SiteModbusServer
-from simulator.site import SimulatedSite
-from tests.fixtures.modbus_site import HOST
+from tests.fixtures.modbus_site import HOST, serving
+from tests.site_entry import SiteRun, site_clock
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_DOC = ROOT / "docs" / "dashboard.md"
-CYCLE_S = 10.0
-EPOCH_S = 1_800_000_000.0
 
 
 async def test_the_frontend_loads_the_card_and_http_serves_it(
@@ -88,69 +83,45 @@ def _cards(card: dict[str, Any]) -> list[dict[str, Any]]:
     return [card, *(c for child in inner for c in _cards(child))]
 
 
-@dataclass
-class DemoSite:
-    hass: HomeAssistant
-    site: SimulatedSite
-    server: SiteModbusServer
-    entry: MockConfigEntry
-
-    async def cycle(self, count: int) -> None:
-        for _ in range(count):
-            self.site.advance(CYCLE_S)
-            self.server.refresh()
-            await self.entry.runtime_data.async_refresh()
-            await self.hass.async_block_till_done()
-
-
 @pytest.fixture
-async def demo_site(hass: HomeAssistant, socket_enabled: None) -> AsyncIterator[DemoSite]:
+async def demo_site(hass: HomeAssistant, socket_enabled: None) -> AsyncIterator[SiteRun]:
     """The demo rack of scripts/develop, named as docs/dashboard.md has it ("Demo rack"), its
     devices the simulator's Modbus servers; no host agents (they need the MQTT bridge)."""
     scenario = await hass.async_add_executor_job(
         load_scenario, ROOT / "simulator/scenarios/demo.yaml"
     )
-    site = SimulatedSite(scenario, follow_timeline=False)
-    server = SiteModbusServer(site, HOST)
-    await server.start()
     topology = yaml.safe_load((ROOT / "docs/demo-topology.yaml").read_text())
-    # The same devices in the same order; the topology calls its UPS "ups", the scenario "ups1".
-    ports = dict(
-        zip(
-            [d["id"] for d in (*topology["ups"], *topology["pdus"])],
-            server.ports.values(),
-            strict=True,
+    async with serving(scenario) as served:
+        # The same devices in the same order; the topology calls its UPS "ups", the scenario "ups1".
+        ports = dict(
+            zip(
+                [d["id"] for d in (*topology["ups"], *topology["pdus"])],
+                served.server.ports.values(),
+                strict=True,
+            )
         )
-    )
-    for device in (*topology["ups"], *topology["pdus"]):
-        device["source"] = {**device["source"], "host": HOST, "port": ports[device["id"]]}
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        title="Demo rack",
-        unique_id="demo_rack",
-        data={CONF_SITE_NAME: "Demo rack", CONF_TOPOLOGY: {"ups": topology["ups"]}},
-        options={
-            "pdus": topology["pdus"],
-            "services": [{**s, "agent": False} for s in topology["services"]],
-        },
-    )
-    entry.add_to_hass(hass)
-    site.advance(1.0)
-    server.refresh()
-    try:
-        assert await hass.config_entries.async_setup(entry.entry_id)
-        await hass.async_block_till_done()
-        assert entry.state is ConfigEntryState.LOADED
-        entry.runtime_data.clock = lambda: EPOCH_S + site.time_s
-        yield DemoSite(hass, site, server, entry)
-        assert await hass.config_entries.async_unload(entry.entry_id)
-        await hass.async_block_till_done()
-    finally:
-        await server.stop()
+        for device in (*topology["ups"], *topology["pdus"]):
+            device["source"] = {**device["source"], "host": HOST, "port": ports[device["id"]]}
+        entry = MockConfigEntry(
+            domain=DOMAIN,
+            title="Demo rack",
+            unique_id="demo_rack",
+            data={CONF_SITE_NAME: "Demo rack", CONF_TOPOLOGY: {"ups": topology["ups"]}},
+            options={
+                "pdus": topology["pdus"],
+                "services": [{**s, "agent": False} for s in topology["services"]],
+            },
+        )
+        run = SiteRun(hass, entry, served.site, server=served.server)
+        run.advance(1.0)
+        with site_clock(served.site):
+            await run.set_up()
+            yield run
+            await run.unload()
 
 
 async def test_the_documented_dashboard_fits_the_demo_site(
-    hass: HomeAssistant, demo_site: DemoSite
+    hass: HomeAssistant, demo_site: SiteRun
 ) -> None:
     _, built_in = _dashboard_yaml()
     await demo_site.cycle(2)
@@ -173,11 +144,11 @@ async def test_the_documented_dashboard_fits_the_demo_site(
         .splitlines()
         if line.startswith("| ") and not line.startswith("| Service")
     ]
-    assert len(rows) == len(demo_site.site.scenario.site.services)
+    assert len(rows) == len(demo_site.simulated.scenario.site.services)
     assert all(row[2].strip() in AllocationState.OPTIONS for row in rows), rows
 
     # On battery the plan has steps: the template lists each of them.
-    demo_site.site.set_mains(False)
+    demo_site.simulated.set_mains(False)
     await demo_site.cycle(3)
     assert hass.states.get("binary_sensor.demo_rack_ups_on_battery").state == "on"
     plan = hass.states.get("sensor.demo_rack_next_planned_action").attributes["plan"]
@@ -191,7 +162,7 @@ async def test_the_documented_dashboard_fits_the_demo_site(
 
 
 async def test_the_registries_have_what_the_card_reads(
-    hass: HomeAssistant, demo_site: DemoSite
+    hass: HomeAssistant, demo_site: SiteRun
 ) -> None:
     """The card finds a site's items by device identifier, their entities by translation key,
     and an outlet by the number in its entity id."""
