@@ -3,6 +3,7 @@
     python -m simulator run SCENARIO.yaml [--host 127.0.0.1] [--modbus-port 5020]
         [--control-port 7070] [--speed X] [--start-s T]
         [--mqtt-host H --mqtt-port N --mqtt-profile P --mqtt-prefix PREFIX]
+    python -m simulator control [--host 127.0.0.1] [--port 7070] COMMAND...
 
 MQTT profiles (simulator/mqtt_bridge.py): tasmota, shelly_gen2, nut (default), power_allocation.
 
@@ -21,6 +22,9 @@ one reply line, `ok`, `error <why>`, or JSON for `status`:
     shutdown SERVICE | start SERVICE   ask a host to stop gracefully / boot
     throttle SERVICE CAP_W|none        cap (or release) a service's draw
     status                             the site snapshot as JSON
+
+`control` sends one command to a running simulator and prints its reply; it exits 1 on an
+`error` reply (Home Assistant's demo dashboard starts and ends outages with it).
 """
 
 from __future__ import annotations
@@ -153,6 +157,29 @@ class SimulatorRun:
             writer.close()
 
 
+async def send_control(host: str, port: int, command: str) -> str:
+    """One command on a running simulator's control channel; its reply line."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(command.encode() + b"\n")
+        await writer.drain()
+        return (await reader.readline()).decode().strip()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def control(args: argparse.Namespace) -> int:
+    """Send the command line's control command and print the reply."""
+    try:
+        reply = await send_control(args.host, args.port, " ".join(args.words))
+    except OSError as error:
+        print(f"cannot reach the simulator on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    print(reply)
+    return 1 if reply.startswith("error") or not reply else 0
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__.split("\n")[0])
@@ -168,8 +195,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     run.add_argument("--mqtt-port", type=int, default=1883)
     run.add_argument("--mqtt-profile", default="nut", choices=BRIDGE_PROFILES)
     run.add_argument("--mqtt-prefix", default="sim", help="topic prefix")
+    send = commands.add_parser("control", help="send one command to a running simulator")
+    send.add_argument("--host", default="127.0.0.1", help="the simulator's address")
+    send.add_argument("--port", type=int, default=7070, help="its control port")
+    send.add_argument("words", nargs="+", metavar="COMMAND", help="e.g. outage start")
     args = parser.parse_args(argv)
-    if args.speed <= 0:
+    if args.command == "run" and args.speed <= 0:
         parser.error("--speed must be positive")
     return args
 
@@ -202,7 +233,8 @@ async def serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    return asyncio.run(serve(parse_args(sys.argv[1:] if argv is None else argv)))
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return asyncio.run(serve(args) if args.command == "run" else control(args))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from custom_components.power_allocation.engine.scenario import Scenario
 from simulator.__main__ import control_reply, parse_args, serve
 from simulator.site import ServiceMode, SimulatedSite
 from tests.fixtures.modbus_site import HOST
-from tests.fixtures.mqtt_broker import Mosquitto, MqttPeer, eventually
+from tests.fixtures.mqtt_broker import Mosquitto, MqttPeer, eventually, free_port
 
 REPOSITORY = Path(__file__).parents[2]
 DEMO = REPOSITORY / "simulator" / "scenarios" / "demo.yaml"
@@ -89,6 +89,10 @@ def test_arguments() -> None:
         parse_args(["run", "x.yaml", "--speed", "0"])
     with pytest.raises(SystemExit):
         parse_args(["run", "x.yaml", "--mqtt-profile", "zigbee"])
+    args = parse_args(["control", "--port", "7071", "outage", "start"])
+    assert (args.host, args.port, args.words) == ("127.0.0.1", 7071, ["outage", "start"])
+    with pytest.raises(SystemExit):
+        parse_args(["control"])
 
 
 @dataclass
@@ -173,6 +177,41 @@ async def test_the_program_serves_and_obeys(
         await driver.stop()
     simulator_process.process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(simulator_process.process.wait(), WAIT_S) == 0
+
+
+async def run_control(port: int, *words: str) -> tuple[int, str]:
+    """`python -m simulator control` as a program: its exit code and what it printed."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "simulator", "control", "--port", str(port), *words),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=REPOSITORY,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), STARTUP_TIMEOUT_S)
+    assert process.returncode is not None
+    return process.returncode, output.decode().strip()
+
+
+async def test_the_control_command_sends_one_line(simulator_process: RunningSimulator) -> None:
+    port = simulator_process.control_port
+    assert await run_control(port, "outage", "start") == (0, "ok")
+    status = json.loads((await simulator_process.control("status"))[0])
+    assert status["mains_on"] is False
+    assert await run_control(port, "outage", "end") == (0, "ok")
+    status = json.loads((await simulator_process.control("status"))[0])
+    assert status["mains_on"] is True
+    assert await run_control(port, "outage", "maybe") == (
+        1,
+        "error unknown command 'outage maybe'",
+    )
+
+
+async def test_the_control_command_says_when_nobody_listens(socket_enabled: None) -> None:
+    port = free_port()
+    code, output = await run_control(port, "status")
+    assert code == 1
+    assert output.startswith(f"cannot reach the simulator on 127.0.0.1:{port}:")
 
 
 async def test_a_bad_scenario_is_reported(
