@@ -429,7 +429,12 @@ const STYLE = `
   .empty { color: var(--secondary-text-color); font-size: 0.9em; margin-top: 4px; }
 `;
 
-if (!customElements.get("power-allocation-card")) {
+// Home Assistant's app swaps window.customElements for a scoped registry (a polyfill) as it starts,
+// and an element defined before that, in the browser's own registry, is unknown to it: loaded
+// beside the app, this module may well run first. The app defines <home-assistant> through its
+// registry, so once that is defined the registry in place is the app's.
+window.customElements.whenDefined("home-assistant").then(() => {
+  if (customElements.get("power-allocation-card")) return;
   customElements.define("power-allocation-card", PowerAllocationCard);
   window.customCards = window.customCards || [];
   window.customCards.push({
@@ -440,4 +445,4 @@ if (!customElements.get("power-allocation-card")) {
     preview: true,
     documentationURL: "https://github.com/power-allocation/power_allocation/blob/main/docs/dashboard.md",
   });
-}
+});
