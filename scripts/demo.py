@@ -72,22 +72,29 @@ title: {site}
 views:
   - title: Rack
     path: rack
+    # One column the width of the page: the outage buttons above the card.
+    panel: true
     cards:
-      - type: custom:power-allocation-card
-      - type: horizontal-stack
+      - type: vertical-stack
         cards:
-          - type: button
-            name: Start outage
-            icon: mdi:power-plug-off
-            tap_action:
-              action: perform-action
-              perform_action: shell_command.outage_start
-          - type: button
-            name: End outage
-            icon: mdi:power-plug
-            tap_action:
-              action: perform-action
-              perform_action: shell_command.outage_end
+          - type: horizontal-stack
+            cards:
+              - type: button
+                name: Start outage
+                icon: mdi:power-plug-off
+                icon_height: 40px
+                tap_action:
+                  action: perform-action
+                  perform_action: shell_command.outage_start
+              - type: button
+                name: End outage
+                icon: mdi:power-plug
+                icon_height: 40px
+                tap_action:
+                  action: perform-action
+                  perform_action: shell_command.outage_end
+          - type: custom:power-allocation-card
+            site: {site}
 """
 
 
@@ -160,14 +167,20 @@ class HomeAssistantApi:
             await asyncio.sleep(POLL_S)
 
     async def wait_started(self) -> None:
-        """Home Assistant answering on its login page's API (there whether onboarded or not)."""
+        """Home Assistant answering on its login page's API: with the providers once a user is
+        onboarded, or with "onboarding_required" before."""
 
         async def answering() -> bool | None:
             try:
-                await self.request("GET", "/auth/providers")
-            except (aiohttp.ClientError, SetupError):
+                async with self.session.get(f"{self.url}/auth/providers") as reply:
+                    if reply.status == HTTPStatus.OK:
+                        return True
+                    if reply.status == HTTPStatus.BAD_REQUEST:
+                        body = await reply.json()
+                        return True if body.get("code") == "onboarding_required" else None
+                    return None
+            except aiohttp.ClientError:
                 return None
-            return True
 
         await self.until("answer from Home Assistant", answering, START_TIMEOUT_S)
 
