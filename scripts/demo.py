@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -102,9 +103,11 @@ def write_config(
     config_dir: Path, ports: dict[str, Any], ha_host: str, ha_port: int, python: str
 ) -> None:
     """The demo's configuration.yaml and dashboard."""
-    control = f"{python} -m simulator control --port {ports['control']}"
     # Home Assistant runs shell commands from its own working folder, not this repository's.
-    control = f"cd {REPOSITORY} && {control}"
+    control = (
+        f"cd {shlex.quote(str(REPOSITORY))} && "
+        f"{shlex.quote(python)} -m simulator control --port {ports['control']}"
+    )
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "configuration.yaml").write_text(
         CONFIGURATION.format(ha_host=ha_host, ha_port=ha_port, control=control)
