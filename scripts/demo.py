@@ -45,6 +45,8 @@ POLL_S = 0.5
 UNSETTLED_STATES = ("not_loaded", "setup_in_progress", "unload_in_progress")
 # Home Assistant's onboarding, in its order.
 ONBOARDING_STEPS = ("user", "core_config", "analytics", "integration")
+# What onboarding's core_config step sets up by itself (homeassistant/components/onboarding).
+ONBOARDING_EXTRAS = ("google_translate", "met", "radio_browser", "shopping_list")
 
 CONFIGURATION = """\
 # Written by scripts/develop at every start (edits are lost): the demo's Home Assistant.
@@ -255,10 +257,23 @@ class HomeAssistantApi:
 
     async def site_entries(self) -> list[dict[str, Any]]:
         """The integration's config entries."""
+        return await self.entries(DOMAIN)
+
+    async def entries(self, domain: str) -> list[dict[str, Any]]:
+        """A domain's config entries."""
         entries: list[dict[str, Any]] = await self.request(
-            "GET", f"/api/config/config_entries/entry?domain={DOMAIN}"
+            "GET", f"/api/config/config_entries/entry?domain={domain}"
         )
         return entries
+
+    async def remove_onboarding_extras(self) -> None:
+        """Onboarding adds integrations of its own (text-to-speech, weather, radio, a shopping
+        list) whose packages the demo does not install: they show as failed under Settings."""
+        for domain in ONBOARDING_EXTRAS:
+            for entry in await self.entries(domain):
+                await self.request(
+                    "DELETE", f"/api/config/config_entries/entry/{entry['entry_id']}"
+                )
 
     async def demo_site(self, ups: dict[str, Any]) -> str:
         """The site of an earlier start if it is set up, else a new one; its entry id."""
@@ -370,6 +385,8 @@ async def set_up(args: argparse.Namespace) -> None:
             },
         )
         await api.wait_services(entry_id, [s["id"] for s in topology["services"]])
+        # By now onboarding's own set-up tasks, started before the site, have run.
+        await api.remove_onboarding_extras()
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -33,12 +33,19 @@ def entry_topology(entry: ConfigEntry) -> dict[str, Any]:
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Register the actions (they find their site by config entry) and the dashboard card."""
+    # The glue pulls in scipy and river, which import submodules with importlib as they load:
+    # in the import executor, not in the event loop, where Home Assistant reports it as blocking.
+    await hass.async_add_import_executor_job(_import_glue)
     from .card import async_register_card
     from .services import async_setup_services
 
     async_setup_services(hass)
     await async_register_card(hass)
     return True
+
+
+def _import_glue() -> None:
+    from . import coordinator, services, sources, topology  # noqa: F401
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: PowerAllocationConfigEntry) -> bool:

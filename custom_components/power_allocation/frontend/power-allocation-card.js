@@ -317,7 +317,9 @@ class PowerAllocationCard extends HTMLElement {
     const forecast = known(hass, entities.service_forecast);
     const shedIn = numeric(hass, entities.planned_shed, SECONDS);
     const when = this._onBattery ? `shed in ${duration(shedIn)}` : `shed after ${duration(shedIn)} of outage`;
-    const shed = shown(hass, entities.planned_shed, shedIn === null ? null : when);
+    // A shed time is about a service still running; one stopping, off or starting has none.
+    const running = state === "on" || state === "throttled";
+    const shed = running ? shown(hass, entities.planned_shed, shedIn === null ? null : when) : "—";
     const reason = available?.attributes.reason;
     return `<div class="tile state-${escapeHtml(state)}" role="button" tabindex="0" data-service="${escapeHtml(id)}" data-state="${escapeHtml(state)}" data-priority="${escapeHtml(priority)}" data-entity="${escapeHtml(entities.allocation ?? "")}" title="${escapeHtml(reason ?? "")}">
       <div class="tile-head"><span class="name">${escapeHtml(id)}</span><span class="badge tier-${escapeHtml(priority)}">${escapeHtml(priority)}</span></div>
