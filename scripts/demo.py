@@ -96,6 +96,13 @@ views:
                 tap_action:
                   action: perform-action
                   perform_action: shell_command.outage_end
+              # Grid trouble ahead: plan for a long outage (the lower tiers go sooner).
+              - type: button
+                entity: switch.{site_slug}_conservative_plan
+                name: Conservative plan
+                icon_height: 40px
+                tap_action:
+                  action: toggle
           - type: custom:power-allocation-card
             site: {site}
 """
@@ -114,7 +121,9 @@ def write_config(
     (config_dir / "configuration.yaml").write_text(
         CONFIGURATION.format(ha_host=ha_host, ha_port=ha_port, control=control)
     )
-    (config_dir / "ui-lovelace.yaml").write_text(DASHBOARD.format(site=SITE_NAME))
+    (config_dir / "ui-lovelace.yaml").write_text(
+        DASHBOARD.format(site=SITE_NAME, site_slug=SITE_NAME.lower().replace(" ", "_"))
+    )
 
 
 def demo_topology(ports: dict[str, Any], mqtt_port: int) -> dict[str, Any]:
