@@ -146,9 +146,9 @@ class MqttBridge:
                 client.publish(topic, offline, qos=1, retain=True)
                 for topic, _, offline in self._availability()
             ]
-            loop = asyncio.get_running_loop()
-            for info in infos:
-                await loop.run_in_executor(None, info.wait_for_publish, CONNECT_TIMEOUT_S)
+            await asyncio.get_running_loop().run_in_executor(
+                None, _wait_published, infos, CONNECT_TIMEOUT_S
+            )
         client.disconnect()
         await asyncio.get_running_loop().run_in_executor(None, client.loop_stop)
 
@@ -396,3 +396,11 @@ def _json_object(payload: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return document if isinstance(document, dict) else None
+
+
+def _wait_published(infos: list[mqtt.MQTTMessageInfo], timeout_s: float) -> None:
+    """Until every message is out, or `timeout_s` for them all: a broker that has gone (not yet
+    noticed) must not hold a shutdown up for a timeout per device."""
+    deadline_s = time.monotonic() + timeout_s
+    for info in infos:
+        info.wait_for_publish(max(0.0, deadline_s - time.monotonic()))
