@@ -221,3 +221,16 @@ step("ending the outage from the dashboard brings the site back on mains", async
   await page.locator("hui-button-card", { hasText: "End outage" }).click();
   await header('[data-on-battery="false"]').waitFor({ timeout: CYCLES_MS });
 });
+
+step("neither the page nor Home Assistant's log has an error of the integration's", async () => {
+  assert.deepEqual(
+    browserErrors.filter((error) => /power.allocation/i.test(error)),
+    [],
+  );
+  const log = await readFile(path.join(demoDir, "home-assistant.log"), "utf8");
+  // Its own errors, and a blocking call in the event loop that Home Assistant pins on it.
+  const ours = log
+    .split("\n")
+    .filter((line) => /(ERROR|Detected blocking call).*power_allocation/.test(line));
+  assert.deepEqual(ours, []);
+});
