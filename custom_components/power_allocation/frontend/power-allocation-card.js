@@ -144,6 +144,18 @@ class PowerAllocationCard extends HTMLElement {
       : { type: "custom:power-allocation-card" };
   }
 
+  /** The visual editor: Home Assistant renders this form itself. */
+  static getConfigForm() {
+    const labels = { site: "Site (default: the first)", title: "Title (default: the site's name)" };
+    return {
+      schema: [
+        { name: "site", selector: { config_entry: { integration: DOMAIN } } },
+        { name: "title", selector: { text: {} } },
+      ],
+      computeLabel: (field) => labels[field.name],
+    };
+  }
+
   constructor() {
     super();
     this.attachShadow({ mode: "open" });
@@ -159,11 +171,13 @@ class PowerAllocationCard extends HTMLElement {
     if (!config || typeof config !== "object")
       throw new Error("power-allocation-card: the configuration must be a mapping");
     for (const key of ["site", "title"]) {
-      if (key in config && (typeof config[key] !== "string" || !config[key].trim())) {
-        throw new Error(`power-allocation-card: "${key}" must be a non-empty text`);
+      if (key in config && typeof config[key] !== "string") {
+        throw new Error(`power-allocation-card: "${key}" must be a text`);
       }
     }
-    this._config = config;
+    // The visual editor leaves a cleared field as an empty text: that means the default.
+    const given = (key) => (config[key]?.trim() ? config[key].trim() : undefined);
+    this._config = { ...config, site: given("site"), title: given("title") };
     this._site = undefined;
     this._render();
   }
