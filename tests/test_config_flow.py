@@ -12,13 +12,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import yaml  # type: ignore[import-untyped]
 from homeassistant import config_entries
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import FlowResult, FlowResultType
+from homeassistant.data_entry_flow import FlowResult, FlowResultType, InvalidData
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.power_allocation import entry_topology
 from custom_components.power_allocation.const import CONF_SITE_NAME, CONF_TOPOLOGY, DOMAIN
+from custom_components.power_allocation.engine.planner import RIDE_THROUGH_S
+from custom_components.power_allocation.topology import parse_topology
 from tests.fixtures.modbus_site import HOST, ModbusSite
 from tests.fixtures.mqtt_broker import Mosquitto, free_port
 from tests.site_entry import modbus_source, small_site_entry
@@ -711,7 +715,13 @@ async def open_options(hass: HomeAssistant, entry: MockConfigEntry, step: str) -
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert result["type"] is FlowResultType.MENU
     assert result["step_id"] == "init"
-    assert result["menu_options"] == ["add_pdu", "add_service", "remove", "import_topology"]
+    assert result["menu_options"] == [
+        "add_pdu",
+        "add_service",
+        "remove",
+        "import_topology",
+        "planner",
+    ]
     return await hass.config_entries.options.async_configure(
         result["flow_id"], {"next_step_id": step}
     )
@@ -1070,6 +1080,53 @@ services:
     assert entry.options["services"] == []
 
 
+async def test_plan_settings_set_the_ride_through(hass: HomeAssistant) -> None:
+    entry = entities_site(pdus=[entities_pdu(PDU_A)], services=[NETWORK])
+    entry.add_to_hass(hass)
+    result = await open_options(hass, entry, "planner")
+    assert result["step_id"] == "planner"
+    assert schema_defaults(result) == {"ride_through_s": RIDE_THROUGH_S}
+    # The selector refuses what the planner would not take.
+    with pytest.raises(InvalidData):
+        await hass.config_entries.options.async_configure(
+            result["flow_id"], {"ride_through_s": 7200}
+        )
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"ride_through_s": 600}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options["planner"] == {"ride_through_s": 600.0}
+    assert [p["id"] for p in entry.options["pdus"]] == ["pdu-a"]
+    assert entry.options["services"] == [NETWORK]
+    assert parse_topology(entry_topology(entry)).ride_through_s == 600.0
+
+    # Shown again as set; what else is changed later keeps it.
+    result = await open_options(hass, entry, "planner")
+    assert schema_defaults(result) == {"ride_through_s": 600.0}
+    result = await open_options(hass, entry, "remove")
+    result = await hass.config_entries.options.async_configure(result["flow_id"], {"items": []})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options["planner"] == {"ride_through_s": 600.0}
+
+
+async def test_import_sets_the_planner_or_keeps_it(hass: HomeAssistant) -> None:
+    entry = entities_site(pdus=[entities_pdu(PDU_A)], services=[NETWORK])
+    entry.add_to_hass(hass)
+    pdus = yaml.safe_dump({"pdus": [entities_pdu(PDU_A)], "services": [NETWORK]})
+    result = await open_options(hass, entry, "import_topology")
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"topology": pdus + "planner: {ride_through_s: 0}\n"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options["planner"] == {"ride_through_s": 0.0}
+    result = await open_options(hass, entry, "import_topology")
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"topology": pdus}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options["planner"] == {"ride_through_s": 0.0}
+
+
 CYCLE_YAML = """
 pdus:
   - id: pdu-c
@@ -1095,6 +1152,11 @@ services:
         ),
         ("pdus: []\nmqtt: {host: broker}\n", "only_pdus_and_services", ""),
         (CYCLE_YAML, "invalid_topology", "dependency cycle: web -> app -> db -> web"),
+        (
+            "planner: {ride_through_s: 5000}\n",
+            "invalid_topology",
+            "planner.ride_through_s: value must be at most 3600.0",
+        ),
     ],
 )
 async def test_import_that_is_refused(

@@ -389,6 +389,17 @@ async def test_load_topology_refuses_a_bad_document_and_keeps_the_entry(
     assert run.coordinator is coordinator
 
 
+async def test_load_topology_sets_the_planner_and_keeps_it_when_left_out(run: SiteRun) -> None:
+    services = [dict(s) for s in run.entry.options["services"]]
+    text = _topology_yaml(run, services)
+    await run.call("load_topology", topology=text + "planner: {ride_through_s: 600}\n")
+    assert run.entry.options["planner"] == {"ride_through_s": 600.0}
+    assert run.coordinator.control.topology.ride_through_s == 600.0
+    await run.call("load_topology", topology=text)
+    assert run.entry.options["planner"] == {"ride_through_s": 600.0}
+    assert run.coordinator.control.topology.ride_through_s == 600.0
+
+
 async def test_load_topology_keeps_the_configured_broker(
     hass: HomeAssistant, modbus_site: ModbusSite
 ) -> None:

@@ -14,7 +14,7 @@ from custom_components.power_allocation.drivers.interface import (
     UpsReading,
 )
 from custom_components.power_allocation.engine import controller, planner
-from custom_components.power_allocation.engine.controller import Mode
+from custom_components.power_allocation.engine.controller import Mode, StopService
 from custom_components.power_allocation.site_control import CYCLE_S, SiteControl
 from custom_components.power_allocation.topology import parse_topology
 
@@ -89,3 +89,23 @@ def test_one_cycle_plans_once_on_mains_and_on_battery(plans_made: list[str]) -> 
         # On battery the view shows the plan the controller acted on, made once.
         assert plans_made == ["controller"]
         assert outcome.view.plan
+
+
+@pytest.mark.parametrize("ride_through_s", [None, 0])
+def test_the_sites_ride_through_decides_the_first_cycle_on_battery(
+    ride_through_s: float | None,
+) -> None:
+    document = DOCUMENT
+    if ride_through_s is not None:
+        document = {**DOCUMENT, "planner": {"ride_through_s": ride_through_s}}
+    control = SiteControl(parse_topology(document))
+    now_s = 1000.0
+    control.cycle(snapshot(now_s, on_battery=False, soc_pct=100), now_s)
+    now_s += CYCLE_S
+    outcome = control.cycle(snapshot(now_s, on_battery=True, soc_pct=99), now_s)
+    stopped = {c.service_id for c in outcome.commands if isinstance(c, StopService)}
+    # The planner's default rides a blip through; a site that chose 0 sheds its lowest tier now.
+    if ride_through_s is None:
+        assert stopped == set()
+    else:
+        assert "batch" in stopped

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from custom_components.power_allocation.engine.model import Priority, TopologyError
+from custom_components.power_allocation.engine.planner import RIDE_THROUGH_S
 from custom_components.power_allocation.topology import (
     HaAction,
     ServiceControls,
@@ -224,12 +225,37 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         (_set("mqtt.port", 0), "mqtt.port: value must be at least 1"),
         (_set("mqtt.tls", "yes"), "mqtt.tls: expected bool"),
         (_set("site", "x"), "site: extra keys not allowed"),
+        (
+            _set("planner", {"ride_through_s": 7200}),
+            "planner.ride_through_s: value must be at most 3600",
+        ),
+        (
+            _set("planner", {"ride_through_s": -5}),
+            "planner.ride_through_s: value must be at least 0",
+        ),
+        (
+            _set("planner", {"ride_through_s": "soon"}),
+            "planner.ride_through_s: expected float",
+        ),
+        (
+            _set("planner", {"ride_through_s": 60, "delay_s": 5}),
+            "planner.delay_s: extra keys not allowed",
+        ),
+        (_set("planner", {}), "planner.ride_through_s: required key not provided"),
     ],
 )
 def test_every_error_names_the_item(change: Callable[[dict[str, Any]], Any], message: str) -> None:
     with pytest.raises(TopologyError) as error:
         parse_topology(_broken(change))
     assert str(error.value).startswith(message), str(error.value)
+
+
+def test_the_ride_through_is_the_sites_own_or_the_planners_default() -> None:
+    assert parse_topology(DOCUMENT).ride_through_s == RIDE_THROUGH_S
+    topology = parse_topology({**DOCUMENT, "planner": {"ride_through_s": "600"}})
+    assert topology.ride_through_s == 600.0
+    assert topology.document["planner"] == {"ride_through_s": 600.0}
+    assert parse_topology({**DOCUMENT, "planner": {"ride_through_s": 0}}).ride_through_s == 0.0
 
 
 def test_a_cycle_lists_its_services() -> None:

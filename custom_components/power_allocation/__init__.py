@@ -21,13 +21,15 @@ type PowerAllocationConfigEntry = ConfigEntry[PowerAllocationCoordinator]
 
 
 def entry_topology(entry: ConfigEntry) -> dict[str, Any]:
-    """The site document of an entry: UPS units and broker in data, PDUs and services in options."""
+    """The site document of an entry: UPS units and broker in data; PDUs, services and the
+    planner's settings in options."""
     from .const import CONF_TOPOLOGY
 
     return {
         **entry.data.get(CONF_TOPOLOGY, {}),
         "pdus": list(entry.options.get("pdus", [])),
         "services": list(entry.options.get("services", [])),
+        **({"planner": dict(entry.options["planner"])} if "planner" in entry.options else {}),
     }
 
 

@@ -23,14 +23,18 @@ from homeassistant.core import callback
 from homeassistant.helpers import selector
 from homeassistant.util import slugify
 
+from . import entry_topology
 from .connection import CannotConnectError, InvalidAuthError, async_test_modbus, async_test_mqtt
 from .const import CONF_SITE_NAME, CONF_TOPOLOGY, DOMAIN
+from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import TopologyError
+from .engine.planner import RIDE_THROUGH_S
 from .topology import (
     MODBUS_PDU_PROFILES,
     MODBUS_UPS_PROFILES,
     MQTT_OUTLET_PROFILES,
     MQTT_UPS_PROFILES,
+    OPTION_KEYS,
     SOURCE_ENTITIES,
     SOURCE_MODBUS,
     SOURCE_MQTT,
@@ -442,19 +446,14 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
 
 
 class PowerAllocationOptionsFlow(OptionsFlow):
-    """Adds and removes PDUs and services, or imports a whole topology as YAML."""
+    """Adds and removes PDUs and services, imports them as YAML, or sets the plan's tunables."""
 
     def __init__(self) -> None:
         self._pdu: dict[str, Any] = {}
         self._error = ""
 
     def _document(self) -> dict[str, Any]:
-        entry = self.config_entry
-        return {
-            **entry.data[CONF_TOPOLOGY],
-            "pdus": list(entry.options.get("pdus", [])),
-            "services": list(entry.options.get("services", [])),
-        }
+        return entry_topology(self.config_entry)
 
     def _save(self, document: dict[str, Any]) -> ConfigFlowResult | None:
         """Validate the whole site; None (with the error kept) when it is not valid."""
@@ -463,14 +462,40 @@ class PowerAllocationOptionsFlow(OptionsFlow):
         except TopologyError as error:
             self._error = str(error)
             return None
-        return self.async_create_entry(
-            data={"pdus": list(checked["pdus"]), "services": list(checked["services"])}
-        )
+        return self.async_create_entry(data={k: checked[k] for k in OPTION_KEYS if k in checked})
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """What to change."""
         return self.async_show_menu(
-            step_id="init", menu_options=["add_pdu", "add_service", "remove", "import_topology"]
+            step_id="init",
+            menu_options=["add_pdu", "add_service", "remove", "import_topology", "planner"],
+        )
+
+    async def async_step_planner(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """The plan's tunables: how long a blip is ridden through before anything is stopped."""
+        options = self.config_entry.options
+        if user_input is not None:
+            # The selector keeps the value in range; nothing else of the site changes.
+            planner = {"ride_through_s": float(user_input["ride_through_s"])}
+            return self.async_create_entry(data={**options, "planner": planner})
+        current = options.get("planner", {}).get("ride_through_s", RIDE_THROUGH_S)
+        return self.async_show_form(
+            step_id="planner",
+            data_schema=vol.Schema(
+                {
+                    vol.Required("ride_through_s", default=current): selector.NumberSelector(
+                        selector.NumberSelectorConfig(
+                            min=0,
+                            max=MAX_RIDE_THROUGH_S,
+                            step=10,
+                            unit_of_measurement="s",
+                            mode=selector.NumberSelectorMode.BOX,
+                        )
+                    )
+                }
+            ),
         )
 
     async def async_step_add_pdu(
@@ -712,7 +737,7 @@ class PowerAllocationOptionsFlow(OptionsFlow):
     async def async_step_import_topology(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """A whole site as YAML (ups, pdus, services): replaces the PDUs and services."""
+        """PDUs and services as YAML, the planner's settings too: replaces what it gives."""
         errors: dict[str, str] = {}
         if user_input is not None:
             try:
@@ -721,7 +746,7 @@ class PowerAllocationOptionsFlow(OptionsFlow):
                 self._error = str(error)
                 errors["base"] = "invalid_topology"
             else:
-                if set(imported) - {"pdus", "services"}:
+                if set(imported) - set(OPTION_KEYS):
                     # UPS units and the broker are the entry's: changed by reconfiguring it
                     # or by the load_topology action.
                     errors["base"] = "only_pdus_and_services"
@@ -729,6 +754,9 @@ class PowerAllocationOptionsFlow(OptionsFlow):
                     document = self._document()
                     document["pdus"] = imported.get("pdus", [])
                     document["services"] = imported.get("services", [])
+                    # Left out, the planner's settings stay as they are.
+                    if "planner" in imported:
+                        document["planner"] = imported["planner"]
                     result = self._save(document)
                     if result is not None:
                         return result

@@ -14,9 +14,10 @@ from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, Supp
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 
+from . import entry_topology
 from .const import ATTR_SERVICE, CONF_TOPOLOGY, DOMAIN
 from .engine.model import TIERS_MOST_IMPORTANT_FIRST, Priority, TopologyError
-from .topology import load_yaml_document, parse_topology
+from .topology import OPTION_KEYS, load_yaml_document, parse_topology
 
 if TYPE_CHECKING:
     from .coordinator import PowerAllocationCoordinator
@@ -163,13 +164,14 @@ def async_setup_services(hass: HomeAssistant) -> None:
     async def load_topology(call: ServiceCall) -> ServiceResponse:
         coordinator = _coordinator(hass, call)
         entry = coordinator.config_entry
-        stored = entry.data[CONF_TOPOLOGY]
         try:
             document = load_yaml_document(call.data[ATTR_TOPOLOGY])
-            # What the YAML leaves out (the UPS units, the broker) stays as configured.
-            for key in ("ups", "mqtt"):
-                if key not in document and key in stored:
-                    document[key] = stored[key]
+            # What the YAML leaves out (the UPS units, the broker, the planner's settings)
+            # stays as configured.
+            configured = entry_topology(entry)
+            for key in ("ups", "mqtt", "planner"):
+                if key not in document and key in configured:
+                    document[key] = configured[key]
             checked = parse_topology(document).document
         except TopologyError as error:
             raise ServiceValidationError(
@@ -184,7 +186,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
         hass.config_entries.async_update_entry(
             entry,
             data={**entry.data, CONF_TOPOLOGY: site_part},
-            options={"pdus": checked["pdus"], "services": checked["services"]},
+            options={key: checked[key] for key in OPTION_KEYS if key in checked},
         )
         return {
             "ups": len(checked["ups"]),

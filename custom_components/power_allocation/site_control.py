@@ -21,6 +21,7 @@ from .engine.allocator import Allocation, allocate
 from .engine.battery import BatteryModel, PeukertFit, RuntimeReading
 from .engine.controller import (
     Command,
+    ControllerSettings,
     ControllerState,
     Fault,
     Mode,
@@ -278,7 +279,10 @@ class SiteControl:
 
     def _controller(self) -> OutageController:
         return OutageController(
-            self.site, {u: fit.model() for u, fit in self.fits.items()}, self.prior
+            self.site,
+            {u: fit.model() for u, fit in self.fits.items()},
+            self.prior,
+            ControllerSettings(ride_through_s=self.topology.ride_through_s),
         )
 
     def _service_draw_w(self, snapshot: TelemetrySnapshot, service: Service) -> float | None:
@@ -413,6 +417,7 @@ class SiteControl:
             running=running,
             restore_delay_s=controller.settings.restore_delay_s,
             reserve_margin_ratio=controller.settings.reserve_margin_ratio,
+            ride_through_s=controller.settings.ride_through_s,
         )
 
     def simulate_outage(self, now_s: float, duration_s: float) -> dict[str, Any]:

@@ -6,7 +6,9 @@ One document describes a site, in the config entry and in the YAML a large site 
 - `ups`: the engine's UPS fields plus a `source`;
 - `pdus`: the engine's PDU fields plus a `source`;
 - `services`: the engine's service fields plus how to ask the host to stop, throttle and start
-  (`agent: true` for the project's MQTT host agent, or Home Assistant actions).
+  (`agent: true` for the project's MQTT host agent, or Home Assistant actions);
+- `planner` (optional): the site's own tunables of the plan, so far `ride_through_s`, how long a
+  blip is ridden through before anything is stopped.
 
 A source is `modbus` (host, port, unit id, profile), `mqtt` (a profile of `drivers/mqtt_profiles`
 and its variables; a PDU gives them per outlet) or `entities` (entities Home Assistant already
@@ -23,7 +25,9 @@ from typing import Any
 import voluptuous as vol
 import yaml  # type: ignore[import-untyped]
 
+from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import PDU_KEYS, SERVICE_KEYS, UPS_KEYS, Site, TopologyError
+from .engine.planner import RIDE_THROUGH_S
 
 MODBUS_UPS_PROFILES = ("apc_smart_ups",)
 MODBUS_PDU_PROFILES = ("generic_pdu",)
@@ -33,6 +37,9 @@ MQTT_OUTLET_PROFILES = ("tasmota", "shelly_gen2", "power_allocation_outlet")
 SOURCE_MODBUS = "modbus"
 SOURCE_MQTT = "mqtt"
 SOURCE_ENTITIES = "entities"
+
+# The parts of a site document an entry keeps in its options (the rest is in its data).
+OPTION_KEYS = ("pdus", "services", "planner")
 
 _TEXT = vol.All(str, vol.Length(min=1))
 _ID = vol.All(str, vol.Match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", msg="letters, digits, _ . - only"))
@@ -187,6 +194,11 @@ TOPOLOGY_SCHEMA = vol.Schema(
                 vol.Optional("start_action"): _ACTION,
             }
         ],
+        vol.Optional("planner"): {
+            vol.Required("ride_through_s"): vol.All(
+                vol.Coerce(float), vol.Range(min=0, max=MAX_RIDE_THROUGH_S)
+            ),
+        },
     }
 )
 
@@ -220,6 +232,7 @@ class SiteTopology:
     pdu_sources: Mapping[str, Mapping[str, Any]]
     controls: Mapping[str, ServiceControls]
     document: Mapping[str, Any]  # the validated document, as stored
+    ride_through_s: float = RIDE_THROUGH_S
 
 
 def _explain(error: vol.Invalid, document: Any) -> str:
@@ -291,6 +304,7 @@ def parse_topology(document: Any) -> SiteTopology:
             for s in checked["services"]
         },
         document=checked,
+        ride_through_s=checked.get("planner", {}).get("ride_through_s", RIDE_THROUGH_S),
     )
 
 

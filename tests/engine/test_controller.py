@@ -12,6 +12,7 @@ import pytest
 from custom_components.power_allocation.engine.allocator import Demand, HoldConflictError
 from custom_components.power_allocation.engine.controller import (
     Command,
+    ControllerSettings,
     ControllerState,
     Fault,
     Mode,
@@ -100,6 +101,35 @@ def test_a_blip_is_ridden_through() -> None:
     state, commands, _ = run(controller, state, 40, 200, mains_on=True, soc_ratio=0.9)
     assert state.mode is Mode.NORMAL
     assert commands == []
+
+
+@pytest.mark.parametrize("ride_through_s", [0.0, 120.0, 600.0])
+def test_the_ride_through_is_the_sites_choice(ride_through_s: float) -> None:
+    # A UPS ten times the rack's affords even the longest of these rides in full.
+    ups = SITE.ups[0]
+    site = replace(
+        SITE,
+        ups=(
+            replace(
+                ups,
+                capacity_wh=10 * ups.capacity_wh,
+                runtime_full_load_s=10 * ups.runtime_full_load_s,
+            ),
+        ),
+    )
+    controller = OutageController(site, settings=ControllerSettings(ride_through_s=ride_through_s))
+    _, commands, _ = run(controller, initial_state(site), 0, 900, soc_ratio=0.5)
+    stops = {c.service_id: t for t, c in commands if isinstance(c, StopService)}
+    # A step is taken at the cycle (10 s here) within which it falls due.
+    due_s = max(0.0, ride_through_s - 10.0)
+    assert min(stops.values()) == due_s
+    assert stops["batch"] == due_s
+
+
+@pytest.mark.parametrize("ride_through_s", [-1.0, 3601.0, float("nan"), float("inf")])
+def test_a_ride_through_out_of_range_is_refused(ride_through_s: float) -> None:
+    with pytest.raises(ValueError, match="ride_through_s"):
+        ControllerSettings(ride_through_s=ride_through_s)
 
 
 def test_a_long_outage_sheds_dependents_first_and_cuts_only_after_the_stop() -> None:

@@ -35,9 +35,10 @@ from .allocator import (
 from .battery import BatteryModel
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
-from .planner import Plan, plan_outage
+from .planner import RIDE_THROUGH_S, Plan, plan_outage
 
 STATE_VERSION = 1
+MAX_RIDE_THROUGH_S = 3600.0  # a longer "delay before shedding" is an outage ignored, not ridden
 
 
 class Mode(StrEnum):
@@ -84,6 +85,17 @@ class ControllerSettings:
     # benchmark) spike past a one-step forecast band while a shutdown runs; the planner's own
     # default of 15 % let the battery die under the last wave.
     reserve_margin_ratio: float = 0.5
+    # How long a blip is ridden through before anything is stopped (shortened by the planner
+    # when the battery cannot afford it); a site's own choice: with 0 the plan is followed at once.
+    ride_through_s: float = RIDE_THROUGH_S
+
+    def __post_init__(self) -> None:
+        # Written so that NaN fails it too, as infinity does.
+        if not 0.0 <= self.ride_through_s <= MAX_RIDE_THROUGH_S:
+            raise ValueError(
+                f"ride_through_s must be between 0 and {MAX_RIDE_THROUGH_S:g} s, "
+                f"not {self.ride_through_s}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,6 +495,7 @@ class _Cycle:
                 unmanaged_w=self._base_load_w(running),
                 restore_delay_s=self.settings.restore_delay_s,
                 reserve_margin_ratio=self.settings.reserve_margin_ratio,
+                ride_through_s=self.settings.ride_through_s,
             )
             self.plan = plan
             # The final shutdown starts early by a cycle per wave of it: each wave is seen to
