@@ -11,7 +11,7 @@ from custom_components.power_allocation.engine.planner import plan_outage
 from custom_components.power_allocation.site_control import CONSERVATIVE_PRIOR
 from custom_components.power_allocation.topology import load_yaml_document, parse_topology
 from tests.fixtures.modbus_site import ModbusSite
-from tests.site_entry import small_site_entry
+from tests.site_entry import SiteRun
 
 SWITCH = "switch.rack_a_conservative_plan"
 
@@ -36,10 +36,9 @@ def test_conservative_prior_never_plans_a_stop_later() -> None:
 async def test_switch_sets_the_prior_and_survives_in_the_state(
     hass: HomeAssistant, modbus_site: ModbusSite
 ) -> None:
-    entry = small_site_entry(modbus_site)
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    run = SiteRun.small(hass, modbus_site)
+    await run.set_up()
+    entry = run.entry
     control = entry.runtime_data.control
     assert hass.states.get(SWITCH).state == "off"
     assert control.prior is control.normal_prior

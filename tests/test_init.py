@@ -9,14 +9,13 @@ from homeassistant.helpers import entity_registry as er
 
 from custom_components.power_allocation.const import DOMAIN
 from tests.fixtures.modbus_site import ModbusSite
-from tests.site_entry import small_site_entry
+from tests.site_entry import SiteRun
 
 
 async def test_setup_and_unload(hass: HomeAssistant, modbus_site: ModbusSite) -> None:
-    entry = small_site_entry(modbus_site)
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    run = SiteRun.small(hass, modbus_site)
+    await run.set_up()
+    entry = run.entry
     assert entry.state is ConfigEntryState.LOADED
     entities = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
     assert all(hass.states.get(e.entity_id).state != "unavailable" for e in entities)
@@ -28,10 +27,9 @@ async def test_setup_and_unload(hass: HomeAssistant, modbus_site: ModbusSite) ->
 async def test_removed_service_loses_its_device(
     hass: HomeAssistant, modbus_site: ModbusSite
 ) -> None:
-    entry = small_site_entry(modbus_site)
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    run = SiteRun.small(hass, modbus_site)
+    await run.set_up()
+    entry = run.entry
     devices = dr.async_get(hass)
     batch = (DOMAIN, f"{entry.entry_id}_service_batch")
     assert devices.async_get_device(identifiers={batch}) is not None
@@ -47,10 +45,7 @@ async def test_removed_service_loses_its_device(
 async def test_a_held_on_service_is_not_planned_to_be_shed(
     hass: HomeAssistant, modbus_site: ModbusSite
 ) -> None:
-    entry = small_site_entry(modbus_site)
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    await SiteRun.small(hass, modbus_site).set_up()
     planned = "sensor.rack_a_batch_planned_shed_in"
     assert hass.states.get(planned).state not in ("unknown", "unavailable")
 
