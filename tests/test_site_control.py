@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
 from typing import Any
 
 import pytest
@@ -59,18 +59,17 @@ def snapshot(now_s: float, *, on_battery: bool, soc_pct: float) -> TelemetrySnap
 
 @pytest.fixture
 def plans_made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Who called the (real) planner, one entry a call."""
+    """Who asked the controller for a (real) plan, one entry a call: the controller's own cycle
+    or the site's view."""
     calls: list[str] = []
+    plan = controller.OutageController.plan
 
-    def counted(caller: str) -> Callable[..., planner.Plan]:
-        def plan_outage(*args: Any, **kwargs: Any) -> planner.Plan:
-            calls.append(caller)
-            return planner.plan_outage(*args, **kwargs)
+    def counted(self: controller.OutageController, *args: Any, **kwargs: Any) -> planner.Plan:
+        caller = sys._getframe(1).f_globals["__name__"]
+        calls.append("view" if caller == site_control.__name__ else "controller")
+        return plan(self, *args, **kwargs)
 
-        return plan_outage
-
-    monkeypatch.setattr(controller, "plan_outage", counted("controller"))
-    monkeypatch.setattr(site_control, "plan_outage", counted("view"))
+    monkeypatch.setattr(controller.OutageController, "plan", counted)
     return calls
 
 

@@ -37,7 +37,7 @@ from .engine.forecast import ForecastSettings, NodeForecasters, node_draw_w
 from .engine.model import Priority, Service, Site
 from .engine.outage import ConditionalOutage, OutagePrior
 from .engine.overload import GuardDecision, NodeRisk, OverloadGuard, OverloadLevel
-from .engine.planner import Plan, plan_outage
+from .engine.planner import Plan
 from .topology import SiteTopology
 
 STATE_VERSION = 1
@@ -408,17 +408,7 @@ class SiteControl:
         running = self._running()
         if not running:
             return None
-        return plan_outage(
-            self.site,
-            controller.batteries,
-            self.state.soc_ratio,
-            self.demand.demand_w(),
-            outage,
-            running=running,
-            restore_delay_s=controller.settings.restore_delay_s,
-            reserve_margin_ratio=controller.settings.reserve_margin_ratio,
-            ride_through_s=controller.settings.ride_through_s,
-        )
+        return controller.plan(self.state.soc_ratio, self.demand.demand_w(), outage, running)
 
     def simulate_outage(self, now_s: float, duration_s: float) -> dict[str, Any]:
         """What the plan does if mains fails now and stays off for `duration_s`.

@@ -329,6 +329,28 @@ class OutageController:
         """The outage's remaining duration as this controller believes it (overridable)."""
         return self.prior.given(elapsed_s)
 
+    def plan(
+        self,
+        soc_ratio: Mapping[str, float],
+        demand_w: Mapping[str, Demand],
+        outage: ConditionalOutage,
+        running: frozenset[str],
+        unmanaged_w: Mapping[str, float] | None = None,
+    ) -> Plan:
+        """The plan for `running` under `outage`, with this controller's batteries and settings."""
+        return plan_outage(
+            self.site,
+            self.batteries,
+            soc_ratio,
+            demand_w,
+            outage,
+            running=running,
+            unmanaged_w=unmanaged_w,
+            restore_delay_s=self.settings.restore_delay_s,
+            reserve_margin_ratio=self.settings.reserve_margin_ratio,
+            ride_through_s=self.settings.ride_through_s,
+        )
+
     def step(self, state: ControllerState, telemetry: Telemetry) -> StepResult:
         """One control cycle."""
         cycle = _Cycle(self, state, telemetry)
@@ -485,17 +507,12 @@ class _Cycle:
             self._final_shutdown()
             return
         if running:
-            plan = plan_outage(
-                self.site,
-                self.controller.batteries,
+            plan = self.controller.plan(
                 self.state.soc_ratio,
                 demand,
                 self.controller.outage_given(elapsed_s),
-                running=running,
-                unmanaged_w=self._base_load_w(running),
-                restore_delay_s=self.settings.restore_delay_s,
-                reserve_margin_ratio=self.settings.reserve_margin_ratio,
-                ride_through_s=self.settings.ride_through_s,
+                running,
+                self._base_load_w(running),
             )
             self.plan = plan
             # The final shutdown starts early by a cycle per wave of it: each wave is seen to
