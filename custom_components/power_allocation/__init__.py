@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from copy import copy
 from typing import TYPE_CHECKING, Any
 
 # Home Assistant is imported inside the functions (and for type checking): the simulator and the
@@ -24,12 +25,13 @@ def entry_topology(entry: ConfigEntry) -> dict[str, Any]:
     """The site document of an entry: UPS units and broker in data; PDUs, services and the
     planner's settings in options."""
     from .const import CONF_TOPOLOGY
+    from .topology import OPTION_KEYS
 
     return {
         **entry.data.get(CONF_TOPOLOGY, {}),
-        "pdus": list(entry.options.get("pdus", [])),
-        "services": list(entry.options.get("services", [])),
-        **({"planner": dict(entry.options["planner"])} if "planner" in entry.options else {}),
+        "pdus": [],
+        "services": [],
+        **{key: copy(entry.options[key]) for key in OPTION_KEYS if key in entry.options},
     }
 
 
