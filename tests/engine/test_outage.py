@@ -14,11 +14,36 @@ from custom_components.power_allocation.engine.outage import OutagePrior
 PRIOR = OutagePrior()
 
 
-def test_most_outages_are_momentary_and_the_sustained_median_is_about_90_minutes() -> None:
+def test_most_outages_are_momentary_and_the_sustained_ones_last_90_minutes_on_average() -> None:
     assert PRIOR.survival(300) == pytest.approx(0.3, abs=0.01)
     sustained_half = 0.3 * 0.5
-    assert PRIOR.survival(5400) == pytest.approx(sustained_half, abs=0.01)
+    assert PRIOR.survival(PRIOR.sustained_median_s) == pytest.approx(sustained_half, abs=0.01)
     assert PRIOR.survival(0) == 1.0
+    # IEEE 1366's CAIDI (SAIDI over SAIFI) is a mean: about 1.5 h.
+    mean_s = PRIOR.sustained_median_s * math.exp(PRIOR.sustained_sigma**2 / 2)
+    assert 80 * 60 < mean_s < 100 * 60
+
+
+def _monte_carlo_durations(prior: OutagePrior, count: int) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    momentary = rng.random(count) < prior.momentary_ratio
+    sigma = np.where(momentary, prior.momentary_sigma, prior.sustained_sigma)
+    median = np.where(momentary, prior.momentary_median_s, prior.sustained_median_s)
+    return np.asarray(median * np.exp(sigma * rng.standard_normal(count)))
+
+
+@pytest.mark.parametrize("elapsed_s", [0.0, 90.0, 1800.0])
+def test_expected_shares_are_the_expected_uptime_ratio(elapsed_s: float) -> None:
+    """A service kept on for t more seconds serves E[min(t, remaining) / D] of the outage."""
+    durations = _monte_carlo_durations(PRIOR, 400_000)
+    durations = durations[durations > elapsed_s]
+    outage = PRIOR.given(elapsed_s)
+    for t_s in (30.0, 600.0, 3600.0):
+        sampled = np.mean(np.minimum(t_s, durations - elapsed_s) / durations)
+        assert outage.expected_shares(np.array([t_s]))[0] == pytest.approx(sampled, rel=0.02)
+        # A second at t is worth E[1/D; D > now + t], given D > now.
+        worth = np.sum(np.where(durations > elapsed_s + t_s, 1.0 / durations, 0.0)) / len(durations)
+        assert outage.worths(np.array([t_s]))[0] == pytest.approx(worth, rel=0.03)
 
 
 @given(st.floats(0, 20000), st.floats(0, 20000), st.floats(0, 20000))
@@ -27,9 +52,10 @@ def test_conditional_survival_is_a_survival_function(elapsed: float, a: float, b
     early, late = min(a, b), max(a, b)
     assert outage.survival(0) == pytest.approx(1.0)
     assert 0.0 <= outage.survival(late) <= outage.survival(early) + 1e-12
-    overlap = outage.expected_overlap_s(np.array([early, late]))
-    assert 0.0 <= overlap[0] <= early + 1e-6
-    assert overlap[0] <= overlap[1] + 1e-9
+    worths = outage.worths(np.array([early, late]))
+    assert 0.0 <= worths[1] <= worths[0] + 1e-15
+    shares = outage.expected_shares(np.array([early, late]))
+    assert 0.0 <= shares[0] <= shares[1] + 1e-12 <= 1.0 + 1e-9
 
 
 def test_the_longer_it_lasts_the_longer_it_is_expected_to_last() -> None:
@@ -37,20 +63,21 @@ def test_the_longer_it_lasts_the_longer_it_is_expected_to_last() -> None:
     assert PRIOR.given(600).survival(600) > PRIOR.given(0).survival(600)
 
 
-@given(st.floats(0.001, 0.999), st.floats(0, 5000))
-def test_the_time_survival_falls_to_a_ratio_inverts_survival(ratio: float, elapsed: float) -> None:
+@given(st.floats(1e-7, 1e-2), st.floats(0, 5000))
+def test_the_time_worth_falls_to_a_ratio_inverts_worth(ratio: float, elapsed: float) -> None:
     outage = PRIOR.given(elapsed)
-    at = outage.time_when_survival_falls_to(ratio)
+    at = float(outage.times_when_worth_falls_to(np.array([ratio]), 0.0)[0])
     if math.isfinite(at) and at > 1.0:
-        assert outage.survival(at) == pytest.approx(ratio, abs=0.02)
-        assert outage.survival(at * 0.9) >= ratio - 0.02
+        assert outage.worths(np.array([at * 1.01]))[0] <= ratio * 1.02
+        assert outage.worths(np.array([at * 0.99]))[0] >= ratio * 0.98
 
 
 def test_a_restart_cost_keeps_a_service_on_through_the_blips() -> None:
     outage = PRIOR.given(0)
-    ratios = np.array([0.6])
-    assert outage.times_when_worth_falls_to(ratios, 240.0)[0] > outage.time_when_survival_falls_to(
-        0.6
+    ratios = np.array([outage.worths(np.array([60.0]))[0]])
+    assert (
+        outage.times_when_worth_falls_to(ratios, 240.0)[0]
+        > outage.times_when_worth_falls_to(ratios, 0.0)[0]
     )
 
 

@@ -35,7 +35,7 @@ from .allocator import (
 from .battery import BatteryModel
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
-from .planner import RIDE_THROUGH_S, Plan, plan_outage
+from .planner import RESERVE_MARGIN_RATIO, RIDE_THROUGH_S, Plan, plan_outage
 
 STATE_VERSION = 1
 MAX_RIDE_THROUGH_S = 3600.0  # a longer "delay before shedding" is an outage ignored, not ridden
@@ -81,10 +81,9 @@ class ControllerSettings:
     runtime_disagree_ratio: float = 0.5  # ... by more than this share of the charge
     limit_recheck_s: float = 300.0  # a service shed for a limit waits this long to come back
     cap_hysteresis_ratio: float = 0.1  # a cap is tightened only by more than this share
-    # Margin on the final shutdown's reserve. Measured loads (the household traces of the
-    # benchmark) spike past a one-step forecast band while a shutdown runs; the planner's own
-    # default of 15 % let the battery die under the last wave.
-    reserve_margin_ratio: float = 0.5
+    # Margin on the final shutdown's reserve, which is already planned on each service's highest
+    # forecast band of the hour (engine/demand.py), not the next step's.
+    reserve_margin_ratio: float = RESERVE_MARGIN_RATIO
     # How long a blip is ridden through before anything is stopped (shortened by the planner
     # when the battery cannot afford it); a site's own choice: with 0 the plan is followed at once.
     ride_through_s: float = RIDE_THROUGH_S
@@ -522,8 +521,11 @@ class _Cycle:
                 self.state = replace(self.state, mode=Mode.FINAL_SHUTDOWN)
                 self._final_shutdown()
                 return
+            lead_s = self._stop_lead_s(running)
             for sid in running:
-                if plan.stop_at_s[sid] <= self.cycle_s:
+                stop_at_s = plan.stop_at_s[sid]
+                # What stops with the final shutdown waits for it (I4); its lead is counted there.
+                if stop_at_s < plan.final_shutdown_at_s and stop_at_s <= self.cycle_s + lead_s[sid]:
                     reason = next(
                         (s.reason for s in plan.steps if s.service_id == sid), "plan: stop now"
                     )
@@ -536,6 +538,26 @@ class _Cycle:
                         "plan: capped so that more important services run longer",
                     )
         self._fit_limits()
+
+    def _stop_lead_s(self, running: frozenset[str]) -> dict[str, float]:
+        """How much earlier than planned each service's stop must be asked for.
+
+        A service begins to stop only once what depends on it is seen down (I1): a cycle after
+        each dependent's own `shutdown_s`, down every level of the chain. The plan's time is when
+        the service itself stops drawing, so its dependents are asked that much before.
+        """
+        cycle_s = self.cycle_s
+        graph = self.site.graph
+        lead_s: dict[str, float] = {}
+        for sid in graph.shutdown_order(running):
+            waits_s = [
+                lead_s[d]
+                + max(1, math.ceil(self.site.service_by_id[d].shutdown_s / cycle_s)) * cycle_s
+                for d in graph.dependents(sid)
+                if d in running and cycle_s > 0
+            ]
+            lead_s[sid] = max(waits_s, default=0.0)
+        return lead_s
 
     def _base_load_w(self, running: frozenset[str]) -> dict[str, float]:
         """What the plan cannot switch, by outlet: unmanaged outlets, and failed stops.

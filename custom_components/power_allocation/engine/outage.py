@@ -1,9 +1,16 @@
 """How long an outage lasts: a prior over durations, conditioned on the time already on battery.
 
-Most interruptions are momentary (seconds to a few minutes); the rest are sustained, lognormal
-with a median of about 1.5 h (IEEE 1366: US SAIDI about 2 h a year over SAIFI about 1-1.4
-interruptions). The mixture's survival function S(t) = P(outage lasts longer than t) is tabulated
-once on a log-spaced grid, so that the planner's many look-ups are interpolations.
+Most interruptions are momentary (seconds to a few minutes); the rest are sustained, lognormal.
+IEEE 1366's US figures, SAIDI about 2 h a year over SAIFI about 1.3 sustained interruptions, make
+the sustained ones last about 1.5 h *on average* (CAIDI); a lognormal of sigma 1.2 with that mean
+has a median of about 45 min (with a 1.5 h median its mean would be 3 h).
+
+What the planner maximises is the expected weighted uptime *ratio* of the outage, the report's
+own score: a second of service in an outage of length D is 1/D of it, so that a rare day-long
+outage does not outvote every ordinary one. With f the density of D and S its survival function,
+a second at time x is worth W(x) = E[1/D; D > x] = ∫ f(D)/D dD over D > x, and a service kept on
+until t serves an expected share ∫ W of the outage over 0..t. S, W and ∫ W are tabulated once
+on a log-spaced grid, so that the planner's many look-ups are interpolations.
 """
 
 from __future__ import annotations
@@ -25,12 +32,13 @@ class OutagePrior:
     momentary_ratio: float = 0.7
     momentary_median_s: float = 20.0
     momentary_sigma: float = 1.0
-    sustained_median_s: float = 5400.0
+    sustained_median_s: float = 2700.0
     sustained_sigma: float = 1.2
     _grid_s: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
     _survival: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
-    _area_s: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
-    _density: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
+    _worth: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)  # W(x)
+    _share: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)  # ∫ W
+    _ending: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)  # f(x)/x
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.momentary_ratio <= 1.0:
@@ -51,18 +59,21 @@ class OutagePrior:
             grid, self.sustained_sigma, scale=self.sustained_median_s
         )
         survival[0] = 1.0
-        area = np.concatenate(
-            [[0.0], np.cumsum(np.diff(grid) * (survival[1:] + survival[:-1]) / 2)]
-        )
-        object.__setattr__(self, "_grid_s", grid)
-        object.__setattr__(self, "_survival", survival)
         density = self.momentary_ratio * lognorm.pdf(
             grid, self.momentary_sigma, scale=self.momentary_median_s
         ) + (1.0 - self.momentary_ratio) * lognorm.pdf(
             grid, self.sustained_sigma, scale=self.sustained_median_s
         )
-        object.__setattr__(self, "_area_s", area)
-        object.__setattr__(self, "_density", density)
+        ending = np.zeros_like(grid)
+        ending[1:] = density[1:] / grid[1:]
+        steps = np.diff(grid) * (ending[1:] + ending[:-1]) / 2
+        worth = np.append(np.cumsum(steps[::-1])[::-1], 0.0)
+        share = np.concatenate([[0.0], np.cumsum(np.diff(grid) * (worth[1:] + worth[:-1]) / 2)])
+        object.__setattr__(self, "_grid_s", grid)
+        object.__setattr__(self, "_survival", survival)
+        object.__setattr__(self, "_worth", worth)
+        object.__setattr__(self, "_share", share)
+        object.__setattr__(self, "_ending", ending)
 
     def survival(self, t_s: float) -> float:
         """P(the outage lasts longer than t_s), from its start."""
@@ -99,36 +110,31 @@ class ConditionalOutage:
         """P(mains is still off `t_s` from now)."""
         return self.prior.survival(self.elapsed_s + t_s) / self._base
 
-    def survivals(self, t_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """`survival` for many times at once."""
-        prior = self.prior
-        at = np.minimum(self.elapsed_s + t_s, GRID_MAX_S)
-        survival = np.interp(at, prior._grid_s, prior._survival, right=0.0)
-        return np.asarray(survival / self._base, dtype=np.float64)
+    def _at(self, t_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.minimum(self.elapsed_s + np.maximum(t_s, 0.0), GRID_MAX_S)
 
-    def expected_overlap_s(self, t_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """E[min(t_s, remaining duration)]: the expected time a service kept on for t_s serves."""
+    def worths(self, t_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The expected share of the outage a second of service `t_s` from now is."""
         prior = self.prior
-        start = np.interp(self.elapsed_s, prior._grid_s, prior._area_s)
-        end = np.interp(
-            np.minimum(self.elapsed_s + np.maximum(t_s, 0.0), GRID_MAX_S),
-            prior._grid_s,
-            prior._area_s,
-        )
+        worth = np.interp(self._at(t_s), prior._grid_s, prior._worth, right=0.0)
+        return np.asarray(worth / self._base, dtype=np.float64)
+
+    def expected_shares(self, t_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """E[min(t_s, remaining) / D]: the share of the outage a service kept on for t_s serves."""
+        prior = self.prior
+        start = np.interp(self.elapsed_s, prior._grid_s, prior._share)
+        end = np.interp(self._at(t_s), prior._grid_s, prior._share)
         return np.asarray((end - start) / self._base, dtype=np.float64)
-
-    def time_when_survival_falls_to(self, ratio: float) -> float:
-        """The time from now at which P(mains still off) drops to `ratio` (inf if never)."""
-        return float(self.times_when_worth_falls_to(np.array([ratio]), restart_s=0.0)[0])
 
     def times_when_worth_falls_to(
         self, ratios: npt.NDArray[np.float64], restart_s: float
     ) -> npt.NDArray[np.float64]:
         """When keeping a service on is worth less than its ratio per second, for good.
 
-        Keeping it on for one more second is worth P(mains still off) — that second of service —
-        plus restart_s times the chance the outage ends in that second: stopping it then would
-        have cost a restart after mains returns. The second term is why blips are ridden through.
+        Keeping it on for one more second is worth that second's share of the outage (`worths`),
+        plus restart_s times the share of an outage that ends in that second: stopping it then
+        would have cost a restart after mains returns. The second term is why blips are ridden
+        through.
         Returns, per ratio, the time from now after which the worth stays below it (inf: never).
         """
         envelope = self._envelope(restart_s)
@@ -144,7 +150,7 @@ class ConditionalOutage:
         if cached is None:
             prior = self.prior
             start = self._start
-            worth = (prior._survival[start:] + restart_s * prior._density[start:]) / self._base
+            worth = (prior._worth[start:] + restart_s * prior._ending[start:]) / self._base
             cached = np.maximum.accumulate(worth[::-1])[::-1]
             self._envelopes[restart_s] = cached
         return cached

@@ -1,14 +1,16 @@
 """The plan for the rest of an outage: when each service would be throttled or shut down.
 
-The objective is the expected weighted service-time over the outage-duration distribution: a
-service of weight w kept on until t is worth w · E[min(t, remaining outage)]. Keeping it on costs
-energy that the services still running at the end would otherwise have had. With a price μ on
-that energy, a service is worth its draw P while w · P(outage still on at t) ≥ μ · P: so each
-service stops at the time the outage's survival falls to μ · P / w, and a throttle-capable one is
-first capped (it then draws less, so it stays on longer). The planner searches μ on a grid; for
-each, it walks every UPS's charge forward along the schedule (with the battery model) to the
-moment the charge left is what a clean shutdown of everything still on needs, and that is when the
-final shutdown starts (I4). The μ with the highest expected score wins.
+The objective is the expected weighted uptime ratio over the outage-duration distribution (the
+simulation report's score): a service of weight w kept on until t is worth
+w · E[min(t, remaining outage) / outage length] (engine/outage.py says why the ratio, and not
+weighted service-time). Keeping it on costs energy that the services still running at the end
+would otherwise have had. With a price μ on that energy, a service is worth its draw P while the
+worth of its next second, w · W(t), is at least μ · P: so each service stops at the time W falls
+to μ · P / w, and a throttle-capable one is first capped (it then draws less, so it stays on
+longer). The planner searches μ on a grid; for each, it walks every UPS's charge forward along
+the schedule (with the battery model) to the moment the charge left is what a clean shutdown of
+everything still on needs, and that is when the final shutdown starts (I4). The μ with the
+highest expected score wins.
 
 Critical services, and whatever they depend on, are never stopped before the final shutdown (I4);
 a service stops no later than anything it depends on (I1). Energy is planned on the mean draw, the
@@ -90,6 +92,7 @@ class _Context:
     floor_w: npt.NDArray[np.float64]  # NaN where it cannot be throttled below its mean
     restart_groups: tuple[tuple[float, npt.NDArray[np.int64]], ...]  # restart_s -> services
     restart_s: npt.NDArray[np.float64]  # how long it stays down after mains returns, if stopped
+    shutdown_s: npt.NDArray[np.float64]  # how long it still draws once asked to stop
     dependency_edges: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]  # (user, needed)
     demand_w: Mapping[str, Demand]
     outage: ConditionalOutage
@@ -130,6 +133,7 @@ def plan_outage(
         # A service stops once its worth per second falls below price * P / value: the grid
         # spans "keep everything" to "stop every service that may be stopped at once".
         top = float(np.max(context.value[movable] / context.mean_w[movable])) * 10.0
+        top *= float(outage.worths(np.zeros(1))[0])
         prices += [float(p) for p in np.geomspace(1e-4, 1.0, PRICE_GRID_SIZE - 1) * top]
     # Each price's own schedule is computed once; neighbouring prices (and a ride-through)
     # often give the same schedule, which is then scored once.
@@ -207,6 +211,7 @@ def _context(
         floor_w=floor_w,
         restart_groups=groups,
         restart_s=restart_s,
+        shutdown_s=np.array([s.shutdown_s for s in on], dtype=np.float64),
         dependency_edges=(
             np.array([u for u, _ in edges], dtype=np.int64),
             np.array([d for _, d in edges], dtype=np.int64),
@@ -297,10 +302,11 @@ def _evaluate(
     )
     np.minimum(stop, final, out=stop)
     throttle = np.minimum(throttle, stop)
-    # Service time during the outage, less the restart a stop costs when mains returns before
+    # The share of the outage served, less the restart a stop costs when mains returns before
     # the final shutdown (after that, everything restarts anyway).
-    lost_s = context.restart_s * np.maximum(0.0, outage.survivals(stop) - outage.survival(final))
-    score = float(context.weight @ (outage.expected_overlap_s(stop) - lost_s))
+    ends_between = outage.worths(stop) - outage.worths(np.array([final]))
+    lost = context.restart_s * np.maximum(0.0, ends_between)
+    score = float(context.weight @ (outage.expected_shares(stop) - lost))
     candidate = _Candidate(score, price, stop, throttle, final)
     scored[key] = candidate
     return candidate
@@ -328,7 +334,9 @@ def _final_shutdown_s(
     full_w = context.mean_w * share
     capped_w = np.where(np.isnan(context.floor_w), full_w, np.fmin(context.floor_w * share, full_w))
     throttled = members & (throttle < stop)
-    times = np.concatenate([throttle[throttled], stop[members]])
+    # A stopping OS keeps drawing until its shutdown_s has passed.
+    draw_ends = stop + context.shutdown_s
+    times = np.concatenate([throttle[throttled], draw_ends[members]])
     deltas = np.concatenate(
         [(capped_w - full_w)[throttled], -np.where(throttled, capped_w, full_w)[members]]
     )
@@ -350,7 +358,7 @@ def _final_shutdown_s(
             reach = (soc_before - needed) * full_runtime
         hits = np.flatnonzero(reach <= spans)
         final = math.inf if len(hits) == 0 else float(starts[hits[0]] + max(reach[hits[0]], 0.0))
-        on_then = members & (stop > final)
+        on_then = members & (draw_ends > final)
         if np.array_equal(on_then, still_on):
             break
         still_on = on_then
