@@ -93,6 +93,27 @@ def run(
     return state, commands, faults
 
 
+class _PlanStopsDbAt(OutageController):
+    """The real plan, except that db (and web, which depends on it) stop at `stop_s`."""
+
+    def __init__(self, stop_s: float) -> None:
+        super().__init__(SITE)
+        self.stop_s = stop_s
+
+    def plan(self, soc_ratio, demand_w, outage, running, unmanaged_w=None):  # type: ignore[no-untyped-def]
+        plan = super().plan(soc_ratio, demand_w, outage, running, unmanaged_w)
+        in_s = max(0.0, self.stop_s - outage.elapsed_s)
+        stops = {**plan.stop_at_s, "db": in_s, "web": in_s}
+        return replace(plan, stop_at_s=stops, throttle_at_s={**plan.throttle_at_s, "db": in_s})
+
+
+def test_what_depends_on_a_planned_stop_is_asked_early_enough_for_it_to_be_on_time() -> None:
+    # web takes 20 s to stop and is seen down at the next 10-s cycle; db may stop only then (I1).
+    _, commands, _ = run(_PlanStopsDbAt(100.0), initial_state(SITE), 0, 300, soc_ratio=0.9)
+    stops = {c.service_id: t for t, c in commands if isinstance(c, StopService)}
+    assert stops["web"] < stops["db"] <= 100.0
+
+
 def test_a_blip_is_ridden_through() -> None:
     controller = OutageController(SITE)
     state, commands, _ = run(controller, initial_state(SITE), 0, 40, soc_ratio=0.9)

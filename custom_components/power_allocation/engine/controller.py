@@ -811,7 +811,9 @@ class _Cycle:
             )
             self.faults.append(Fault(sid, "stop_unconfirmed", f"{sid}: {drawing}; asking again"))
             self.commands.append(
-                StopService(sid, f"retrying a stop that did not happen: {drawing}")
+                StopService(
+                    sid, f"retrying a stop that did not happen ({drawing}): {control.reason}"
+                )
             )
             return
         if still_up:
@@ -855,7 +857,13 @@ class _Cycle:
             return True  # its draw cannot tell: its shutdown_s is all there is to go by
         service = self.site.service_by_id[sid]
         draw_w = self.telemetry.service_draw_w.get(sid)
-        return draw_w is not None and draw_w <= service.idle_w + self.settings.idle_margin_w
+        if draw_w is None:
+            # No reading at all: in the final shutdown the battery does not wait for telemetry
+            # to come back, and its stop has run its shutdown_s and its cut has been sent.
+            return self.state.mode is Mode.FINAL_SHUTDOWN and all(
+                self.telemetry.outlet_on.get(o) is None for o in service.outlets
+            )
+        return draw_w <= service.idle_w + self.settings.idle_margin_w
 
     def _confirm_started(self, sid: str) -> None:
         """A start counts once the service draws more than idle: what depends on it waits (I1).
@@ -925,7 +933,10 @@ class _Cycle:
                 )
             )
             self.commands.append(
-                StopService(sid, f"retrying the stop before the cut: still drawing {drawing}")
+                StopService(
+                    sid,
+                    f"retrying the stop before the cut (still drawing {drawing}): {control.reason}",
+                )
             )
             return False
         self.services[sid] = replace(
