@@ -465,7 +465,9 @@ async def test_tls_with_the_brokers_ca(tls_mqtt_broker: Mosquitto, mqtt_peers: P
 async def test_tls_refuses_a_broker_it_does_not_trust(
     tls_mqtt_broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    other_ca, _, _ = write_tls_files(tmp_path)
+    # Not in tmp_path itself: the broker's own files are there.
+    (tmp_path / "other").mkdir()
+    other_ca, _, _ = write_tls_files(tmp_path / "other")
     config = config_for(tls_mqtt_broker, TASMOTA, tls=TlsOptions(ca_certs=str(other_ca)))
     driver = MqttDriver(config)
     await driver.start()
