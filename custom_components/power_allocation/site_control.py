@@ -282,7 +282,7 @@ class SiteControl:
             self.site,
             {u: fit.model() for u, fit in self.fits.items()},
             self.prior,
-            ControllerSettings(ride_through_s=self.topology.ride_through_s),
+            ControllerSettings(cycle_s=CYCLE_S, ride_through_s=self.topology.ride_through_s),
         )
 
     def _service_draw_w(self, snapshot: TelemetrySnapshot, service: Service) -> float | None:

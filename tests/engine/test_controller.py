@@ -96,8 +96,8 @@ def run(
 class _PlanStopsDbAt(OutageController):
     """The real plan, except that db (and web, which depends on it) stop at `stop_s`."""
 
-    def __init__(self, stop_s: float) -> None:
-        super().__init__(SITE)
+    def __init__(self, stop_s: float, ride_through_s: float = 0.0) -> None:
+        super().__init__(SITE, settings=ControllerSettings(ride_through_s=ride_through_s))
         self.stop_s = stop_s
 
     def plan(self, soc_ratio, demand_w, outage, running, unmanaged_w=None):  # type: ignore[no-untyped-def]
@@ -112,6 +112,25 @@ def test_what_depends_on_a_planned_stop_is_asked_early_enough_for_it_to_be_on_ti
     _, commands, _ = run(_PlanStopsDbAt(100.0), initial_state(SITE), 0, 300, soc_ratio=0.9)
     stops = {c.service_id: t for t, c in commands if isinstance(c, StopService)}
     assert stops["web"] < stops["db"] <= 100.0
+
+
+def test_the_first_cycle_on_battery_does_not_take_the_mains_cadence_for_its_own() -> None:
+    # Stepped every 5 minutes on mains (as the simulation learns), every 10 s once on battery:
+    # the first look on battery must not act on everything due in the next 5 minutes.
+    controller = _PlanStopsDbAt(100.0)
+    state, _, _ = run(controller, initial_state(SITE), -900, 0, step_s=300, mains_on=True)
+    _, commands, _ = run(controller, state, 0, 300, soc_ratio=0.9)
+    stops = {c.service_id: t for t, c in commands if isinstance(c, StopService)}
+    assert stops["web"] == 70.0  # db due at 100 s, less web's 20 s and the cycle's 10 s
+
+
+def test_nothing_is_asked_to_stop_while_a_blip_is_ridden_through() -> None:
+    # The same stop, due as the 2-minute ride-through ends: web is not asked before it does.
+    controller = _PlanStopsDbAt(120.0, ride_through_s=120.0)
+    _, commands, _ = run(controller, initial_state(SITE), 0, 300, soc_ratio=0.9)
+    stops = {c.service_id: t for t, c in commands if isinstance(c, StopService)}
+    # A step is taken at the cycle (10 s here) within which it falls due.
+    assert min(stops.values()) == stops["web"] == 110.0
 
 
 def test_a_blip_is_ridden_through() -> None:

@@ -70,6 +70,9 @@ RUNNING_PHASES = frozenset({Phase.ON, Phase.PENDING_STOP})
 class ControllerSettings:
     """Tunables; the defaults are what an operator would pick for a small rack."""
 
+    # How often the controller is stepped on battery, until it has seen the interval itself: on
+    # mains it may be stepped less often (the simulation learns at coarser steps).
+    cycle_s: float = 10.0
     restore_delay_s: float = 60.0  # mains stable this long before anything restarts (I6)
     restore_stagger_s: float = 15.0  # between two starts, to bound inrush (I6)
     idle_margin_w: float = 5.0  # a service drawing more than idle_w + this is up
@@ -376,8 +379,11 @@ class _Cycle:
         self.faults: list[Fault] = []
         self.plan: Plan | None = None
         # What is due before the next look is done now; the last interval is the best guess of
-        # when that will be.
-        self.cycle_s = 0.0 if state.soc_at_s is None else max(0.0, self.now_s - state.soc_at_s)
+        # when that will be, once it was one on battery.
+        last_s = 0.0 if state.soc_at_s is None else max(0.0, self.now_s - state.soc_at_s)
+        self.cycle_s = (
+            last_s if state.mode is not Mode.NORMAL else min(last_s, self.settings.cycle_s)
+        )
 
     # --- the cycle --------------------------------------------------------------------------
 
@@ -525,7 +531,9 @@ class _Cycle:
             for sid in running:
                 stop_at_s = plan.stop_at_s[sid]
                 # What stops with the final shutdown waits for it (I4); its lead is counted there.
-                if stop_at_s < plan.final_shutdown_at_s and stop_at_s <= self.cycle_s + lead_s[sid]:
+                # Nothing is asked to stop while the plan rides a blip through.
+                ask_at_s = max(stop_at_s - lead_s[sid], plan.ride_through_s)
+                if stop_at_s < plan.final_shutdown_at_s and ask_at_s <= self.cycle_s:
                     reason = next(
                         (s.reason for s in plan.steps if s.service_id == sid), "plan: stop now"
                     )

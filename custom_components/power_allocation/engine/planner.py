@@ -68,6 +68,7 @@ class Plan:
     tier_runtime_s: Mapping[Priority, float]  # until the last service of each tier stops
     expected_score: float
     energy_price: float
+    ride_through_s: float = 0.0  # from now: the blip ride-through granted; nothing stops before
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,7 @@ def plan_outage(
     # services that run to the end no more than a small share of their runtime. The cost of
     # riding is priced per second and the share applies to the whole ride from the outage's
     # start, so that re-planning every cycle does not grant the share again each time.
-    ride_s = max(0.0, ride_through_s - outage.elapsed_s)
+    ridden_s = ride_s = max(0.0, ride_through_s - outage.elapsed_s)
     if ride_s > 0 and len(best.stop_at_s) and float(best.stop_at_s.min()) < ride_s:
         riding = best_riding(ride_s)
         cost_per_s = (best.final_at_s - riding.final_at_s) / ride_s
@@ -159,12 +160,12 @@ def plan_outage(
             # within the ride-through (none, for an outage known to be long).
             share = ride_through_cost_ratio * (1.0 - outage.prior.survival(ride_through_s))
             affordable_s = share * best.final_at_s / cost_per_s
-            left_s = affordable_s - outage.elapsed_s
-            if left_s >= ride_s:
+            ridden_s = min(ride_s, max(0.0, affordable_s - outage.elapsed_s))
+            if ridden_s == ride_s:
                 best = riding
-            elif left_s > 0:
-                best = best_riding(left_s)
-    return _plan_from(context, best, horizon_s)
+            elif ridden_s > 0:
+                best = best_riding(ridden_s)
+    return _plan_from(context, best, ridden_s, horizon_s)
 
 
 def _context(
@@ -417,7 +418,7 @@ def _reserves(
     return tuple(reserves)
 
 
-def _plan_from(context: _Context, best: _Candidate, horizon_s: float) -> Plan:
+def _plan_from(context: _Context, best: _Candidate, ridden_s: float, horizon_s: float) -> Plan:
     outage = context.outage
     ids = [s.id for s in context.on]
     stop_at = dict(zip(ids, cast(list[float], best.stop_at_s.tolist()), strict=True))
@@ -461,4 +462,5 @@ def _plan_from(context: _Context, best: _Candidate, horizon_s: float) -> Plan:
         tier_runtime_s=tier_runtime,
         expected_score=best.score,
         energy_price=best.price,
+        ride_through_s=ridden_s,
     )
