@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +27,8 @@ from custom_components.power_allocation.engine.controller import (
     hold,
     initial_state,
 )
+from custom_components.power_allocation.engine.outage import ConditionalOutage
+from custom_components.power_allocation.engine.planner import Plan
 
 from .outage_scenarios import rack
 
@@ -100,7 +103,14 @@ class _PlanStopsDbAt(OutageController):
         super().__init__(SITE, settings=ControllerSettings(ride_through_s=ride_through_s))
         self.stop_s = stop_s
 
-    def plan(self, soc_ratio, demand_w, outage, running, unmanaged_w=None):  # type: ignore[no-untyped-def]
+    def plan(
+        self,
+        soc_ratio: Mapping[str, float],
+        demand_w: Mapping[str, Demand],
+        outage: ConditionalOutage,
+        running: frozenset[str],
+        unmanaged_w: Mapping[str, float] | None = None,
+    ) -> Plan:
         plan = super().plan(soc_ratio, demand_w, outage, running, unmanaged_w)
         in_s = max(0.0, self.stop_s - outage.elapsed_s)
         stops = {**plan.stop_at_s, "db": in_s, "web": in_s}

@@ -98,6 +98,27 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             max_size=3,
         )
     )
+    return site_scenario(
+        services,
+        faults,
+        # From 6 to 10 minutes of this site's load, at full charge: short runs.
+        capacity_wh=total_w * draw(st.integers(6, 10)) / 60 / 0.9,
+        runtime_full_load_s=draw(st.integers(300, 900)),
+        soc_start_pct=draw(st.integers(70, 100)),
+        outage_s=outage_s,
+    )
+
+
+def site_scenario(
+    services: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    *,
+    capacity_wh: float,
+    runtime_full_load_s: float = 300,
+    soc_start_pct: float = 70,
+    outage_s: float | None = None,
+) -> Scenario:
+    """The generator's shape of site: one UPS, one PDU, an outlet per service, no history."""
     config = {
         "name": "random",
         "seed": 1,
@@ -105,20 +126,19 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         "ups": [
             {
                 "id": "ups",
-                # From 6 to 10 minutes of this site's load, at full charge: short runs.
-                "capacity_wh": total_w * draw(st.integers(6, 10)) / 60 / 0.9,
+                "capacity_wh": capacity_wh,
                 "rated_w": 1000,
-                "runtime_full_load_s": draw(st.integers(300, 900)),
-                "soc_start_pct": draw(st.integers(70, 100)),
+                "runtime_full_load_s": runtime_full_load_s,
+                "soc_start_pct": soc_start_pct,
             }
         ],
-        "pdus": [{"id": "pdu", "ups": "ups", "limit_w": 1000, "outlets": count}],
+        "pdus": [{"id": "pdu", "ups": "ups", "limit_w": 1000, "outlets": len(services)}],
         "services": services,
         "timeline": {
             "history_s": 0,
             "outage_at_s": STEP_S,
             "outage_duration_s": outage_s,
-            "events": faults,
+            "events": events,
         },
     }
     return build_scenario(config, {})
@@ -141,41 +161,13 @@ def clean_shutdown_possible(scenario: Scenario) -> bool:
     return reserve.soc_ratio * 3.0 + 0.1 < soc and runtime_s >= 8 * CYCLE_S
 
 
-def _tiny_site(services: list[dict[str, Any]], events: list[dict[str, Any]], wh: float) -> Scenario:
-    """A site of the generator's shape, never-ending outage, as the property test has found."""
-    config = {
-        "name": "found",
-        "seed": 1,
-        "step_s": STEP_S,
-        "ups": [
-            {
-                "id": "ups",
-                "capacity_wh": wh,
-                "rated_w": 1000,
-                "runtime_full_load_s": 300,
-                "soc_start_pct": 70,
-            }
-        ],
-        "pdus": [{"id": "pdu", "ups": "ups", "limit_w": 1000, "outlets": len(services)}],
-        "services": [
-            {"outlets": [f"pdu/{i + 1}"], "startup_s": 0, **service}
-            for i, service in enumerate(services)
-        ],
-        "timeline": {
-            "history_s": 0,
-            "outage_at_s": STEP_S,
-            "outage_duration_s": None,
-            "events": events,
-        },
-    }
-    return build_scenario(config, {})
-
-
-def _service(sid: str, priority: str, watts: int, shutdown_s: int, **more: Any) -> dict[str, Any]:
+def _service(index: int, priority: str, watts: int, shutdown_s: int, **more: Any) -> dict[str, Any]:
     return {
-        "id": sid,
+        "id": f"s{index}",
         "priority": priority,
+        "outlets": [f"pdu/{index + 1}"],
         "shutdown_s": shutdown_s,
+        "startup_s": 0,
         "idle_w": 0,
         "load": {"constant_w": watts},
         **more,
@@ -186,34 +178,34 @@ def _service(sid: str, priority: str, watts: int, shutdown_s: int, **more: Any) 
 FOUND = {
     # The plan stopped a service just in time, but what depends on it had to go first: a cycle
     # late, the battery ran out under the stop.
-    "a stop waits for its dependents": _tiny_site(
+    "a stop waits for its dependents": site_scenario(
         [
-            _service("s0", "high", 94, 11),
-            _service("s1", "high", 11, 0),
-            _service("s2", "high", 10, 0, depends_on=["s0"]),
+            _service(0, "high", 94, 11),
+            _service(1, "high", 11, 0),
+            _service(2, "high", 10, 0, depends_on=["s0"]),
         ],
         [],
-        12.78,
+        capacity_wh=12.78,
     ),
     # The plan took a stopping OS's draw as gone at once; it lasts its shutdown_s.
-    "a stopping OS draws": _tiny_site(
-        [_service("s0", "high", 20, 31), _service("s1", "high", 11, 11)], [], 3.44
+    "a stopping OS draws": site_scenario(
+        [_service(0, "high", 20, 31), _service(1, "high", 11, 11)], [], capacity_wh=3.44
     ),
     # No telemetry while the final shutdown ran: the next wave waited for readings that did not
     # come, and the battery ran out under it.
-    "a telemetry gap in the final shutdown": _tiny_site(
+    "a telemetry gap in the final shutdown": site_scenario(
         [
-            _service("s0", "critical", 25, 51),
-            _service("s1", "critical", 10, 1, depends_on=["s0"], idle_w=2),
+            _service(0, "critical", 25, 51),
+            _service(1, "critical", 10, 1, depends_on=["s0"], idle_w=2),
         ],
         [{"at_s": 101, "kind": "telemetry_gap", "duration_s": 120}],
-        3.89,
+        capacity_wh=3.89,
     ),
     # A critical service's final-shutdown stop lost and asked again: still the final shutdown's.
-    "a lost final stop asked again": _tiny_site(
-        [_service("s0", "critical", 10, 0), _service("s1", "critical", 10, 0)],
+    "a lost final stop asked again": site_scenario(
+        [_service(0, "critical", 10, 0), _service(1, "critical", 10, 0)],
         [{"at_s": 0, "kind": "command_fails", "service": "s0", "duration_s": 251}],
-        2.22,
+        capacity_wh=2.22,
     ),
 }
 

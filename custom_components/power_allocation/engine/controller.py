@@ -555,6 +555,8 @@ class _Cycle:
         the service itself stops drawing, so its dependents are asked that much before.
         """
         cycle_s = self.cycle_s
+        if cycle_s <= 0:
+            return dict.fromkeys(running, 0.0)
         graph = self.site.graph
         lead_s: dict[str, float] = {}
         for sid in graph.shutdown_order(running):
@@ -562,7 +564,7 @@ class _Cycle:
                 lead_s[d]
                 + max(1, math.ceil(self.site.service_by_id[d].shutdown_s / cycle_s)) * cycle_s
                 for d in graph.dependents(sid)
-                if d in running and cycle_s > 0
+                if d in running
             ]
             lead_s[sid] = max(waits_s, default=0.0)
         return lead_s

@@ -68,7 +68,7 @@ class Plan:
     tier_runtime_s: Mapping[Priority, float]  # until the last service of each tier stops
     expected_score: float
     energy_price: float
-    ride_through_s: float = 0.0  # from now: the blip ride-through granted; nothing stops before
+    ride_through_s: float  # from now: the blip ride-through granted; nothing stops before
 
 
 @dataclass(frozen=True, slots=True)
