@@ -117,3 +117,16 @@ def test_a_shed_in_the_first_cycle_of_an_outage_is_counted_as_unnecessary() -> N
     report = simulate(scenario, _ShedAtOnce())
     assert report.services["batch"].interruptions == 1
     assert report.unnecessary_sheds == 1
+
+
+def test_a_shed_counts_as_unnecessary_only_if_the_pack_would_have_carried_it_to_the_end() -> None:
+    # Shedding batch leaves the pack at a light load, where a watt-hour costs less charge than it
+    # would have with batch on (Peukert): near the edge only a replay of the outage tells. The
+    # plant itself says which outage the pack carries with everything kept on.
+    carried = {}
+    for outage_s in (1600, 1800):
+        scenario = rack(outage_duration_s=outage_s)
+        kept_on = simulate(scenario, make_policy("none", scenario))
+        carried[outage_s] = kept_on.unclean_power_losses == 0
+        assert simulate(scenario, _ShedAtOnce()).unnecessary_sheds == int(carried[outage_s])
+    assert carried == {1600: True, 1800: False}

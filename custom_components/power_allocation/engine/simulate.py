@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from .battery import BatteryModel
 from .controller import (
     Command,
@@ -153,6 +155,9 @@ class _Run:
         self.interruptions = dict.fromkeys(ids, 0)
         self.went_down = dict.fromkeys(ids, False)
         self.shed_at_s: dict[str, float] = {}
+        # Per step of the present outage: its length, each UPS's output, what each service shed
+        # so far would draw and does not, and when the step began.
+        self.outage_steps: list[tuple[float, list[float], dict[str, float], float]] = []
         self.dependency_violation_s = 0.0
         self.overload_s = 0.0
         self.unnecessary = 0
@@ -183,6 +188,7 @@ class _Run:
             if was_mains and not snapshot.mains_on:
                 # Before this step's cycle: a shed decided in an outage's first cycle counts.
                 self.shed_at_s = {}
+                self.outage_steps = []
             if t_s >= next_cycle_s - 1e-9:
                 self._cycle(snapshot)
                 next_cycle_s = t_s + cycle_s
@@ -193,6 +199,8 @@ class _Run:
                 self.battery_end_soc = {u: s.soc_pct / 100.0 for u, s in snapshot.ups.items()}
             was_mains = snapshot.mains_on
             self._measure(snapshot, step_s, in_outage, was_running)
+            if in_outage:
+                self._record_draw(snapshot, step_s)
             if not math.isfinite(last_end_s):
                 up = any(s.mode in _UP_MODES for s in snapshot.services.values())
                 dark_since_s = None if up else (dark_since_s or t_s)
@@ -270,6 +278,19 @@ class _Run:
 
     # --- measuring --------------------------------------------------------------------------
 
+    def _record_draw(self, snapshot: SiteSnapshot, dt_s: float) -> None:
+        self.outage_steps.append(
+            (
+                dt_s,
+                [snapshot.ups[u.id].output_w for u in self.site.ups],
+                {
+                    sid: max(0.0, snapshot.services[sid].demand_w - snapshot.services[sid].power_w)
+                    for sid in self.shed_at_s
+                },
+                snapshot.time_s,
+            )
+        )
+
     def _measure(
         self,
         snapshot: SiteSnapshot,
@@ -294,17 +315,23 @@ class _Run:
     def _count_unnecessary(self, snapshot: SiteSnapshot) -> None:
         """Sheds the battery could have carried to the end of the outage that just ended.
 
-        Per UPS: the energy each shed service would have drawn from its shed to now, smallest
-        first, against the energy the pack still holds at its present load.
+        Per UPS, the outage is replayed through the battery curve with the shed services kept on
+        from their shed (drawing what they would have drawn), smallest energy first, for as many
+        as leave the pack with charge at the end: a watt costs more charge at a heavier load
+        (Peukert), so the energy left at the light load the sheds left behind would overstate it.
         """
-        now_s = snapshot.time_s
-        for ups in self.site.ups:
+        if not self.outage_steps:
+            return
+        dt_s = np.array([step[0] for step in self.outage_steps])
+        at_s = np.array([step[3] for step in self.outage_steps])
+        output_w = np.array([step[1] for step in self.outage_steps])
+        for j, ups in enumerate(self.site.ups):
             state = snapshot.ups[ups.id]
             if not state.alive:
                 continue
             model = BatteryModel.from_ups(ups)
-            left_wh = model.energy_left_wh(state.soc_pct / 100.0, max(state.output_w, 1.0))
-            costs = []
+            used = float(np.sum(dt_s / model.full_runtimes_s(output_w[:, j])))
+            extra_by_cost = []
             for sid, shed_s in self.shed_at_s.items():
                 service = self.site.service_by_id[sid]
                 share = sum(
@@ -312,21 +339,18 @@ class _Run:
                 ) / len(service.outlets)
                 if share == 0:
                     continue
-                samples = max(2, int((now_s - shed_s) // 60) + 1)
-                mean_w = (
-                    sum(
-                        self.scenario.demand_w(sid, shed_s + i * (now_s - shed_s) / (samples - 1))
-                        for i in range(samples)
-                    )
-                    / samples
-                )
-                costs.append(share * mean_w * (now_s - shed_s) / 3600.0)
-            for cost_wh in sorted(costs):
-                if cost_wh > left_wh:
+                withheld_w = np.array([step[2].get(sid, 0.0) for step in self.outage_steps])
+                extra_w = np.where(at_s >= shed_s, share * withheld_w, 0.0)
+                extra_by_cost.append((float(extra_w @ dt_s), sid, extra_w))
+            load_w = output_w[:, j].copy()
+            for _, _, extra_w in sorted(extra_by_cost, key=lambda item: item[:2]):
+                load_w += extra_w
+                kept_used = float(np.sum(dt_s / model.full_runtimes_s(load_w)))
+                if state.soc_pct / 100.0 - (kept_used - used) <= 0:
                     break
-                left_wh -= cost_wh
                 self.unnecessary += 1
         self.shed_at_s = {}
+        self.outage_steps = []
 
     # --- the report -------------------------------------------------------------------------
 
