@@ -4,7 +4,9 @@
 
 Per scenario and as a suite mean: the weighted score, its ratio to the oracle's, the critical
 tier's uptime ratio, unclean power losses, dependency-violation seconds, overload seconds and
-unnecessary sheds. `--json` prints every run's full report instead of the table.
+unnecessary sheds. When `predictive`, the oracle and the baselines all ran, it then prints
+`predictive` against the best baseline on each scenario, and each of its targets with what was
+measured and whether it is met. `--json` prints every run's full report instead of the tables.
 """
 
 from __future__ import annotations
@@ -12,13 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from custom_components.power_allocation.drivers.scenario_file import load_scenario
 from custom_components.power_allocation.engine.policies import POLICY_NAMES, make_policy
 from custom_components.power_allocation.engine.simulate import Report, simulate
+
+BASELINES = ("none", "nut", "static_timers", "seed_greedy")
+# The issue's targets for `predictive`.
+ORACLE_RATIO_TARGET = 0.97
+CRITICAL_UPTIME_TOLERANCE_RATIO = 0.01
+# Scores are sums of floats: a tie is a tie.
+SCORE_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +130,108 @@ def markdown(table: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One of `predictive`'s targets, as measured."""
+
+    name: str
+    measured: str
+    met: bool
+
+
+def against_best_baseline(table: Sequence[Row]) -> str:
+    """Per scenario: `predictive` against the best-scoring baseline; both policies' sheds."""
+    lines = [
+        "| scenario | predictive | best baseline | its score | predictive - best "
+        "| predictive unnecessary sheds | static_timers unnecessary sheds |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for scenario, by_policy in _by_scenario(table).items():
+        mine, best_score, best = _best_baseline(by_policy)
+        lines.append(
+            f"| {scenario} | {mine.weighted_score:.4f} | {', '.join(best)} | {best_score:.4f} "
+            f"| {mine.weighted_score - best_score:+.4f} | {mine.unnecessary_sheds} "
+            f"| {by_policy['static_timers'].unnecessary_sheds} |"
+        )
+    return "\n".join(lines)
+
+
+def targets(table: Sequence[Row]) -> list[Target]:
+    """`predictive`'s targets, each with what was measured."""
+    scenarios = _by_scenario(table)
+    mine = [by["predictive"] for by in scenarios.values()]
+    oracle = [by["oracle"] for by in scenarios.values()]
+    score = _mean([r.weighted_score for r in mine]) or 0.0
+    oracle_score = _mean([r.weighted_score for r in oracle]) or 0.0
+    ratio = score / oracle_score if oracle_score > 0 else 1.0
+    mean_of_ratios = _mean([r.oracle_ratio for r in mine])
+    below = [
+        f"{name} {row.weighted_score - best:+.4f}"
+        for name, by in scenarios.items()
+        for row, best, _ in [_best_baseline(by)]
+        if row.weighted_score < best - SCORE_TOLERANCE
+    ]
+    critical = _mean([r.critical_uptime_ratio for r in mine])
+    oracle_critical = _mean([r.critical_uptime_ratio for r in oracle])
+    unclean = sum(r.unclean_power_losses for r in mine)
+    violation_s = sum(r.dependency_violation_s for r in mine)
+    overload_s = sum(r.overload_s for r in mine)
+    sheds = sum(r.unnecessary_sheds for r in mine)
+    static_sheds = sum(by["static_timers"].unnecessary_sheds for by in scenarios.values())
+    return [
+        Target(
+            f"suite mean at least {ORACLE_RATIO_TARGET} x the oracle's",
+            f"{score:.4f} = {ratio:.4f} x {oracle_score:.4f} (mean of the ratios "
+            f"{_ratio(mean_of_ratios)})",
+            min(ratio, mean_of_ratios or ratio) >= ORACLE_RATIO_TARGET,
+        ),
+        Target(
+            "at least the best baseline on every scenario",
+            f"{len(scenarios) - len(below)} of {len(scenarios)}"
+            + (f"; below on {', '.join(below)}" if below else ""),
+            not below,
+        ),
+        Target(
+            f"critical uptime within {CRITICAL_UPTIME_TOLERANCE_RATIO:.0%} of the oracle's",
+            f"{_ratio(critical)} against {_ratio(oracle_critical)}",
+            critical is None
+            or oracle_critical is None
+            or critical >= (1.0 - CRITICAL_UPTIME_TOLERANCE_RATIO) * oracle_critical,
+        ),
+        Target(
+            "0 unclean power losses, 0 dependency-violation s, 0 overload s",
+            f"{unclean}, {violation_s:.0f} s, {overload_s:.0f} s",
+            unclean == 0 and violation_s == 0 and overload_s == 0,
+        ),
+        Target(
+            "no more unnecessary sheds than static_timers",
+            f"{sheds} against {static_sheds}",
+            sheds <= static_sheds,
+        ),
+    ]
+
+
+def targets_markdown(measured: Sequence[Target]) -> str:
+    """The targets as a Markdown table."""
+    lines = ["| target for predictive | measured | met |", "| --- | --- | --- |"]
+    lines += [f"| {t.name} | {t.measured} | {'yes' if t.met else 'no'} |" for t in measured]
+    return "\n".join(lines)
+
+
+def _by_scenario(table: Sequence[Row]) -> dict[str, dict[str, Row]]:
+    scenarios: dict[str, dict[str, Row]] = {}
+    for row in table:
+        scenarios.setdefault(row.scenario, {})[row.policy] = row
+    return scenarios
+
+
+def _best_baseline(by_policy: Mapping[str, Row]) -> tuple[Row, float, list[str]]:
+    """`predictive`'s row, the best baseline score, and the baselines that reach it."""
+    best_score = max(by_policy[b].weighted_score for b in BASELINES)
+    best = [b for b in BASELINES if by_policy[b].weighted_score >= best_score - SCORE_TOLERANCE]
+    return by_policy["predictive"], best_score, best
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.policies", description=__doc__)
@@ -145,6 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     table = rows(results)
     print(markdown(table + suite_means(table, policies)))
+    if {"predictive", "oracle", *BASELINES} <= set(policies):
+        print()
+        print(against_best_baseline(table))
+        print()
+        print(targets_markdown(targets(table)))
     return 0
 
 

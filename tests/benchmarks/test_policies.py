@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from benchmarks.policies import main
+from benchmarks.policies import POLICY_NAMES, Row, main, targets
 from custom_components.power_allocation.drivers.scenario_file import load_scenario
 from tests.engine.outage_scenarios import RACK
 
@@ -77,3 +77,33 @@ def test_the_extra_scenarios_load_and_differ_from_the_suite() -> None:
     suite = {load_scenario(path).name for path in SUITE.glob("*.yaml")}
     assert not suite & {s.name for s in extra}
     assert len({u.capacity_wh for s in extra for u in s.site.ups}) == len(extra)
+
+
+def test_with_every_policy_it_prints_the_targets_and_whether_each_is_met(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--scenarios", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "| tiny-rack | " in out.split("| scenario | predictive | best baseline |")[1]
+    table = out.split("| target for predictive | measured | met |")[1].strip().splitlines()[1:]
+    assert len(table) == 5
+    assert all(line.rstrip(" |").endswith(("yes", "no")) for line in table)
+
+
+def _row(scenario: str, policy: str, score: float, sheds: int = 0) -> Row:
+    return Row(scenario, policy, score, None, 1.0, 0, 0.0, 0.0, sheds)
+
+
+def test_a_scenario_below_the_best_baseline_and_extra_sheds_are_targets_missed() -> None:
+    scores = {"none": 0.5, "nut": 0.5, "static_timers": 0.9, "seed_greedy": 0.5, "oracle": 1.0}
+    table = [
+        _row(s, p, v, 2 if p == "static_timers" else 0) for s in "ab" for p, v in scores.items()
+    ]
+    table += [_row("a", "predictive", 0.95, sheds=1), _row("b", "predictive", 0.85, sheds=2)]
+    measured = {t.name: t for t in targets(table)}
+    best = measured["at least the best baseline on every scenario"]
+    assert not best.met
+    assert best.measured == "1 of 2; below on b -0.0500"
+    assert measured["suite mean at least 0.97 x the oracle's"].met is False  # 0.90 of 1.0
+    assert measured["no more unnecessary sheds than static_timers"].met is True  # 3 against 4
+    assert set(POLICY_NAMES) == {*scores, "predictive"}
