@@ -134,6 +134,17 @@ def test_the_first_cycle_on_battery_does_not_take_the_mains_cadence_for_its_own(
     assert stops["web"] == 70.0  # db due at 100 s, less web's 20 s and the cycle's 10 s
 
 
+def test_a_restart_mid_outage_does_not_take_its_downtime_for_the_cadence() -> None:
+    # Home Assistant was down for 5 minutes: the next look still comes 10 s after this one, so
+    # web is asked when db's stop at 700 s needs it (700 - 20 - 10), not at the first look.
+    controller = _PlanStopsDbAt(700.0)
+    state, _, _ = run(controller, initial_state(SITE), 0, 200, soc_ratio=0.9)
+    restored = ControllerState.from_dict(json.loads(json.dumps(state.to_dict())))
+    _, commands, _ = run(controller, restored, 500, 900, soc_ratio=0.9)
+    stops = {c.service_id: t for t, c in commands if isinstance(c, StopService)}
+    assert stops["web"] == 670.0
+
+
 def test_nothing_is_asked_to_stop_while_a_blip_is_ridden_through() -> None:
     # The same stop, due as the 2-minute ride-through ends: web is not asked before it does.
     controller = _PlanStopsDbAt(120.0, ride_through_s=120.0)

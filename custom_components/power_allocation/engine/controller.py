@@ -200,7 +200,8 @@ class ControllerState:
     mains_back_s: float | None = None
     last_start_s: float = -math.inf
     soc_ratio: Mapping[str, float] = field(default_factory=dict)  # last estimate per UPS
-    soc_at_s: float | None = None
+    soc_at_s: float | None = None  # when the controller last looked
+    look_interval_s: float | None = None  # between the two looks before this one
     runtime_disagrees_since_s: Mapping[str, float] = field(default_factory=dict)
     services: Mapping[str, ServiceControl] = field(default_factory=dict)
     held_on: frozenset[str] = frozenset()
@@ -216,6 +217,7 @@ class ControllerState:
             "last_start_s": None if math.isinf(self.last_start_s) else self.last_start_s,
             "soc_ratio": dict(self.soc_ratio),
             "soc_at_s": self.soc_at_s,
+            "look_interval_s": self.look_interval_s,
             "runtime_disagrees_since_s": dict(self.runtime_disagrees_since_s),
             "services": {sid: _control_dict(control) for sid, control in self.services.items()},
             "held_on": sorted(self.held_on),
@@ -235,6 +237,8 @@ class ControllerState:
             last_start_s=-math.inf if last_start is None else float(last_start),
             soc_ratio={k: float(v) for k, v in data["soc_ratio"].items()},
             soc_at_s=data["soc_at_s"],
+            # Absent from a state saved before it was kept.
+            look_interval_s=data.get("look_interval_s"),
             runtime_disagrees_since_s={
                 k: float(v) for k, v in data["runtime_disagrees_since_s"].items()
             },
@@ -378,12 +382,19 @@ class _Cycle:
         self.commands: list[Command] = []
         self.faults: list[Fault] = []
         self.plan: Plan | None = None
-        # What is due before the next look is done now; the last interval is the best guess of
-        # when that will be, once it was one on battery.
+        # What is due before the next look is done now. The best guess of when that will be is
+        # the last interval, once it was one on battery; but one longer than the one before it
+        # (a restart, a stalled poll) says nothing of the next, which comes at the usual cadence:
+        # taken for it, everything due in a restart's downtime would stop at once, and the final
+        # shutdown begin that much early.
         last_s = 0.0 if state.soc_at_s is None else max(0.0, self.now_s - state.soc_at_s)
-        self.cycle_s = (
-            last_s if state.mode is not Mode.NORMAL else min(last_s, self.settings.cycle_s)
-        )
+        self.look_interval_s = last_s if state.soc_at_s is not None else None
+        if state.mode is Mode.NORMAL:
+            self.cycle_s = min(last_s, self.settings.cycle_s)
+        elif state.look_interval_s is None:
+            self.cycle_s = last_s
+        else:
+            self.cycle_s = min(last_s, state.look_interval_s)
 
     # --- the cycle --------------------------------------------------------------------------
 
@@ -402,7 +413,12 @@ class _Cycle:
         return self.state.outage_started_s is not None and self.state.mains_back_s is None
 
     def finish(self) -> ControllerState:
-        return replace(self.state, services=dict(self.services), mode=self._mode())
+        return replace(
+            self.state,
+            services=dict(self.services),
+            mode=self._mode(),
+            look_interval_s=self.look_interval_s,
+        )
 
     # --- mains and charge -------------------------------------------------------------------
 
