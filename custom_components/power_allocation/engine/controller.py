@@ -10,7 +10,7 @@ How it decides, on battery: the planner (`plan_outage`, re-planned every cycle o
 runs) says when each service would be throttled or shut down and when the final shutdown begins;
 what is due now is done. The allocation of this instant (`allocate`) sheds or caps whatever does not
 fit under a limit (I2). A service is stopped only once everything that depends on it is down (I1),
-its outlets are cut only after its graceful stop is acknowledged or its `shutdown_s` ran out (I3),
+its outlets are cut only once its graceful stop's `shutdown_s` has run out (I3),
 and a switch that does not happen is retried with backoff and reported (I7). Holds are obeyed (I8).
 Once mains has been back for `restore_delay_s`, what was stopped comes back dependencies first,
 highest priority first, one start every `restore_stagger_s` (I6).
@@ -120,7 +120,6 @@ class Telemetry:
     outlet_on: Mapping[str, bool | None]  # the relay state each outlet reports
     demand_w: Mapping[str, Demand]  # forecast draw of every service, running uncapped
     unmanaged_w: Mapping[str, float] = field(default_factory=dict)
-    stop_acknowledged: frozenset[str] = frozenset()  # services whose agent reported its OS down
     # Services nobody can ask to stop (no host agent, no stop action): their stop is over when
     # their shutdown_s has run out (I3); a draw still up then is no lost command to retry.
     no_stop_channel: frozenset[str] = frozenset()
@@ -796,8 +795,9 @@ class _Cycle:
     def _finish_stop(self, sid: str, control: ServiceControl) -> None:
         """Cut a stopping service's outlets once its OS is down (I3).
 
-        The OS is down when its agent says so, or when `shutdown_s` has run out. A draw at idle is
-        no proof: a load that dips (most real ones do) would be cut mid-stop. A draw still well
+        The OS is down when `shutdown_s` has run out: an agent on the host goes with it before
+        its disks are synced, so its word cannot tell, and a draw at idle is no proof either: a
+        load that dips (most real ones do) would be cut mid-stop. A draw still well
         above idle when `shutdown_s` runs out is: the stop was most likely lost, so outside the
         final shutdown it is asked again, with backoff, rather than the OS losing its power
         (once mains is back, it is left running). In the final shutdown the cut goes ahead: the
@@ -805,20 +805,13 @@ class _Cycle:
         (I1).
         """
         service = self.site.service_by_id[sid]
-        acknowledged = sid in self.telemetry.stop_acknowledged
-        timed_out = (
-            self.now_s - control.since_s >= service.shutdown_s
-            and self.now_s >= control.next_switch_s
-        )
-        if not (acknowledged or timed_out):
+        if self.now_s - control.since_s < service.shutdown_s or self.now_s < control.next_switch_s:
             return
         draw_w = self.telemetry.service_draw_w.get(sid)
         threshold_w = service.idle_w + self.settings.idle_margin_w
         # With no reading, a stop that already had to be asked again is taken as still up.
-        still_up = (
-            not acknowledged
-            and sid not in self.telemetry.no_stop_channel
-            and (draw_w > threshold_w if draw_w is not None else control.switch_attempts > 0)
+        still_up = sid not in self.telemetry.no_stop_channel and (
+            draw_w > threshold_w if draw_w is not None else control.switch_attempts > 0
         )
         drawing = "no draw reading" if draw_w is None else f"still drawing {draw_w:.0f} W"
         if still_up and self._draw_tells(sid) and not self._on_battery_now():
@@ -857,9 +850,8 @@ class _Cycle:
             switch_attempts=attempts,
             next_switch_s=self.now_s + wait_s,
         )
-        why = "acknowledged" if acknowledged else "its shutdown_s ran out"
         self.commands.append(
-            SwitchOutlets(sid, service.outlets, False, f"graceful stop done: {why}")
+            SwitchOutlets(sid, service.outlets, False, "graceful stop done: its shutdown_s ran out")
         )
 
     def _draw_tells(self, sid: str) -> bool:
