@@ -12,6 +12,7 @@ from custom_components.power_allocation.engine.policies import (
     SeedGreedyPolicy,
     make_policy,
 )
+from custom_components.power_allocation.engine.scenario import build_scenario
 from custom_components.power_allocation.engine.simulate import Report, simulate
 
 from .outage_scenarios import rack
@@ -75,3 +76,46 @@ def test_predictive_ends_cleanly_when_mains_never_returns() -> None:
 @pytest.mark.parametrize("policy", [p for p in POLICY_NAMES if p != "oracle"])
 def test_the_oracle_bounds_every_policy_on_a_long_outage(policy: str) -> None:
     assert run("oracle", 1800).weighted_score >= run(policy, 1800).weighted_score - 1e-9
+
+
+def test_a_chain_across_two_ups_units_is_shut_down_before_either_runs_out() -> None:
+    # base, on a small UPS, may stop only once app, on a large one, has: its reserve must carry
+    # app's 5-minute stop too, not base's own 10 s (a random-site sweep found the small UPS
+    # running out under app's stop).
+    scenario = build_scenario(
+        {
+            "name": "two-ups-chain",
+            "seed": 1,
+            "step_s": 5,
+            "ups": [
+                {"id": "small", "capacity_wh": 80, "rated_w": 500, "runtime_full_load_s": 300},
+                {"id": "large", "capacity_wh": 2000, "rated_w": 1000, "runtime_full_load_s": 900},
+            ],
+            "pdus": [
+                {"id": "pdu-a", "ups": "small", "limit_w": 1000, "outlets": 2},
+                {"id": "pdu-b", "ups": "large", "limit_w": 1000, "outlets": 2},
+            ],
+            "services": [
+                {
+                    "id": "base",
+                    "priority": "critical",
+                    "outlets": ["pdu-a/1"],
+                    "shutdown_s": 10,
+                    "load": {"constant_w": 100},
+                },
+                {
+                    "id": "app",
+                    "priority": "critical",
+                    "outlets": ["pdu-b/1"],
+                    "depends_on": ["base"],
+                    "shutdown_s": 300,
+                    "load": {"constant_w": 50},
+                },
+            ],
+            "timeline": {"history_s": 600, "outage_at_s": 600, "outage_duration_s": None},
+        },
+        {},
+    )
+    report = simulate(scenario, make_policy("predictive", scenario))
+    assert report.unclean_power_losses == 0
+    assert report.services["base"].clean_shutdown is True

@@ -403,17 +403,19 @@ def _reserves(
     upper = np.array([demand_w[s.id].upper_w for s in on], dtype=np.float64)
     reserves = []
     for ups, share in zip(site.ups, shares, strict=True):
-        fed = [(i, s) for i, s in enumerate(on) if share[i] > 0]
+        # Every running service is in the schedule, drawing nothing where this UPS does not feed
+        # it: what this UPS feeds stops only after its dependents on other UPS units have (I1).
         schedule = shutdown_reserve(
             batteries[ups.id],
             site.graph,
-            draw_w={s.id: float(upper[i] * share[i]) for i, s in fed},
-            shutdown_s={s.id: s.shutdown_s for _, s in fed},
+            draw_w={s.id: float(upper[i] * share[i]) for i, s in enumerate(on)},
+            shutdown_s={s.id: s.shutdown_s for s in on},
             base_load_w=base_w[ups.id],
         )
         finish = np.zeros(len(on))
-        for i, s in fed:
-            finish[i] = schedule.finish_s[s.id]
+        for i, s in enumerate(on):
+            if share[i] > 0:
+                finish[i] = schedule.finish_s[s.id]
         reserves.append(_Reserve(batteries[ups.id], share, upper * share, finish, base_w[ups.id]))
     return tuple(reserves)
 
