@@ -20,6 +20,7 @@ from custom_components.power_allocation.engine.scenario import (
     TraceLoad,
     build_scenario,
 )
+from tests.engine.outage_scenarios import RACK
 from tests.fixtures.modbus_site import SMALL_SITE
 
 
@@ -156,3 +157,14 @@ def test_state_of_charge_must_be_a_percentage() -> None:
 def test_periodic_load_needs_base_below_peak() -> None:
     with pytest.raises(ScenarioError, match="base_w"):
         PeriodicLoad(300.0, 100.0, 60.0, 0.0, seed=1, stream="x")
+
+
+def test_a_negative_load_step_lowers_the_draw_but_never_below_nothing() -> None:
+    config = copy.deepcopy(RACK)
+    config["timeline"]["events"] = [
+        {"at_s": 100, "kind": "load_step", "service": "network", "extra_w": -20, "duration_s": 50},
+        {"at_s": 200, "kind": "load_step", "service": "network", "extra_w": -65, "duration_s": 50},
+    ]
+    scenario = build_scenario(config, {})
+    assert scenario.demand_w("network", 120) == 10.0  # 30 W, 20 W less
+    assert scenario.demand_w("network", 220) == 0.0

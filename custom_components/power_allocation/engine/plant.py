@@ -248,7 +248,7 @@ class SimulatedSite:
     def demand_w(self, service_id: str) -> float:
         """What a service would draw now, running and uncapped."""
         extra_w = sum(s.extra_at(self.time_s) for s in self._load_steps if s.service == service_id)
-        return self.scenario.demand_w(service_id, self.time_s) + extra_w
+        return max(0.0, self.scenario.demand_w(service_id, self.time_s) + extra_w)
 
     def snapshot(self) -> SiteSnapshot:
         """Every outlet, UPS and service as they are now."""

@@ -277,11 +277,14 @@ class Scenario:
                 raise ScenarioError(f"timeline {fault.kind}: unknown target {fault.target!r}")
 
     def demand_w(self, service_id: str, t_s: float) -> float:
-        """What `service_id` would draw at `t_s` running unthrottled, timeline steps included."""
+        """What `service_id` would draw at `t_s` running unthrottled, timeline steps included.
+
+        A step may be negative (a job that ends), but no load draws less than nothing.
+        """
         extra_w = sum(
             step.extra_at(t_s) for step in self.timeline.load_steps if step.service == service_id
         )
-        return self.loads[service_id].demand_w(t_s) + extra_w
+        return max(0.0, self.loads[service_id].demand_w(t_s) + extra_w)
 
     def demands_w(self, t_s: float) -> dict[str, float]:
         """Every service's demand at `t_s`."""
