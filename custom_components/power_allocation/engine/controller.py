@@ -495,9 +495,7 @@ class _Cycle:
         for service in self.site.services:
             if self.services[service.id].phase is Phase.OFF:
                 continue
-            share = sum(
-                1 for o in service.outlets if self.site.nodes_above_outlet(o)[2] == ups_id
-            ) / len(service.outlets)
+            share = self.site.ups_share(service.id, ups_id)
             total_w += share * self.telemetry.demand_w[service.id].upper_w
         for outlet, watts in self.telemetry.unmanaged_w.items():
             if self.site.nodes_above_outlet(outlet)[2] == ups_id:

@@ -270,6 +270,11 @@ class Site:
         pdu = self.pdu_by_id[self.outlet_by_id[outlet_id].pdu]
         return (outlet_id, pdu.id, pdu.ups)
 
+    def ups_share(self, service_id: str, ups_id: str) -> float:
+        """The share of a service's draw a UPS carries: a dual-fed one splits over its outlets."""
+        outlets = self.service_by_id[service_id].outlets
+        return sum(1 for o in outlets if self.nodes_above_outlet(o)[2] == ups_id) / len(outlets)
+
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Site:
         """Build a site from the `ups`/`pdus`/`services` sections of a scenario or config."""

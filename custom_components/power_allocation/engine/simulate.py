@@ -333,10 +333,7 @@ class _Run:
             used = float(np.sum(dt_s / model.full_runtimes_s(output_w[:, j])))
             extra_by_cost = []
             for sid, shed_s in self.shed_at_s.items():
-                service = self.site.service_by_id[sid]
-                share = sum(
-                    1 for o in service.outlets if self.site.nodes_above_outlet(o)[2] == ups.id
-                ) / len(service.outlets)
+                share = self.site.ups_share(sid, ups.id)
                 if share == 0:
                     continue
                 withheld_w = np.array([step[2].get(sid, 0.0) for step in self.outage_steps])
