@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from custom_components.power_allocation.engine.allocator import Demand, HoldConflictError
+from custom_components.power_allocation.engine.battery import BatteryModel
 from custom_components.power_allocation.engine.controller import (
     Command,
     ControllerSettings,
@@ -418,3 +419,32 @@ def test_a_service_nobody_can_ask_to_stop_is_cut_once_its_shutdown_s_ran_out() -
     assert cut_at_s is not None
     assert cut_at_s - stopped_at_s >= batch.shutdown_s
     assert state.services["batch"].phase in (Phase.CUTTING, Phase.OFF)
+
+
+def test_a_restore_waits_for_the_charge_a_clean_stop_would_need() -> None:
+    controller = OutageController(SITE)
+    state, _, _ = run(controller, initial_state(SITE), 0, 600, soc_ratio=0.004)
+    assert all(c.phase is Phase.OFF for c in state.services.values())
+    # Back on mains with the pack nearly empty: were mains to fail again, what is restored must
+    # be what this charge can still stop cleanly.
+    state, commands, _ = run(controller, state, 600, 1200, mains_on=True, soc_ratio=0.01)
+    started = [c.service_id for _, c in commands if isinstance(c, StartService)]
+    # The critical chain needs little to stop (network 5 s, storage 30 s); db's 40-s stop with
+    # storage's after it needs more than 1 % of this pack, and db waits for it.
+    assert started == ["network", "storage"]
+    assert state.services["db"].phase is Phase.OFF
+    assert "recharge" in state.services["db"].reason
+    state, _, _ = run(controller, state, 1200, 2400, mains_on=True, soc_ratio=0.9)
+    assert all(c.phase is Phase.ON for c in state.services.values())
+
+
+def test_a_pack_too_small_to_stop_everything_restores_once_it_is_charged() -> None:
+    # 30 s at 800 W: no charge stops the rack cleanly; waiting for more than a full pack holds
+    # would never restore at all.
+    tiny = BatteryModel(t_ref_s=30, p_ref_w=800, peukert_k=1.3, capacity_wh=20, efficiency=0.9)
+    controller = OutageController(SITE, batteries={"ups1": tiny})
+    state, _, _ = run(controller, initial_state(SITE), 0, 600, soc_ratio=0.004)
+    state, _, _ = run(controller, state, 600, 1800, mains_on=True, soc_ratio=0.9)
+    assert any(c.phase is Phase.OFF for c in state.services.values())
+    state, _, _ = run(controller, state, 1800, 3000, mains_on=True, soc_ratio=1.0)
+    assert all(c.phase is Phase.ON for c in state.services.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import pytest
@@ -15,7 +16,7 @@ from custom_components.power_allocation.engine.policies import (
 from custom_components.power_allocation.engine.scenario import build_scenario
 from custom_components.power_allocation.engine.simulate import Report, simulate
 
-from .outage_scenarios import rack
+from .outage_scenarios import RACK, rack
 
 
 @functools.cache
@@ -119,3 +120,22 @@ def test_a_chain_across_two_ups_units_is_shut_down_before_either_runs_out() -> N
     report = simulate(scenario, make_policy("predictive", scenario))
     assert report.unclean_power_losses == 0
     assert report.services["base"].clean_shutdown is True
+
+
+def test_a_second_outage_soon_after_a_drained_first_one_is_shut_down_cleanly() -> None:
+    # A small pack, slow stops: the first outage ends in the final shutdown with the pack near
+    # empty, and mains fails again 10 minutes after it came back. Restoring everything at once
+    # left a charge that could not stop it all (5 unclean losses).
+    config = copy.deepcopy(RACK)
+    config["ups"][0].update(capacity_wh=200, runtime_full_load_s=300)
+    for service in config["services"]:
+        service["shutdown_s"] = 10 if service["id"] == "network" else 120
+    scenario = rack(
+        outage_duration_s=3000,
+        events=[{"at_s": 4200, "kind": "mains_flicker", "duration_s": 3600}],
+        ups=config["ups"],
+        services=config["services"],
+    )
+    report = simulate(scenario, make_policy("predictive", scenario))
+    assert report.unclean_power_losses == 0
+    assert all(r.clean_shutdown for r in report.services.values())

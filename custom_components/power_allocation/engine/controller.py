@@ -35,10 +35,13 @@ from .allocator import (
 from .battery import BatteryModel
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
-from .planner import RESERVE_MARGIN_RATIO, RIDE_THROUGH_S, Plan, plan_outage
+from .planner import RESERVE_MARGIN_RATIO, RIDE_THROUGH_S, Plan, clean_shutdown_soc, plan_outage
 
 STATE_VERSION = 1
 MAX_RIDE_THROUGH_S = 3600.0  # a longer "delay before shedding" is an outage ignored, not ridden
+# A restore waits for the charge a clean stop needs, but never for more than a pack holds once
+# charged: one too small to stop everything cleanly even when full would otherwise never restore.
+RESTORE_CHARGE_CAP_RATIO = 0.95
 
 
 class Mode(StrEnum):
@@ -462,14 +465,18 @@ class _Cycle:
             reading = self.telemetry.ups.get(ups.id)
             last = self.state.soc_ratio.get(ups.id, 1.0)
             if reading is None or reading.soc_ratio is None:
-                load_w = self._ups_load_w(ups.id)
+                load_w = self._ups_load_w(ups.id, self._drawing())
                 soc[ups.id] = model.soc_after(last, load_w, dt_s) if on_battery else last
                 self.faults.append(
                     Fault(None, "telemetry_missing", f"UPS {ups.id}: charge estimated")
                 )
                 continue
             estimate = reading.soc_ratio
-            load_w = reading.output_w if reading.output_w is not None else self._ups_load_w(ups.id)
+            load_w = (
+                reading.output_w
+                if reading.output_w is not None
+                else self._ups_load_w(ups.id, self._drawing())
+            )
             if reading.runtime_s is not None and load_w > 0:
                 implied = reading.runtime_s / model.full_runtime_s(load_w)
                 if implied < estimate * (1.0 - self.settings.runtime_disagree_ratio):
@@ -490,13 +497,21 @@ class _Cycle:
             self.state, soc_ratio=soc, soc_at_s=self.now_s, runtime_disagrees_since_s=disagree
         )
 
-    def _ups_load_w(self, ups_id: str) -> float:
+    def _drawing(self) -> frozenset[str]:
+        return frozenset(sid for sid, c in self.services.items() if c.phase is not Phase.OFF)
+
+    def _on(self) -> frozenset[str]:
+        """Running or starting: what the controller keeps on."""
+        return frozenset(
+            sid for sid, c in self.services.items() if c.phase in (Phase.ON, Phase.STARTING)
+        )
+
+    def _ups_load_w(self, ups_id: str, drawing: Iterable[str]) -> float:
+        """The upper-quantile load on a UPS with `drawing` on, unmanaged outlets included."""
         total_w = 0.0
-        for service in self.site.services:
-            if self.services[service.id].phase is Phase.OFF:
-                continue
-            share = self.site.ups_share(service.id, ups_id)
-            total_w += share * self.telemetry.demand_w[service.id].upper_w
+        for sid in drawing:
+            share = self.site.ups_share(sid, ups_id)
+            total_w += share * self.telemetry.demand_w[sid].upper_w
         for outlet, watts in self.telemetry.unmanaged_w.items():
             if self.site.nodes_above_outlet(outlet)[2] == ups_id:
                 total_w += watts
@@ -517,9 +532,7 @@ class _Cycle:
     def _on_battery(self) -> None:
         assert self.state.outage_started_s is not None
         elapsed_s = self.now_s - self.state.outage_started_s
-        running = frozenset(
-            sid for sid, c in self.services.items() if c.phase in (Phase.ON, Phase.STARTING)
-        )
+        running = self._on()
         demand = self.telemetry.demand_w
         if self.state.mode is Mode.FINAL_SHUTDOWN:
             self._final_shutdown()
@@ -697,14 +710,63 @@ class _Cycle:
         by_id = self.site.service_by_id
         order = graph.startup_order(candidates, key=lambda sid: -by_id[sid].priority.rank)
         for sid in order:
-            if self._fits_with(sid):
+            if not self._fits_with(sid):
+                continue
+            short = self._charge_short_of(sid)
+            if short is None:
                 self._start(sid, "mains is back and stable: restoring in dependency order")
-                return
+            else:
+                # What comes after it in the order is less important, or needs it (I6): all
+                # of it waits for the charge, which grows on mains.
+                ups_id, wanted = short
+                reason = (
+                    f"waiting for UPS {ups_id} to recharge to {wanted:.0%}: enough to stop it "
+                    "cleanly should mains fail again"
+                )
+                self.services[sid] = replace(self.services[sid], reason=reason)
+            return
+
+    def _charge_short_of(self, service_id: str) -> tuple[str, float] | None:
+        """A UPS (and the charge it wants) that could not stop everything cleanly with this
+        service started, were mains to fail at once; None if every UPS could.
+
+        A second outage soon after the first finds the pack as the first left it: what is
+        restored then must be what that charge can still shut down (I4). The plan's reserve
+        and margin, plus the time before the controller acts: the failure is seen up to a
+        cycle late, and the final shutdown begins a cycle per wave early.
+        """
+        settings = self.settings
+        before = self._on()
+        after = before | {service_id}
+        needed = {
+            on: clean_shutdown_soc(
+                self.site,
+                self.controller.batteries,
+                self.telemetry.demand_w,
+                on,
+                self.telemetry.unmanaged_w,
+            )
+            for on in (before, after)
+        }
+        wait_s = (len(self.site.graph.shutdown_waves(after)) + 2) * settings.cycle_s
+        for ups in self.site.ups:
+            model = self.controller.batteries[ups.id]
+            wanted_before, wanted_after = (
+                min(
+                    needed[on][ups.id] * (1.0 + settings.reserve_margin_ratio)
+                    + wait_s / model.full_runtime_s(self._ups_load_w(ups.id, on)),
+                    RESTORE_CHARGE_CAP_RATIO,
+                )
+                for on in (before, after)
+            )
+            # A UPS this start adds nothing to is not its concern.
+            soc_ratio = self.state.soc_ratio.get(ups.id, 1.0)
+            if wanted_after > wanted_before and soc_ratio < wanted_after:
+                return ups.id, wanted_after
+        return None
 
     def _fits_with(self, service_id: str) -> bool:
-        on = frozenset(
-            sid for sid, c in self.services.items() if c.phase in (Phase.ON, Phase.STARTING)
-        )
+        on = self._on()
         allocation = allocate(
             self.site,
             self.telemetry.demand_w,
@@ -994,8 +1056,3 @@ class _Cycle:
         if up and all(sid in needed for sid in up):
             return Mode.CRITICAL_ONLY
         return Mode.SHEDDING
-
-
-def services_on(state: ControllerState) -> Iterable[str]:
-    """Services the controller keeps running (or is starting)."""
-    return (sid for sid, c in state.services.items() if c.phase in (Phase.ON, Phase.STARTING))

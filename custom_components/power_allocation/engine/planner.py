@@ -226,6 +226,27 @@ def _context(
     )
 
 
+def clean_shutdown_soc(
+    site: Site,
+    batteries: Mapping[str, BatteryModel],
+    demand_w: Mapping[str, Demand],
+    running: frozenset[str],
+    unmanaged_w: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """Per UPS, the charge a clean shutdown of `running` needs, by the plan's own reserve rule.
+
+    Without the plan's margin (the caller adds its own), and 0 for a UPS that feeds none of it.
+    """
+    on = tuple(s for s in site.services if s.id in running)
+    base_w = _unmanaged_per_ups(site, unmanaged_w or {})
+    reserves = _reserves(site, on, demand_w, batteries, base_w)
+    everything = np.ones(len(on), dtype=bool)
+    return {
+        ups.id: reserve.soc_ratio(everything & (reserve.share > 0))
+        for ups, reserve in zip(site.ups, reserves, strict=True)
+    }
+
+
 def _ups_shares(site: Site, on: tuple[Service, ...]) -> tuple[npt.NDArray[np.float64], ...]:
     """For every UPS, the share of each running service's draw it carries."""
     column = {u.id: j for j, u in enumerate(site.ups)}
