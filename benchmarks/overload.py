@@ -163,7 +163,8 @@ def simulate(
         demand = {sid: _demand(services[sid], snapshot.services[sid].power_w) for sid in services}
         if policy == "guard":
             decision = guard.decide(snapshot.time_s, draw, nodes.by_node, demand)
-            allocation = decision.allocation
+            # With no shed under way the guard has nothing to say: what it released comes back.
+            allocation = decision.allocation or allocate(site, demand)
             run.sheds_started.extend((snapshot.time_s, n) for n in decision.sheds_started)
         else:
             allocation = allocate(site, demand)

@@ -358,7 +358,7 @@ class SiteControl:
             },
             demand_w=demand_w,
             unmanaged_w=unmanaged_w,
-            overload_allocation=decision.allocation if decision.shed_w else None,
+            overload_allocation=decision.allocation,
             no_stop_channel=self._no_stop_channel,
         )
         controller = self._controller()

@@ -65,9 +65,12 @@ def _run(wanted_by_cycle, settings: GuardSettings | None = None):
         }
         decision = guard.decide(now_s, draw, nodes.by_node, demand)
         decisions.append(decision)
-        off = {
-            sid for sid, d in decision.allocation.decisions.items() if d.state is ServiceState.OFF
-        }
+        allocation = decision.allocation
+        off = (
+            set()
+            if allocation is None
+            else {sid for sid, d in allocation.decisions.items() if d.state is ServiceState.OFF}
+        )
     return decisions
 
 
@@ -93,7 +96,9 @@ def test_guard_sheds_before_a_ramp_crosses_the_limit() -> None:
     decisions = _run(cycles)
     started = next(i for i, d in enumerate(decisions) if "pdu-a" in d.sheds_started)
     assert started < crossing
-    shed = decisions[started].allocation.decisions
+    allocation = decisions[started].allocation
+    assert allocation is not None
+    shed = allocation.decisions
     assert shed["batch"].state is ServiceState.OFF
     assert shed["db"].state is ServiceState.ON
     assert decisions[started].risks["pdu-a"].level is OverloadLevel.SHEDDING
@@ -103,11 +108,7 @@ def test_guard_stays_quiet_on_noise() -> None:
     rng = random.Random(2)
     decisions = _run(_noise(rng, 1500, batch_w=350.0))
     assert not any(d.sheds_started for d in decisions)
-    assert all(
-        d.allocation.decisions[s].state is ServiceState.ON
-        for d in decisions
-        for s in ("db", "web", "batch")
-    )
+    assert all(d.allocation is None for d in decisions)
 
 
 def test_one_noisy_reading_sheds_nothing() -> None:

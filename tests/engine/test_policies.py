@@ -139,3 +139,30 @@ def test_a_second_outage_soon_after_a_drained_first_one_is_shut_down_cleanly() -
     report = simulate(scenario, make_policy("predictive", scenario))
     assert report.unclean_power_losses == 0
     assert all(r.clean_shutdown for r in report.services.values())
+
+
+def test_on_mains_the_overload_guard_sheds_before_a_breaker_would_long_carry_too_much() -> None:
+    # web comes back from the outage wanting 150 W more than its forecast knew: with batch
+    # restored too the PDU would carry 660 W on a 560-W breaker until the step ends (1120 s).
+    config = copy.deepcopy(RACK)
+    config["pdus"][0]["limit_w"] = 560
+    scenario = rack(
+        outage_duration_s=1200,
+        events=[
+            {
+                "at_s": 1500,
+                "kind": "load_step",
+                "service": "web",
+                "extra_w": 150,
+                "duration_s": 1500,
+            }
+        ],
+        pdus=config["pdus"],
+    )
+    report = simulate(scenario, make_policy("predictive", scenario))
+    guarded = (d for d in report.decisions if d["reason"].startswith("overload predicted"))
+    # The least important goes first.
+    assert next(d["service"] for d in guarded if d["action"] == "StopService") == "batch"
+    # What is left is the time the guard's shed takes: batch's 20-s stop, seen a cycle late.
+    assert report.overload_s <= 40
+    assert report.unclean_power_losses == 0

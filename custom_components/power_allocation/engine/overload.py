@@ -129,7 +129,7 @@ class GuardDecision:
     risks: dict[str, NodeRisk]
     shed_w: dict[str, float]  # per shedding node: watts asked off it
     limits_w: dict[str, float]  # the lowered limits handed to the allocator
-    allocation: Allocation
+    allocation: Allocation | None  # None while no shed is under way: nothing to change
     sheds_started: tuple[str, ...]  # nodes whose pre-emptive shed began this cycle
     sheds_released: tuple[str, ...]
 
@@ -268,12 +268,12 @@ class OverloadGuard:
                 level = OverloadLevel.NORMAL
             risks[node.id] = NodeRisk(node.id, limit_w, draw_w, upper_w, probability, trip_s, level)
 
+        shed_w = {n: w.shed_w for n, w in self._watch.items() if w.shed_w > 0.0}
+        if not shed_w:
+            return GuardDecision(risks, {}, {}, None, tuple(started), tuple(released))
         baseline = allocate(
             self.site, demand_w, unmanaged_w=unmanaged_w, held_on=held_on, held_off=held_off
         )
-        shed_w = {n: w.shed_w for n, w in self._watch.items() if w.shed_w > 0.0}
-        if not shed_w:
-            return GuardDecision(risks, {}, {}, baseline, tuple(started), tuple(released))
         limits_w = {
             node_id: max(0.0, baseline.node_load_w[node_id] - watts)
             for node_id, watts in shed_w.items()

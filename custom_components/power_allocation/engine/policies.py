@@ -11,7 +11,8 @@
   budget = UPS rating x remaining runtime (watts times seconds), walk the services subtracting
   their draw (watts) from that budget, and throttle the first one that does not fit (stop it when
   it cannot be throttled). It ignores dependencies.
-- `predictive`: this project's controller, on loads it forecasts online.
+- `predictive`: this project's controller, on loads it forecasts online, with the overload guard
+  (engine/overload.py) on every node's own forecast, as the integration runs them.
 - `oracle`: the same controller told the true remaining outage and the true loads: the bound.
 """
 
@@ -35,8 +36,10 @@ from .controller import (
     initial_state,
 )
 from .demand import ServiceDemand
+from .forecast import ForecastSettings, NodeForecasters, node_draw_w
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
+from .overload import OverloadGuard
 from .scenario import Scenario
 from .simulate import Observation, Policy
 
@@ -52,6 +55,9 @@ ORACLE_SAMPLE_S = 60.0
 # The oracle's outage "prior": the known duration, as a lognormal this narrow.
 ORACLE_SIGMA = 0.02
 NEVER_RETURNS_S = 10 * 86400.0  # within the outage prior's grid
+# The integration's node forecasters learn every 10 s; the simulation's history is stepped every
+# minute, so here they learn at that step, two steps covering the guard's two-minute lookahead.
+SIMULATED_NODE_FORECAST = ForecastSettings(step_s=60.0, horizon_steps=2)
 
 
 def _low_battery(observation: Observation) -> bool:
@@ -234,23 +240,42 @@ class PredictivePolicy:
         self.controller = controller or OutageController(site)
         self.state: ControllerState = initial_state(site)
         self.demand = ServiceDemand(s.id for s in site.services)
+        self.nodes = NodeForecasters.for_site(site, SIMULATED_NODE_FORECAST)
+        self.guard = OverloadGuard(site)
 
     def decide(self, observation: Observation) -> Sequence[Command]:
-        """Learn what ran freely, then one controller cycle."""
+        """Learn what ran freely, guard the limits, then one controller cycle."""
+        now_s = observation.now_s
         running_free = {
             sid
             for sid, control in self.state.services.items()
             if control.phase is Phase.ON and control.cap_w is None
         }
-        self.demand.learn(observation.now_s, observation.service_draw_w, running_free)
+        self.demand.learn(now_s, observation.service_draw_w, running_free)
+        demand_w = self.demand_w(observation)
+        outlet_w = {o: w for o, w in observation.outlet_draw_w.items() if w is not None}
+        ups_w = {u: r.output_w for u, r in observation.ups.items() if r.output_w is not None}
+        # With no reading at all (a telemetry gap) no node is assessed; a shed under way holds.
+        node_w = node_draw_w(self.site, outlet_w, ups_w) if outlet_w or ups_w else {}
+        self.nodes.observe(now_s, node_w)
+        guard = self.guard.decide(
+            now_s,
+            node_w,
+            self.nodes.by_node,
+            demand_w,
+            unmanaged_w=observation.unmanaged_w,
+            held_on=self.state.held_on,
+            held_off=self.state.held_off,
+        )
         telemetry = Telemetry(
-            now_s=observation.now_s,
+            now_s=now_s,
             mains_on=observation.mains_on,
             ups=observation.ups,
             service_draw_w=observation.service_draw_w,
             outlet_on=observation.outlet_on,
-            demand_w=self.demand_w(observation),
+            demand_w=demand_w,
             unmanaged_w=observation.unmanaged_w,
+            overload_allocation=guard.allocation,
         )
         result = self.controller.step(self.state, telemetry)
         self.state = result.state

@@ -54,6 +54,7 @@ class Observation:
     ups_low_battery: Mapping[str, bool | None]
     service_draw_w: Mapping[str, float | None]
     outlet_on: Mapping[str, bool | None]
+    outlet_draw_w: Mapping[str, float | None]  # what each outlet meters
     unmanaged_w: Mapping[str, float]
     truth: SiteSnapshot  # for the oracle only: every other policy must ignore it
 
@@ -229,6 +230,7 @@ class _Run:
                 ups_low_battery=dict.fromkeys(snapshot.ups),
                 service_draw_w=dict.fromkeys(snapshot.services),
                 outlet_on=dict.fromkeys(snapshot.outlets),
+                outlet_draw_w=dict.fromkeys(snapshot.outlets),
                 unmanaged_w=unmanaged,
                 truth=snapshot,
             )
@@ -246,6 +248,7 @@ class _Run:
             ups_low_battery={u: s.low_battery for u, s in snapshot.ups.items()},
             service_draw_w={sid: s.power_w for sid, s in snapshot.services.items()},
             outlet_on={o: s.is_on for o, s in snapshot.outlets.items()},
+            outlet_draw_w={o: s.power_w for o, s in snapshot.outlets.items()},
             unmanaged_w=unmanaged,
             truth=snapshot,
         )
