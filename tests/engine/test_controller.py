@@ -448,3 +448,24 @@ def test_a_pack_too_small_to_stop_everything_restores_once_it_is_charged() -> No
     assert any(c.phase is Phase.OFF for c in state.services.values())
     state, _, _ = run(controller, state, 1800, 3000, mains_on=True, soc_ratio=1.0)
     assert all(c.phase is Phase.ON for c in state.services.values())
+
+
+@pytest.mark.parametrize(("storage_draw_w", "storage_shed"), [(80.0, False), (380.0, True)])
+def test_a_critical_service_is_shed_for_a_limit_only_once_its_draw_is_over_it(
+    storage_draw_w: float, storage_shed: bool
+) -> None:
+    # storage's band reaches 390 W (a young forecaster after a jump): with network it is over
+    # the 400-W PDU by the band. It is shed only if it draws that much.
+    site = rack(pdus=[{"id": "pdu-a", "ups": "ups1", "limit_w": 400, "outlets": 6}]).site
+    controller = OutageController(site, settings=ControllerSettings(ride_through_s=0))
+    demand = {**DEMAND, "storage": Demand(80, 390)}
+    state = initial_state(site)
+    for now_s in (0.0, 10.0):
+        reading = telemetry(now_s, state, soc_ratio=0.9)
+        draw = {**reading.service_draw_w, "storage": storage_draw_w}
+        state = controller.step(state, replace(reading, demand_w=demand, service_draw_w=draw)).state
+    assert (state.services["storage"].phase is not Phase.ON) is storage_shed
+    assert state.services["network"].phase is Phase.ON
+    # What does not fit beside the critical tier goes, by the band, as before.
+    assert state.services["db"].phase is not Phase.ON
+    assert state.services["db"].reason.startswith("over a limit") or storage_shed

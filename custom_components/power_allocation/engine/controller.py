@@ -626,18 +626,35 @@ class _Cycle:
                 )
 
     def _fit_limits(self) -> None:
-        """Shed or cap whatever the allocation of this instant cannot fit (I2)."""
-        down = frozenset(
-            sid for sid, c in self.services.items() if c.phase not in (Phase.ON, Phase.STARTING)
-        )
+        """Shed or cap whatever the allocation of this instant cannot fit (I2).
+
+        The critical tier, and what it needs, is shed for a limit only once what it draws now is
+        over it, as the overload guard does (I4): a forecast band wider than a tight limit (a
+        young forecaster's, after a jump) would otherwise take it down with its real draw far
+        below. Every other tier still goes by the band.
+        """
+        on = self._on()
+        down = frozenset(self.services) - on
         protected = self._protected()
+        critical = self.site.graph.dependency_closure(
+            s.id for s in self.site.services if s.priority is Priority.CRITICAL
+        )
+        kept = (protected | critical) & (on - self._held_off_closure())
         allocation = allocate(
             self.site,
             self.telemetry.demand_w,
             unmanaged_w=self.telemetry.unmanaged_w,
-            held_on=protected - down,
+            held_on=kept,
             held_off=down - protected,
         )
+        if not allocation.within_limits and not self._draws_fit(kept):
+            allocation = allocate(
+                self.site,
+                self.telemetry.demand_w,
+                unmanaged_w=self.telemetry.unmanaged_w,
+                held_on=protected & on,
+                held_off=down - protected,
+            )
         for sid, decision in allocation.decisions.items():
             control = self.services[sid]
             if control.phase not in (Phase.ON, Phase.STARTING):
@@ -646,6 +663,20 @@ class _Cycle:
                 self._shed(sid, f"over a limit: {decision.reason}", for_limit=True)
             elif decision.state is ServiceState.THROTTLED:
                 self._throttle(sid, decision.cap_w, f"over a limit: {decision.reason}")
+
+    def _draws_fit(self, services: frozenset[str]) -> bool:
+        """Whether `services` alone, at the draw measured now, are within every limit."""
+        measured: dict[str, Demand] = {}
+        for sid, forecast in self.telemetry.demand_w.items():
+            draw_w = self.telemetry.service_draw_w.get(sid)
+            measured[sid] = forecast if draw_w is None else Demand(draw_w, draw_w)
+        return allocate(
+            self.site,
+            measured,
+            unmanaged_w=self.telemetry.unmanaged_w,
+            held_on=services,
+            held_off=frozenset(self.services) - services,
+        ).within_limits
 
     def _obey_guard(self) -> None:
         """Carry out the overload guard's shed: it chose by priority and dependencies already."""
