@@ -29,6 +29,7 @@ from .engine.controller import (
     Phase,
     Telemetry,
     UpsReading,
+    drawing,
     hold,
     initial_state,
 )
@@ -345,6 +346,7 @@ class SiteControl:
             unmanaged_w=unmanaged_w,
             held_on=self.state.held_on,
             held_off=self.state.held_off,
+            running=drawing(self.state.services),
         )
         telemetry = Telemetry(
             now_s=now_s,

@@ -288,6 +288,24 @@ def allocate(
     return _result(problem, greedy, optimal=False, method="greedy")
 
 
+def node_loads_w(
+    site: Site,
+    demand_w: Mapping[str, Demand],
+    running: frozenset[str],
+    unmanaged_w: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """The upper-quantile draw under every node with `running` on, limits aside."""
+    index = _index(site)
+    draw = np.array(
+        [demand_w[sid].upper_w if sid in running else 0.0 for sid in index.service_ids],
+        dtype=np.float64,
+    )
+    loads = _node_loads(index, draw)
+    for outlet, watts in (unmanaged_w or {}).items():
+        loads[list(index.unmanaged_nodes[outlet])] += watts
+    return dict(zip(index.node_ids, (float(w) for w in loads), strict=True))
+
+
 def _problem(
     site: Site,
     demand_w: Mapping[str, Demand],

@@ -498,7 +498,7 @@ class _Cycle:
         )
 
     def _drawing(self) -> frozenset[str]:
-        return frozenset(sid for sid, c in self.services.items() if c.phase is not Phase.OFF)
+        return drawing(self.services)
 
     def _on(self) -> frozenset[str]:
         """Running or starting: what the controller keeps on."""
@@ -1087,3 +1087,8 @@ class _Cycle:
         if up and all(sid in needed for sid in up):
             return Mode.CRITICAL_ONLY
         return Mode.SHEDDING
+
+
+def drawing(services: Mapping[str, ServiceControl]) -> frozenset[str]:
+    """The services that still draw power: all but those switched off."""
+    return frozenset(sid for sid, c in services.items() if c.phase is not Phase.OFF)

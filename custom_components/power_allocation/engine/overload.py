@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from .allocator import Allocation, Demand, allocate
+from .allocator import Allocation, Demand, allocate, node_loads_w
 from .forecast import LoadForecaster
 from .model import Priority, Site
 
@@ -195,6 +195,9 @@ class _NodeWatch:
     safe_since_s: float | None = None
     # What the shed keeps off this node: it comes back on release.
     returning_w: float = 0.0
+    # Every service that drew since the shed began: its watts are taken off what they drew, so
+    # the lowered limit stays put as the shed services go dark (and as others come on).
+    counted: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -218,8 +221,12 @@ class OverloadGuard:
         unmanaged_w: Mapping[str, float] | None = None,
         held_on: frozenset[str] = frozenset(),
         held_off: frozenset[str] = frozenset(),
+        running: frozenset[str] | None = None,
     ) -> GuardDecision:
-        """Assess every node, update the sheds, and allocate with the lowered limits."""
+        """Assess every node, update the sheds, and allocate with the lowered limits.
+
+        `running`: the services drawing now (by default every one not held off).
+        """
         s = self.settings
         risks: dict[str, NodeRisk] = {}
         started: list[str] = []
@@ -256,6 +263,7 @@ class OverloadGuard:
                         watch.safe_since_s = now_s
                     elif now_s - watch.safe_since_s >= s.release_hold_s:
                         watch.shed_w = 0.0
+                        watch.counted = frozenset()
                         watch.safe_since_s = None
                         released.append(node.id)
                 else:
@@ -271,16 +279,26 @@ class OverloadGuard:
         shed_w = {n: w.shed_w for n, w in self._watch.items() if w.shed_w > 0.0}
         if not shed_w:
             return GuardDecision(risks, {}, {}, None, tuple(started), tuple(released))
-        baseline = allocate(
-            self.site, demand_w, unmanaged_w=unmanaged_w, held_on=held_on, held_off=held_off
-        )
+        blocked = self.site.graph.dependent_closure(held_off)
+        if running is None:
+            running = frozenset(sv.id for sv in self.site.services if sv.id not in blocked)
+        # The shed's watts come off what drew when it was counted, at today's forecast: not off
+        # an allocation within the limits, which may already leave out what the shed counted on
+        # and would shed it twice.
+        counted_w: dict[str, float] = {}
+        for node_id in shed_w:
+            watch = self._watch[node_id]
+            watch.counted |= running
+            counted_w[node_id] = node_loads_w(self.site, demand_w, watch.counted, unmanaged_w)[
+                node_id
+            ]
+        limit_of = {n.id: n.limit_w for n in self.site.nodes if n.limit_w is not None}
         limits_w = {
-            node_id: max(0.0, baseline.node_load_w[node_id] - watts)
+            node_id: max(0.0, min(limit_of[node_id], counted_w[node_id] - watts))
             for node_id, watts in shed_w.items()
         }
         # I4: a forecast risk never takes a critical service down; if shedding every other tier
         # is not enough, the allocation says so (`within_limits`) and the breaker decides.
-        blocked = self.site.graph.dependent_closure(held_off)
         critical = frozenset(
             sv.id
             for sv in self.site.services
@@ -294,8 +312,6 @@ class OverloadGuard:
             held_on=held_on | critical,
             held_off=held_off,
         )
-        for node_id, watch in self._watch.items():
-            watch.returning_w = max(
-                0.0, baseline.node_load_w[node_id] - allocation.node_load_w[node_id]
-            )
+        for node_id, counted in counted_w.items():
+            self._watch[node_id].returning_w = max(0.0, counted - allocation.node_load_w[node_id])
         return GuardDecision(risks, shed_w, limits_w, allocation, tuple(started), tuple(released))

@@ -33,6 +33,7 @@ from .controller import (
     SwitchOutlets,
     Telemetry,
     Throttle,
+    drawing,
     initial_state,
 )
 from .demand import ServiceDemand
@@ -266,6 +267,7 @@ class PredictivePolicy:
             unmanaged_w=observation.unmanaged_w,
             held_on=self.state.held_on,
             held_off=self.state.held_off,
+            running=drawing(self.state.services),
         )
         telemetry = Telemetry(
             now_s=now_s,
