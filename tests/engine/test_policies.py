@@ -167,3 +167,51 @@ def test_on_mains_the_overload_guard_sheds_before_a_breaker_would_long_carry_too
     # What is left is the time the guard's shed takes: batch's 20-s stop, seen a cycle late.
     assert report.overload_s <= 40
     assert report.unclean_power_losses == 0
+
+
+def test_a_chain_that_must_start_stopping_at_once_is_not_ridden_through() -> None:
+    # From a random-site sweep (seed 685): half a charge, front (177-s stop) on back (238 s).
+    # The plan stops both early, which means asking front at once; the ride-through delayed
+    # that ask by two minutes, and the chain's stop outlasted the battery.
+    scenario = build_scenario(
+        {
+            "name": "ride-delays-a-chain",
+            "seed": 685,
+            "step_s": 5,
+            "ups": [
+                {
+                    "id": "ups1",
+                    "capacity_wh": 1740,
+                    "rated_w": 570,
+                    "runtime_full_load_s": 370,
+                    "peukert_k": 1.1,
+                    "efficiency": 0.91,
+                    "soc_start_pct": 50,
+                }
+            ],
+            "pdus": [{"id": "pdu1", "ups": "ups1", "limit_w": 580, "outlets": 2}],
+            "services": [
+                {
+                    "id": "back",
+                    "priority": "high",
+                    "outlets": ["pdu1/1"],
+                    "shutdown_s": 238,
+                    "load": {"constant_w": 235},
+                },
+                {
+                    "id": "front",
+                    "priority": "high",
+                    "outlets": ["pdu1/2"],
+                    "depends_on": ["back"],
+                    "shutdown_s": 177,
+                    "load": {"constant_w": 144},
+                },
+            ],
+            "timeline": {"history_s": 2046, "outage_at_s": 2046, "outage_duration_s": 9127},
+        },
+        {},
+    )
+    report = simulate(scenario, make_policy("predictive", scenario))
+    assert report.unclean_power_losses == 0
+    front_stop = next(d for d in report.decisions if d["service"] == "front")
+    assert front_stop["at_s"] < 2046 + 60

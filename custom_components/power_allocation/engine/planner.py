@@ -95,6 +95,9 @@ class _Context:
     restart_s: npt.NDArray[np.float64]  # how long it stays down after mains returns, if stopped
     shutdown_s: npt.NDArray[np.float64]  # how long it still draws once asked to stop
     dependency_edges: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]  # (user, needed)
+    # How much earlier than its own stop what depends on it must be asked: the longest chain of
+    # its running dependents' shutdown_s (the controller asks them that early).
+    stop_lead_s: npt.NDArray[np.float64]
     demand_w: Mapping[str, Demand]
     outage: ConditionalOutage
     batteries: Mapping[str, BatteryModel]
@@ -136,8 +139,8 @@ def plan_outage(
         top = float(np.max(context.value[movable] / context.mean_w[movable])) * 10.0
         top *= float(outage.worths(np.zeros(1))[0])
         prices += [float(p) for p in np.geomspace(1e-4, 1.0, PRICE_GRID_SIZE - 1) * top]
-    # Each price's own schedule is computed once; neighbouring prices (and a ride-through)
-    # often give the same schedule, which is then scored once.
+    # Each price's own schedule is computed once; neighbouring prices often give the same
+    # schedule, which is then scored once.
     schedules = [(price, *_schedule(context, price)) for price in prices]
     scored: dict[bytes, _Candidate] = {}
 
@@ -150,12 +153,19 @@ def plan_outage(
     # riding is priced per second and the share applies to the whole ride from the outage's
     # start, so that re-planning every cycle does not grant the share again each time.
     ridden_s = ride_s = max(0.0, ride_through_s - outage.elapsed_s)
-    if ride_s > 0 and len(best.stop_at_s) and float(best.stop_at_s.min()) < ride_s:
+    # What a stop needs is asked for its lead earlier: a ride delays the schedule if it delays
+    # any of those asks, not only the stops themselves.
+    first_ask_s = float(np.min(best.stop_at_s - context.stop_lead_s, initial=math.inf))
+    if ride_s > 0 and first_ask_s < ride_s:
         riding = best_riding(ride_s)
-        cost_per_s = (best.final_at_s - riding.final_at_s) / ride_s
-        if not math.isfinite(best.final_at_s) or cost_per_s <= 0:
+        if riding.final_at_s >= best.final_at_s:
             best = riding
+        elif not math.isfinite(best.final_at_s):
+            # The schedule stops everything it may in time, and riding would leave too little
+            # to: the final shutdown it would bring on is no price for riding out a blip.
+            ridden_s = 0.0
         else:
+            cost_per_s = (best.final_at_s - riding.final_at_s) / ride_s
             # Paid only as far as it may pay off: by the prior's chance that an outage is over
             # within the ride-through (none, for an outage known to be long).
             share = ride_through_cost_ratio * (1.0 - outage.prior.survival(ride_through_s))
@@ -202,6 +212,11 @@ def _context(
         (float(r), np.flatnonzero(restart_s == r).astype(np.int64)) for r in np.unique(restart_s)
     )
     edges = [(position[s.id], position[d]) for s in on for d in s.depends_on if d in position]
+    edge_users = np.array([u for u, _ in edges], dtype=np.int64)
+    edge_needed = np.array([d for _, d in edges], dtype=np.int64)
+    shutdown_s = np.array([s.shutdown_s for s in on], dtype=np.float64)
+    stop_lead_s = np.zeros(len(on))
+    _propagate(np.maximum, stop_lead_s, edge_needed, edge_users, shutdown_s)
     return _Context(
         site=site,
         on=on,
@@ -212,11 +227,9 @@ def _context(
         floor_w=floor_w,
         restart_groups=groups,
         restart_s=restart_s,
-        shutdown_s=np.array([s.shutdown_s for s in on], dtype=np.float64),
-        dependency_edges=(
-            np.array([u for u, _ in edges], dtype=np.int64),
-            np.array([d for _, d in edges], dtype=np.int64),
-        ),
+        shutdown_s=shutdown_s,
+        dependency_edges=(edge_users, edge_needed),
+        stop_lead_s=stop_lead_s,
         demand_w=demand_w,
         outage=outage,
         batteries=batteries,
@@ -306,20 +319,21 @@ def _evaluate(
     outage = context.outage
     stop = np.maximum(own_stop, ride_s)
     throttle = np.maximum(own_throttle, ride_s)
-    # I1: nothing runs longer than what it depends on; one pass per level of the deepest chain.
+    # I1: nothing runs longer than what it depends on.
     users, needed = context.dependency_edges
-    while len(users):
-        before = stop[users].copy()
-        np.minimum.at(stop, users, stop[needed])
-        if np.array_equal(before, stop[users]):
-            break
+    _propagate(np.minimum, stop, users, needed)
     throttle = np.minimum(throttle, stop)
-    key = stop.tobytes() + throttle.tobytes()
+    # The ride is in the key: it delays the asks, so the same stops can end later under it.
+    key = stop.tobytes() + throttle.tobytes() + np.float64(ride_s).tobytes()
     known = scored.get(key)
     if known is not None:
         return known
+    draw_ends = _draw_ends_s(context, stop, ride_s)
     final = min(
-        (_final_shutdown_s(context, u, stop, throttle) for u in range(len(context.site.ups))),
+        (
+            _final_shutdown_s(context, u, draw_ends, stop, throttle)
+            for u in range(len(context.site.ups))
+        ),
         default=math.inf,
     )
     np.minimum(stop, final, out=stop)
@@ -334,9 +348,46 @@ def _evaluate(
     return candidate
 
 
+def _propagate(
+    combine: np.ufunc,
+    values: npt.NDArray[np.float64],
+    into: npt.NDArray[np.int64],
+    source: npt.NDArray[np.int64],
+    add: npt.NDArray[np.float64] | None = None,
+) -> None:
+    """values[into] = combine(values[into], values[source] (+ add[source])) along every edge,
+    to a fixed point: one pass per level of the deepest chain."""
+    while len(into):
+        before = values[into].copy()
+        incoming = values[source] if add is None else values[source] + add[source]
+        combine.at(values, into, incoming)
+        if np.array_equal(before, values[into]):
+            return
+
+
+def _draw_ends_s(
+    context: _Context, stop: npt.NDArray[np.float64], ride_s: float
+) -> npt.NDArray[np.float64]:
+    """When each service stops drawing if the controller follows the schedule.
+
+    It is asked `stop_lead_s` before its planned stop (never while a blip is ridden through),
+    and no later than anything it depends on is; it begins to stop only once everything
+    depending on it has (I1), and draws for its `shutdown_s` more. A stop planned sooner than its
+    dependents can be stopped ends later than planned, and that draw must be in the walk.
+    """
+    users, needed = context.dependency_edges
+    asked = np.maximum(stop - context.stop_lead_s, ride_s)
+    asked = np.where(np.isinf(stop), math.inf, asked)
+    _propagate(np.minimum, asked, users, needed)
+    begins = asked.copy()
+    _propagate(np.maximum, begins, needed, users, context.shutdown_s)
+    return begins + context.shutdown_s
+
+
 def _final_shutdown_s(
     context: _Context,
     ups_index: int,
+    draw_ends: npt.NDArray[np.float64],
     stop: npt.NDArray[np.float64],
     throttle: npt.NDArray[np.float64],
 ) -> float:
@@ -356,8 +407,6 @@ def _final_shutdown_s(
     full_w = context.mean_w * share
     capped_w = np.where(np.isnan(context.floor_w), full_w, np.fmin(context.floor_w * share, full_w))
     throttled = members & (throttle < stop)
-    # A stopping OS keeps drawing until its shutdown_s has passed.
-    draw_ends = stop + context.shutdown_s
     times = np.concatenate([throttle[throttled], draw_ends[members]])
     deltas = np.concatenate(
         [(capped_w - full_w)[throttled], -np.where(throttled, capped_w, full_w)[members]]
