@@ -130,3 +130,11 @@ def test_a_shed_counts_as_unnecessary_only_if_the_pack_would_have_carried_it_to_
         carried[outage_s] = kept_on.unclean_power_losses == 0
         assert simulate(scenario, _ShedAtOnce()).unnecessary_sheds == int(carried[outage_s])
     assert carried == {1600: True, 1800: False}
+
+
+def test_uptime_counts_only_the_part_of_a_step_inside_the_outage() -> None:
+    # 208 s at a 5-s step: the last step is 3 s of outage and 2 of mains.
+    scenario = rack(outage_duration_s=208)
+    report = simulate(scenario, make_policy("none", scenario))
+    assert all(r.uptime_s == 208 for r in report.services.values())
+    assert report.weighted_score == 1.0

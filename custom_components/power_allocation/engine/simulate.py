@@ -199,7 +199,7 @@ class _Run:
                 self._count_unnecessary(snapshot)
                 self.battery_end_soc = {u: s.soc_pct / 100.0 for u, s in snapshot.ups.items()}
             was_mains = snapshot.mains_on
-            self._measure(snapshot, step_s, in_outage, was_running)
+            self._measure(snapshot, step_s, self._outage_overlap_s(t_s, step_s), was_running)
             if in_outage:
                 self._record_draw(snapshot, step_s)
             if not math.isfinite(last_end_s):
@@ -294,17 +294,25 @@ class _Run:
             )
         )
 
+    def _outage_overlap_s(self, t_s: float, dt_s: float) -> float:
+        """How much of the step [t, t + dt) is in an outage: the report's uptime is counted on
+        it, so that a step across mains returning counts only its part before (an outage of 208 s
+        at a 5-s step scored 210 s of uptime, a ratio above 1)."""
+        return sum(
+            max(0.0, min(end_s, t_s + dt_s) - max(start_s, t_s)) for start_s, end_s in self.outages
+        )
+
     def _measure(
         self,
         snapshot: SiteSnapshot,
         dt_s: float,
-        in_outage: bool,
+        outage_dt_s: float,
         was_running: dict[str, bool],
     ) -> None:
         running = {sid: s.mode is ServiceMode.RUNNING for sid, s in snapshot.services.items()}
         for sid, now_running in running.items():
-            if in_outage and now_running:
-                self.uptime_s[sid] += dt_s
+            if now_running:
+                self.uptime_s[sid] += outage_dt_s
             if was_running[sid] and not now_running:
                 self.interruptions[sid] += 1
                 self.went_down[sid] = True
