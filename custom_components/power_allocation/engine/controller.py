@@ -19,7 +19,7 @@ highest priority first, one start every `restore_stagger_s` (I6).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -31,6 +31,7 @@ from .allocator import (
     ServiceState,
     allocate,
     hold_conflicts,
+    node_loads_w,
 )
 from .battery import BatteryModel
 from .model import Priority, Site
@@ -506,16 +507,11 @@ class _Cycle:
             sid for sid, c in self.services.items() if c.phase in (Phase.ON, Phase.STARTING)
         )
 
-    def _ups_load_w(self, ups_id: str, drawing: Iterable[str]) -> float:
+    def _ups_load_w(self, ups_id: str, drawing: frozenset[str]) -> float:
         """The upper-quantile load on a UPS with `drawing` on, unmanaged outlets included."""
-        total_w = 0.0
-        for sid in drawing:
-            share = self.site.ups_share(sid, ups_id)
-            total_w += share * self.telemetry.demand_w[sid].upper_w
-        for outlet, watts in self.telemetry.unmanaged_w.items():
-            if self.site.nodes_above_outlet(outlet)[2] == ups_id:
-                total_w += watts
-        return total_w
+        return node_loads_w(
+            self.site, self.telemetry.demand_w, drawing, self.telemetry.unmanaged_w
+        )[ups_id]
 
     # --- holds ------------------------------------------------------------------------------
 
