@@ -111,8 +111,9 @@ class _PlanStopsDbAt(OutageController):
         outage: ConditionalOutage,
         running: frozenset[str],
         unmanaged_w: Mapping[str, float] | None = None,
+        stopping_s: Mapping[str, float] | None = None,
     ) -> Plan:
-        plan = super().plan(soc_ratio, demand_w, outage, running, unmanaged_w)
+        plan = super().plan(soc_ratio, demand_w, outage, running, unmanaged_w, stopping_s)
         in_s = max(0.0, self.stop_s - outage.elapsed_s)
         stops = {**plan.stop_at_s, "db": in_s, "web": in_s}
         return replace(plan, stop_at_s=stops, throttle_at_s={**plan.throttle_at_s, "db": in_s})

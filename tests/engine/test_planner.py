@@ -24,21 +24,36 @@ def batteries(site: Site) -> dict[str, BatteryModel]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(random_cases(max_services=20), st.floats(0, 7200), st.floats(0.05, 1.0))
+@given(
+    random_cases(max_services=20),
+    st.floats(0, 7200),
+    st.floats(0.05, 1.0),
+    st.lists(st.tuples(st.integers(0, 19), st.floats(0, 300)), max_size=4),
+)
 def test_plan_keeps_dependencies_and_critical_services(
-    case: RandomCase, elapsed_s: float, soc: float
+    case: RandomCase, elapsed_s: float, soc: float, shed: list[tuple[int, float]]
 ) -> None:
     site = case.site
+    # Services shed earlier, with their dependents (as the controller sheds), still stopping.
+    stopping: dict[str, float] = {}
+    for index, left_s in shed:
+        if index < len(site.services):
+            for sid in site.graph.dependent_closure([site.services[index].id]):
+                stopping.setdefault(sid, left_s)
+    running = frozenset(s.id for s in site.services) - set(stopping)
     plan = plan_outage(
         site,
         batteries(site),
         {u.id: soc for u in site.ups},
         case.demand_w,
         PRIOR.given(elapsed_s),
+        running=running,
+        stopping=stopping,
         unmanaged_w=case.unmanaged_w,
     )
     final = plan.final_shutdown_at_s
-    for service in site.services:
+    assert set(plan.stop_at_s) == running  # what is on its way down is not planned again
+    for service in (s for s in site.services if s.id in running):
         stop = plan.stop_at_s[service.id]
         assert 0.0 <= stop <= final or (math.isinf(stop) and math.isinf(final))
         assert plan.throttle_at_s[service.id] <= stop
@@ -154,3 +169,23 @@ def test_an_outage_known_to_be_long_is_not_ridden_through() -> None:
     long = OutagePrior(momentary_ratio=0.0, sustained_median_s=7200, sustained_sigma=0.02)
     known = plan_outage(site, batteries(site), soc, DEMAND, long.given(0))
     assert min(known.stop_at_s.values()) == 0.0
+
+
+def test_a_stop_under_way_is_walked_and_reserved_but_not_planned() -> None:
+    """batch still draws while its stop runs: that charge is gone for the services that stay."""
+    site = rack(600)
+    soc = {"ups1": 0.5}
+    running = frozenset({"net", "db", "web", "media"})
+
+    def plan(stopping: dict[str, float] | None) -> float:
+        result = plan_outage(
+            site, batteries(site), soc, DEMAND, PRIOR.given(300), running=running, stopping=stopping
+        )
+        assert set(result.stop_at_s) == running
+        assert all(step.service_id in running for step in result.steps)
+        return result.final_shutdown_at_s
+
+    untouched = plan(None)
+    assert plan({"batch": 0.0}) == untouched  # its stop is over: nothing more to carry
+    assert plan({"batch": 60.0}) < untouched - 60
+    assert plan({"batch": 600.0}) == 0.0  # ten more minutes of it leave too little to wait

@@ -345,8 +345,12 @@ class OutageController:
         outage: ConditionalOutage,
         running: frozenset[str],
         unmanaged_w: Mapping[str, float] | None = None,
+        stopping_s: Mapping[str, float] | None = None,
     ) -> Plan:
-        """The plan for `running` under `outage`, with this controller's batteries and settings."""
+        """The plan for `running` under `outage`, with this controller's batteries and settings.
+
+        `stopping_s`: what is on its way down, as `plan_outage`'s `stopping`.
+        """
         return plan_outage(
             self.site,
             self.batteries,
@@ -354,6 +358,7 @@ class OutageController:
             demand_w,
             outage,
             running=running,
+            stopping=stopping_s,
             unmanaged_w=unmanaged_w,
             restore_delay_s=self.settings.restore_delay_s,
             reserve_margin_ratio=self.settings.reserve_margin_ratio,
@@ -539,7 +544,8 @@ class _Cycle:
                 demand,
                 self.controller.outage_given(elapsed_s),
                 running,
-                self._base_load_w(running),
+                self._base_load_w(),
+                self._stopping_s(),
             )
             self.plan = plan
             # The final shutdown starts early by a cycle per wave of it: each wave is seen to
@@ -591,18 +597,30 @@ class _Cycle:
             lead_s[sid] = max(waits_s, default=0.0)
         return lead_s
 
-    def _base_load_w(self, running: frozenset[str]) -> dict[str, float]:
+    def _stopping_s(self) -> dict[str, float]:
+        """What is on its way down, each with how long it still draws once its own stop begins.
+
+        A stop that was asked of it begins at once; a pending one only after its dependents
+        are down, and the plan walks that wait. (A failed stop is in `_base_load_w`.)
+        """
+        stopping_s: dict[str, float] = {}
+        for sid, control in self.services.items():
+            shutdown_s = self.site.service_by_id[sid].shutdown_s
+            if control.phase is Phase.PENDING_STOP:
+                stopping_s[sid] = shutdown_s
+            elif control.phase is Phase.STOPPING and not _stop_failed(control):
+                stopping_s[sid] = max(0.0, shutdown_s - (self.now_s - control.since_s))
+        return stopping_s
+
+    def _base_load_w(self) -> dict[str, float]:
         """What the plan cannot switch, by outlet: unmanaged outlets, and failed stops.
 
         A service whose stop or cut did not happen draws for as long as the fault lasts, so the
-        energy walk and the reserve for the final shutdown must carry it. (One that is simply
-        on its way down is off within its `shutdown_s`: the reserve's margin covers that.)
+        energy walk and the reserve for the final shutdown must carry it.
         """
         base_w = dict(self.telemetry.unmanaged_w)
         for sid, control in self.services.items():
-            # A stop asked again, or a cut retried (the first cut is attempt 1).
-            failed = control.switch_attempts > (1 if control.phase is Phase.CUTTING else 0)
-            if sid in running or control.phase not in (Phase.STOPPING, Phase.CUTTING) or not failed:
+            if control.phase not in (Phase.STOPPING, Phase.CUTTING) or not _stop_failed(control):
                 continue
             service = self.site.service_by_id[sid]
             draw_w = self.telemetry.service_draw_w.get(sid)
@@ -1083,6 +1101,11 @@ class _Cycle:
         if up and all(sid in needed for sid in up):
             return Mode.CRITICAL_ONLY
         return Mode.SHEDDING
+
+
+def _stop_failed(control: ServiceControl) -> bool:
+    """A stop asked again, or a cut retried (the first cut is attempt 1)."""
+    return control.switch_attempts > (1 if control.phase is Phase.CUTTING else 0)
 
 
 def drawing(services: Mapping[str, ServiceControl]) -> frozenset[str]:

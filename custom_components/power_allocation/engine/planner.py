@@ -14,7 +14,9 @@ highest expected score wins.
 
 Critical services, and whatever they depend on, are never stopped before the final shutdown (I4);
 a service stops no later than anything it depends on (I1). Energy is planned on the mean draw, the
-reserve for the final shutdown on the upper quantile plus a margin.
+reserve for the final shutdown on the upper quantile plus a margin. Services already on their way
+down are in the walk and the reserve until their draw ends, and no longer in the schedule: a stop
+under way still costs charge, and what they depend on can begin to stop only after them.
 """
 
 from __future__ import annotations
@@ -85,15 +87,16 @@ class _Context:
     """What every candidate schedule of one planning call shares; arrays follow `on`."""
 
     site: Site
-    on: tuple[Service, ...]
-    weight: npt.NDArray[np.float64]  # each running service's own tier weight
+    on: tuple[Service, ...]  # running, then stopping
+    stopping: npt.NDArray[np.bool_]  # already on its way down: stops at 0 whatever the price
+    weight: npt.NDArray[np.float64]  # each running service's own tier weight (0 when stopping)
     value: npt.NDArray[np.float64]  # its weight plus its running dependents'
     untouchable: npt.NDArray[np.bool_]  # critical, or needed by a critical service
     mean_w: npt.NDArray[np.float64]
     floor_w: npt.NDArray[np.float64]  # NaN where it cannot be throttled below its mean
     restart_groups: tuple[tuple[float, npt.NDArray[np.int64]], ...]  # restart_s -> services
     restart_s: npt.NDArray[np.float64]  # how long it stays down after mains returns, if stopped
-    shutdown_s: npt.NDArray[np.float64]  # how long it still draws once asked to stop
+    shutdown_s: npt.NDArray[np.float64]  # how long it still draws once its stop begins
     dependency_edges: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]  # (user, needed)
     # How much earlier than its own stop what depends on it must be asked: the longest chain of
     # its running dependents' shutdown_s (the controller asks them that early).
@@ -114,6 +117,7 @@ def plan_outage(
     outage: ConditionalOutage,
     *,
     running: frozenset[str] | None = None,
+    stopping: Mapping[str, float] | None = None,
     unmanaged_w: Mapping[str, float] | None = None,
     weights: Mapping[Priority, float] = TIER_WEIGHTS,
     reserve_margin_ratio: float = RESERVE_MARGIN_RATIO,
@@ -125,11 +129,13 @@ def plan_outage(
     """Plan the rest of the outage for the services in `running` (all by default).
 
     `batteries` and `soc_ratio` are keyed by UPS id; `demand_w` by service id (the forecast over
-    the coming hours); `unmanaged_w` by unmanaged outlet.
+    the coming hours); `unmanaged_w` by unmanaged outlet. `stopping` holds the services already
+    asked to stop, or waiting for their dependents to be down first, each with how long it still
+    draws once its own stop begins: they are not planned, but their draw is walked and reserved.
     """
     context = _context(
-        site, batteries, soc_ratio, demand_w, outage, running, unmanaged_w or {}, weights,
-        reserve_margin_ratio, restore_delay_s,
+        site, batteries, soc_ratio, demand_w, outage, running, stopping or {}, unmanaged_w or {},
+        weights, reserve_margin_ratio, restore_delay_s,
     )  # fmt: skip
     movable = ~context.untouchable & (context.value > 0) & (context.mean_w > 0)
     prices = [0.0]
@@ -155,7 +161,8 @@ def plan_outage(
     ridden_s = ride_s = max(0.0, ride_through_s - outage.elapsed_s)
     # What a stop needs is asked for its lead earlier: a ride delays the schedule if it delays
     # any of those asks, not only the stops themselves.
-    first_ask_s = float(np.min(best.stop_at_s - context.stop_lead_s, initial=math.inf))
+    asks_s = (best.stop_at_s - context.stop_lead_s)[~context.stopping]
+    first_ask_s = float(np.min(asks_s, initial=math.inf))
     if ride_s > 0 and first_ask_s < ride_s:
         riding = best_riding(ride_s)
         if riding.final_at_s >= best.final_at_s:
@@ -185,23 +192,31 @@ def _context(
     demand_w: Mapping[str, Demand],
     outage: ConditionalOutage,
     running: frozenset[str] | None,
+    stopping: Mapping[str, float],
     unmanaged_w: Mapping[str, float],
     weights: Mapping[Priority, float],
     margin_ratio: float,
     restore_delay_s: float,
 ) -> _Context:
-    on = tuple(s for s in site.services if running is None or s.id in running)
+    planned = tuple(
+        s for s in site.services if (running is None or s.id in running) and s.id not in stopping
+    )
+    on = planned + tuple(s for s in site.services if s.id in stopping)
     position = {s.id: i for i, s in enumerate(on)}
+    is_stopping = np.arange(len(on)) >= len(planned)
     graph = site.graph
     weight = np.array([weights[s.priority] for s in on], dtype=np.float64)
+    weight[is_stopping] = 0.0
     # Stopping a service stops what depends on it, so it is worth its dependents too; and what a
     # critical service needs is as untouchable as the critical service itself.
     value = np.zeros(len(on))
     untouchable = np.zeros(len(on), dtype=bool)
-    for i, service in enumerate(on):
+    for i, service in enumerate(planned):
         users = [position[u] for u in graph.dependent_closure_of(service.id) if u in position]
         value[i] = weight[users].sum()
-        untouchable[i] = any(on[u].priority is Priority.CRITICAL for u in users)
+        untouchable[i] = any(
+            on[u].priority is Priority.CRITICAL and not is_stopping[u] for u in users
+        )
     mean_w = np.array([demand_w[s.id].mean_w for s in on], dtype=np.float64)
     floor_w = np.array(
         [math.nan if s.throttle_min_w is None else s.throttle_min_w for s in on], dtype=np.float64
@@ -214,12 +229,13 @@ def _context(
     edges = [(position[s.id], position[d]) for s in on for d in s.depends_on if d in position]
     edge_users = np.array([u for u, _ in edges], dtype=np.int64)
     edge_needed = np.array([d for _, d in edges], dtype=np.int64)
-    shutdown_s = np.array([s.shutdown_s for s in on], dtype=np.float64)
+    shutdown_s = np.array([stopping.get(s.id, s.shutdown_s) for s in on], dtype=np.float64)
     stop_lead_s = np.zeros(len(on))
     _propagate(np.maximum, stop_lead_s, edge_needed, edge_users, shutdown_s)
     return _Context(
         site=site,
         on=on,
+        stopping=is_stopping,
         weight=weight,
         value=value,
         untouchable=untouchable,
@@ -234,7 +250,9 @@ def _context(
         outage=outage,
         batteries=batteries,
         soc_ratio=soc_ratio,
-        reserves=_reserves(site, on, demand_w, batteries, _unmanaged_per_ups(site, unmanaged_w)),
+        reserves=_reserves(
+            site, on, shutdown_s, demand_w, batteries, _unmanaged_per_ups(site, unmanaged_w)
+        ),
         margin_ratio=margin_ratio,
     )
 
@@ -252,7 +270,8 @@ def clean_shutdown_soc(
     """
     on = tuple(s for s in site.services if s.id in running)
     base_w = _unmanaged_per_ups(site, unmanaged_w or {})
-    reserves = _reserves(site, on, demand_w, batteries, base_w)
+    shutdown_s = np.array([s.shutdown_s for s in on], dtype=np.float64)
+    reserves = _reserves(site, on, shutdown_s, demand_w, batteries, base_w)
     everything = np.ones(len(on), dtype=bool)
     return {
         ups.id: reserve.soc_ratio(everything & (reserve.share > 0))
@@ -300,6 +319,8 @@ def _schedule(
     throttle = np.where(throttleable, outage.times_when_worth_falls_to(full_ratio, 0.0), math.inf)
     stop[context.untouchable] = math.inf
     throttle[context.untouchable] = math.inf
+    stop[context.stopping] = 0.0
+    throttle[context.stopping] = math.inf
     return stop, throttle
 
 
@@ -317,7 +338,7 @@ def _evaluate(
     scored again.
     """
     outage = context.outage
-    stop = np.maximum(own_stop, ride_s)
+    stop = np.where(context.stopping, 0.0, np.maximum(own_stop, ride_s))
     throttle = np.maximum(own_throttle, ride_s)
     # I1: nothing runs longer than what it depends on.
     users, needed = context.dependency_edges
@@ -370,14 +391,16 @@ def _draw_ends_s(
 ) -> npt.NDArray[np.float64]:
     """When each service stops drawing if the controller follows the schedule.
 
-    It is asked `stop_lead_s` before its planned stop (never while a blip is ridden through),
-    and no later than anything it depends on is; it begins to stop only once everything
-    depending on it has (I1), and draws for its `shutdown_s` more. A stop planned sooner than its
-    dependents can be stopped ends later than planned, and that draw must be in the walk.
+    It is asked `stop_lead_s` before its planned stop (never while a blip is ridden through; one
+    already stopping has been asked), and no later than anything it depends on is; it begins to
+    stop only once everything depending on it has (I1), and draws for its `shutdown_s` more. A
+    stop planned sooner than its dependents can be stopped ends later than planned, and that draw
+    must be in the walk.
     """
     users, needed = context.dependency_edges
     asked = np.maximum(stop - context.stop_lead_s, ride_s)
     asked = np.where(np.isinf(stop), math.inf, asked)
+    asked[context.stopping] = 0.0
     _propagate(np.minimum, asked, users, needed)
     begins = asked.copy()
     _propagate(np.maximum, begins, needed, users, context.shutdown_s)
@@ -465,6 +488,7 @@ class _Reserve:
 def _reserves(
     site: Site,
     on: tuple[Service, ...],
+    shutdown_s: npt.NDArray[np.float64],
     demand_w: Mapping[str, Demand],
     batteries: Mapping[str, BatteryModel],
     base_w: Mapping[str, float],
@@ -479,7 +503,7 @@ def _reserves(
             batteries[ups.id],
             site.graph,
             draw_w={s.id: float(upper[i] * share[i]) for i, s in enumerate(on)},
-            shutdown_s={s.id: s.shutdown_s for s in on},
+            shutdown_s={s.id: float(shutdown_s[i]) for i, s in enumerate(on)},
             base_load_w=base_w[ups.id],
         )
         finish = np.zeros(len(on))
@@ -492,11 +516,15 @@ def _reserves(
 
 def _plan_from(context: _Context, best: _Candidate, ridden_s: float, horizon_s: float) -> Plan:
     outage = context.outage
-    ids = [s.id for s in context.on]
-    stop_at = dict(zip(ids, cast(list[float], best.stop_at_s.tolist()), strict=True))
-    throttle_at = dict(zip(ids, cast(list[float], best.throttle_at_s.tolist()), strict=True))
+    planned = ~context.stopping
+    services = [s for s, p in zip(context.on, planned, strict=True) if p]
+    ids = [s.id for s in services]
+    stop_at = dict(zip(ids, cast(list[float], best.stop_at_s[planned].tolist()), strict=True))
+    throttle_at = dict(
+        zip(ids, cast(list[float], best.throttle_at_s[planned].tolist()), strict=True)
+    )
     steps: list[PlanStep] = []
-    for service in context.on:
+    for service in services:
         sid = service.id
         stop_s, throttle_s = stop_at[sid], throttle_at[sid]
         if throttle_s < stop_s and throttle_s <= horizon_s:
@@ -524,7 +552,7 @@ def _plan_from(context: _Context, best: _Candidate, ridden_s: float, horizon_s: 
             steps.append(PlanStep(stop_s, sid, "shutdown", None, reason))
     steps.sort(key=lambda step: (step.at_s, step.service_id))
     tier_runtime = dict.fromkeys(TIERS_MOST_IMPORTANT_FIRST, 0.0)
-    for service in context.on:
+    for service in services:
         tier_runtime[service.priority] = max(tier_runtime[service.priority], stop_at[service.id])
     return Plan(
         steps=tuple(steps),
