@@ -32,6 +32,7 @@ from .engine.controller import (
     drawing,
     hold,
     initial_state,
+    running_free,
 )
 from .engine.demand import ServiceDemand
 from .engine.forecast import ForecastSettings, NodeForecasters, node_draw_w
@@ -303,12 +304,7 @@ class SiteControl:
         site = self.site
         ups_ids = tuple(u.id for u in site.ups)
         draw_w = {s.id: self._service_draw_w(snapshot, s) for s in site.services}
-        running_free = {
-            sid
-            for sid, control in self.state.services.items()
-            if control.phase is Phase.ON and control.cap_w is None
-        }
-        self.demand.learn(now_s, draw_w, running_free)
+        self.demand.learn(now_s, draw_w, running_free(self.state.services))
         demand_w = self.demand.demand_w()
 
         outlet_w = {

@@ -1111,3 +1111,8 @@ def _stop_failed(control: ServiceControl) -> bool:
 def drawing(services: Mapping[str, ServiceControl]) -> frozenset[str]:
     """The services that still draw power: all but those switched off."""
     return frozenset(sid for sid, c in services.items() if c.phase is not Phase.OFF)
+
+
+def running_free(services: Mapping[str, ServiceControl]) -> frozenset[str]:
+    """The services on and uncapped: what they draw is what they would draw (their demand)."""
+    return frozenset(sid for sid, c in services.items() if c.phase is Phase.ON and c.cap_w is None)

@@ -27,7 +27,6 @@ from .controller import (
     Command,
     ControllerState,
     OutageController,
-    Phase,
     StartService,
     StopService,
     SwitchOutlets,
@@ -35,6 +34,7 @@ from .controller import (
     Throttle,
     drawing,
     initial_state,
+    running_free,
 )
 from .demand import ServiceDemand
 from .forecast import ForecastSettings, NodeForecasters, node_draw_w
@@ -247,12 +247,7 @@ class PredictivePolicy:
     def decide(self, observation: Observation) -> Sequence[Command]:
         """Learn what ran freely, guard the limits, then one controller cycle."""
         now_s = observation.now_s
-        running_free = {
-            sid
-            for sid, control in self.state.services.items()
-            if control.phase is Phase.ON and control.cap_w is None
-        }
-        self.demand.learn(now_s, observation.service_draw_w, running_free)
+        self.demand.learn(now_s, observation.service_draw_w, running_free(self.state.services))
         demand_w = self.demand_w(observation)
         outlet_w = {o: w for o, w in observation.outlet_draw_w.items() if w is not None}
         ups_w = {u: r.output_w for u, r in observation.ups.items() if r.output_w is not None}
