@@ -20,6 +20,7 @@ from custom_components.power_allocation.engine.controller import (
     Mode,
     OutageController,
     Phase,
+    ServiceControl,
     StartService,
     StopService,
     SwitchOutlets,
@@ -29,7 +30,7 @@ from custom_components.power_allocation.engine.controller import (
     initial_state,
 )
 from custom_components.power_allocation.engine.outage import ConditionalOutage
-from custom_components.power_allocation.engine.planner import Plan
+from custom_components.power_allocation.engine.planner import Plan, PlanStep
 
 from .outage_scenarios import rack
 
@@ -117,6 +118,31 @@ class _PlanStopsDbAt(OutageController):
         in_s = max(0.0, self.stop_s - outage.elapsed_s)
         stops = {**plan.stop_at_s, "db": in_s, "web": in_s}
         return replace(plan, stop_at_s=stops, throttle_at_s={**plan.throttle_at_s, "db": in_s})
+
+
+class _PlanCapsDbThenStopsIt(_PlanStopsDbAt):
+    def plan(
+        self,
+        soc_ratio: Mapping[str, float],
+        demand_w: Mapping[str, Demand],
+        outage: ConditionalOutage,
+        running: frozenset[str],
+        unmanaged_w: Mapping[str, float] | None = None,
+        stopping_s: Mapping[str, float] | None = None,
+    ) -> Plan:
+        plan = super().plan(soc_ratio, demand_w, outage, running, unmanaged_w, stopping_s)
+        in_s = plan.stop_at_s["db"]
+        steps = (
+            PlanStep(0.0, "db", "throttle", 60.0, "capped first"),
+            PlanStep(in_s, "db", "shutdown", None, "then stopped"),
+        )
+        return replace(plan, steps=steps + plan.steps)
+
+
+def test_a_stop_gives_the_plans_reason_for_the_stop_not_for_an_earlier_cap() -> None:
+    _, commands, _ = run(_PlanCapsDbThenStopsIt(100.0), initial_state(SITE), 0, 300)
+    reasons = {c.service_id: c.reason for _, c in commands if isinstance(c, StopService)}
+    assert reasons["db"] == "then stopped"
 
 
 def test_what_depends_on_a_planned_stop_is_asked_early_enough_for_it_to_be_on_time() -> None:
@@ -470,3 +496,37 @@ def test_a_critical_service_is_shed_for_a_limit_only_once_its_draw_is_over_it(
     # What does not fit beside the critical tier goes, by the band, as before.
     assert state.services["db"].phase is not Phase.ON
     assert state.services["db"].reason.startswith("over a limit") or storage_shed
+
+
+def test_a_restore_never_displaces_what_runs() -> None:
+    # web and batch each fit beside the critical chain and db, not both. web (medium) is off,
+    # batch (low) runs: the allocation of everything would rather have web than batch, but
+    # starting web means an overload until batch is shed. web waits.
+    site = rack(pdus=[{"id": "pdu-a", "ups": "ups1", "limit_w": 460, "outlets": 6}]).site
+    controller = OutageController(site)
+    state = initial_state(site)
+    state = replace(
+        state, services={**state.services, "web": replace(state.services["web"], phase=Phase.OFF)}
+    )
+    state, commands, _ = run(controller, state, 0, 600, mains_on=True, soc_ratio=1.0)
+    assert not [c for _, c in commands if isinstance(c, StartService)]
+    assert state.services["batch"].phase is Phase.ON
+    assert state.services["web"].phase is Phase.OFF
+
+
+def test_a_start_capped_too_low_to_show_in_its_draw_is_not_retried() -> None:
+    # db is up when it draws more than idle (5 W) + 60 W; capped to 60 W it never can.
+    controller = OutageController(SITE, settings=ControllerSettings(idle_margin_w=60))
+    state = initial_state(SITE)
+    starting = ServiceControl(phase=Phase.STARTING, since_s=0.0, cap_w=60.0, next_switch_s=5.0)
+    state = replace(state, services={**state.services, "db": starting})
+    faults: list[Fault] = []
+    for now_s in range(0, 300, 10):
+        reading = telemetry(now_s, state, mains_on=True, soc_ratio=1.0)
+        draw = {**reading.service_draw_w, "db": 60.0}
+        result = controller.step(state, replace(reading, service_draw_w=draw))
+        state = result.state
+        faults += result.faults
+        assert not [c for c in result.commands if isinstance(c, StartService)]
+    assert state.services["db"].phase is Phase.ON
+    assert not faults

@@ -563,7 +563,12 @@ class _Cycle:
                 ask_at_s = max(stop_at_s - lead_s[sid], plan.ride_through_s)
                 if stop_at_s < plan.final_shutdown_at_s and ask_at_s <= self.cycle_s:
                     reason = next(
-                        (s.reason for s in plan.steps if s.service_id == sid), "plan: stop now"
+                        (
+                            s.reason
+                            for s in plan.steps
+                            if s.service_id == sid and s.action == "shutdown"
+                        ),
+                        "plan: stop now",
                     )
                     self._shed(sid, reason, for_limit=False)
                 elif plan.throttle_at_s[sid] <= self.cycle_s:
@@ -811,14 +816,24 @@ class _Cycle:
         return None
 
     def _fits_with(self, service_id: str) -> bool:
-        on = self._on()
+        """Whether everything kept on, and this service, fit the limits at their upper draw.
+
+        All of it, not only what the allocation keeps: one that would rather have this service
+        than a running one of its tier would start it into an overload until the other is shed.
+        """
+        wanted = self._on() | {service_id}
+        demand_w = self.telemetry.demand_w
         allocation = allocate(
             self.site,
-            self.telemetry.demand_w,
+            demand_w,
             unmanaged_w=self.telemetry.unmanaged_w,
-            held_off=frozenset(self.services) - on - {service_id},
+            held_off=frozenset(self.services) - wanted,
         )
-        return all(d.state is ServiceState.ON for d in allocation.decisions.values() if d.draw_w)
+        # A service that draws nothing is off in any allocation, and fits.
+        return all(
+            allocation.decisions[sid].state is ServiceState.ON or demand_w[sid].upper_w <= 0
+            for sid in wanted
+        )
 
     # --- actions ----------------------------------------------------------------------------
 
@@ -960,9 +975,15 @@ class _Cycle:
         )
 
     def _draw_tells(self, sid: str) -> bool:
-        """Whether this service's draw, running, is far enough above idle to show it is up."""
-        service = self.site.service_by_id[sid]
-        return self.telemetry.demand_w[sid].mean_w > service.idle_w + self.settings.idle_margin_w
+        """Whether this service's draw, running, is far enough above idle to show it is up.
+
+        Not when it is capped that low: a start would never be seen, and be retried forever.
+        """
+        threshold_w = self.site.service_by_id[sid].idle_w + self.settings.idle_margin_w
+        cap_w = self.services[sid].cap_w
+        return self.telemetry.demand_w[sid].mean_w > threshold_w and (
+            cap_w is None or cap_w > threshold_w
+        )
 
     def _is_down(self, sid: str) -> bool:
         """Whether a service is known to be down, so what it needs may stop (I1).
