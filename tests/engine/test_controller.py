@@ -512,6 +512,9 @@ def test_a_restore_never_displaces_what_runs() -> None:
     assert not [c for _, c in commands if isinstance(c, StartService)]
     assert state.services["batch"].phase is Phase.ON
     assert state.services["web"].phase is Phase.OFF
+    assert state.services["web"].reason == (
+        "waiting to restore: over a limit (batch would not fit beside it)"
+    )
 
 
 def test_a_start_capped_too_low_to_show_in_its_draw_is_not_retried() -> None:

@@ -188,7 +188,8 @@ class ServiceControl:
     since_s: float = 0.0
     cap_w: float | None = None
     shed_in_outage: bool = False
-    shed_for_limit_s: float | None = None  # when it was shed for a limit (None: not for that)
+    # When it was shed for a limit, or last found not to fit on a restore (None: neither).
+    shed_for_limit_s: float | None = None
     switch_attempts: int = 0
     next_switch_s: float = 0.0
     reason: str = ""  # why it is in this phase
@@ -760,7 +761,15 @@ class _Cycle:
         by_id = self.site.service_by_id
         order = graph.startup_order(candidates, key=lambda sid: -by_id[sid].priority.rank)
         for sid in order:
-            if not self._fits_with(sid):
+            misfit = self._misfit_with(sid)
+            if misfit is not None:
+                # Checked again once loads may have changed, as after a shed for a limit: an
+                # allocation every cycle for each waiting service would cost more than the wait.
+                self.services[sid] = replace(
+                    self.services[sid],
+                    shed_for_limit_s=self.now_s,
+                    reason=f"waiting to restore: over a limit ({misfit})",
+                )
                 continue
             short = self._charge_short_of(sid)
             if short is None:
@@ -815,8 +824,9 @@ class _Cycle:
                 return ups.id, wanted_after
         return None
 
-    def _fits_with(self, service_id: str) -> bool:
-        """Whether everything kept on, and this service, fit the limits at their upper draw.
+    def _misfit_with(self, service_id: str) -> str | None:
+        """Why everything kept on and this service do not all fit the limits at their upper
+        draw; None when they do.
 
         All of it, not only what the allocation keeps: one that would rather have this service
         than a running one of its tier would start it into an overload until the other is shed.
@@ -829,11 +839,12 @@ class _Cycle:
             unmanaged_w=self.telemetry.unmanaged_w,
             held_off=frozenset(self.services) - wanted,
         )
-        # A service that draws nothing is off in any allocation, and fits.
-        return all(
-            allocation.decisions[sid].state is ServiceState.ON or demand_w[sid].upper_w <= 0
-            for sid in wanted
-        )
+        for sid in sorted(wanted):
+            decision = allocation.decisions[sid]
+            # A service that draws nothing is off in any allocation, and fits.
+            if decision.state is not ServiceState.ON and demand_w[sid].upper_w > 0:
+                return decision.reason if sid == service_id else f"{sid} would not fit beside it"
+        return None
 
     # --- actions ----------------------------------------------------------------------------
 
