@@ -10,6 +10,7 @@ import pytest
 from custom_components.power_allocation.engine.controller import StopService, Throttle
 from custom_components.power_allocation.engine.policies import (
     POLICY_NAMES,
+    OraclePolicy,
     SeedGreedyPolicy,
     make_policy,
 )
@@ -215,3 +216,18 @@ def test_a_chain_that_must_start_stopping_at_once_is_not_ridden_through() -> Non
     assert report.unclean_power_losses == 0
     front_stop = next(d for d in report.decisions if d["service"] == "front")
     assert front_stop["at_s"] < 2046 + 60
+
+
+def test_the_oracle_knows_the_loads_of_the_hour_ahead_on_mains_and_of_the_outage_on_battery() -> (
+    None
+):
+    # batch swings between 100 and 200 W over an hour (with 5 % noise); the outage is at 600 s.
+    scenario = rack(outage_duration_s=300)
+    oracle = OraclePolicy(scenario)
+    hour = [scenario.demand_w("batch", t) for t in range(0, 3600, 60)]
+    on_mains = oracle.true_demand_w(0.0)["batch"]
+    assert on_mains.upper_w == max(hour) > 1.5 * scenario.demand_w("batch", 0.0)
+    outage = [scenario.demand_w("batch", t) for t in range(600, 900, 60)]
+    on_battery = oracle.true_demand_w(600.0)["batch"]
+    assert on_battery.upper_w == max(outage)
+    assert on_battery.mean_w == pytest.approx(sum(outage) / len(outage))

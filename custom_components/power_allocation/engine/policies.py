@@ -36,7 +36,7 @@ from .controller import (
     initial_state,
     running_free,
 )
-from .demand import ServiceDemand
+from .demand import SERVICE_FORECAST_SETTINGS, ServiceDemand
 from .forecast import ForecastSettings, NodeForecasters, node_draw_w
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
@@ -52,6 +52,10 @@ STATIC_SHED_AFTER_S: Mapping[Priority, float] = {
 }
 STATIC_RESTORE_DELAY_S = 60.0
 ORACLE_LOOKAHEAD_S = 4 * 3600.0
+# On mains, the oracle's loads are those of the span the integration's forecasts cover (an hour).
+ORACLE_MAINS_LOOKAHEAD_S = (
+    SERVICE_FORECAST_SETTINGS.step_s * SERVICE_FORECAST_SETTINGS.horizon_steps
+)
 ORACLE_SAMPLE_S = 60.0
 # The oracle's outage "prior": the known duration, as a lognormal this narrow.
 ORACLE_SIGMA = 0.02
@@ -321,11 +325,14 @@ class OraclePolicy(PredictivePolicy):
         self._demand_cache: tuple[float, dict[str, Demand]] | None = None
 
     def _current_outage_s(self) -> tuple[float, float, float]:
+        return self._outage_at(self.now_s)
+
+    def _outage_at(self, now_s: float) -> tuple[float, float, float]:
         """(start, end, now) of the outage under way; a zero-length one when there is none."""
         for start_s, end_s in self.scenario.timeline.outages_s:
-            if start_s <= self.now_s < end_s:
-                return start_s, end_s, self.now_s
-        return self.now_s, self.now_s, self.now_s
+            if start_s <= now_s < end_s:
+                return start_s, end_s, now_s
+        return now_s, now_s, now_s
 
     def decide(self, observation: Observation) -> Sequence[Command]:
         """As the controller, knowing the future."""
@@ -333,18 +340,27 @@ class OraclePolicy(PredictivePolicy):
         return super().decide(observation)
 
     def demand_w(self, observation: Observation) -> dict[str, Demand]:
-        """The true mean and peak of each load over the rest of the outage."""
-        if self._demand_cache is not None and self.now_s - self._demand_cache[0] < 60.0:
+        """The true loads (`true_demand_w`) now."""
+        return self.true_demand_w(self.now_s)
+
+    def true_demand_w(self, now_s: float) -> dict[str, Demand]:
+        """The true mean and peak of each load over the rest of the outage under way at `now_s`,
+        and on mains over the hour ahead (the span the integration's forecasts cover): the
+        instant alone let a restore start what the load's next peak did not fit."""
+        if self._demand_cache is not None and 0.0 <= now_s - self._demand_cache[0] < 60.0:
             return self._demand_cache[1]
-        _, outage_end_s, _ = self._current_outage_s()
-        end_s = min(outage_end_s, self.now_s + ORACLE_LOOKAHEAD_S)
-        count = max(1, math.ceil((end_s - self.now_s) / ORACLE_SAMPLE_S))
-        times = [self.now_s + i * ORACLE_SAMPLE_S for i in range(count)]
+        _, outage_end_s, _ = self._outage_at(now_s)
+        if outage_end_s > now_s:
+            end_s = min(outage_end_s, now_s + ORACLE_LOOKAHEAD_S)
+        else:
+            end_s = now_s + ORACLE_MAINS_LOOKAHEAD_S
+        count = max(1, math.ceil((end_s - now_s) / ORACLE_SAMPLE_S))
+        times = [now_s + i * ORACLE_SAMPLE_S for i in range(count)]
         demand = {}
         for sid in self.scenario.site.service_by_id:
             values = [self.scenario.demand_w(sid, t) for t in times]
             demand[sid] = Demand(sum(values) / len(values), max(values))
-        self._demand_cache = (self.now_s, demand)
+        self._demand_cache = (now_s, demand)
         return demand
 
 
