@@ -357,6 +357,7 @@ class SiteControl:
             demand_w=demand_w,
             unmanaged_w=unmanaged_w,
             overload_allocation=decision.allocation,
+            overload_shedding_nodes=frozenset(decision.shed_w),
             no_stop_channel=self._no_stop_channel,
         )
         controller = self._controller()

@@ -29,6 +29,7 @@ from custom_components.power_allocation.engine.controller import (
     hold,
     initial_state,
 )
+from custom_components.power_allocation.engine.model import Site
 from custom_components.power_allocation.engine.outage import ConditionalOutage
 from custom_components.power_allocation.engine.planner import Plan, PlanStep
 
@@ -533,3 +534,44 @@ def test_a_start_capped_too_low_to_show_in_its_draw_is_not_retried() -> None:
         assert not [c for c in result.commands if isinstance(c, StartService)]
     assert state.services["db"].phase is Phase.ON
     assert not faults
+
+
+def _web_off_batch_stopping(site: Site) -> ControllerState:
+    state = initial_state(site)
+    stopping = replace(state.services["batch"], phase=Phase.STOPPING, since_s=0.0)
+    web_off = replace(state.services["web"], phase=Phase.OFF)
+    return replace(state, services={**state.services, "batch": stopping, "web": web_off})
+
+
+def test_a_restore_waits_for_what_is_still_stopping_when_it_fits_only_without_it() -> None:
+    # As above: web fits beside the rest once batch is off, and batch draws until it is.
+    site = rack(pdus=[{"id": "pdu-a", "ups": "ups1", "limit_w": 460, "outlets": 6}]).site
+    controller = OutageController(site)
+    state = _web_off_batch_stopping(site)
+    events: list[tuple[float, str]] = []
+    for now_s in range(0, 300, 10):
+        result = controller.step(state, telemetry(now_s, state, mains_on=True, soc_ratio=1.0))
+        state = result.state
+        events += [
+            (now_s, f"start {c.service_id}") for c in result.commands if isinstance(c, StartService)
+        ]
+        if state.services["batch"].phase is Phase.OFF and not any(
+            e == "batch off" for _, e in events
+        ):
+            events.append((now_s, "batch off"))
+    assert [e for _, e in events][:2] == ["batch off", "start web"]
+
+
+def test_nothing_is_restored_onto_a_node_the_overload_guard_is_shedding_on() -> None:
+    controller = OutageController(SITE)
+    state = _web_off_batch_stopping(SITE)
+    for now_s in range(0, 300, 10):
+        reading = telemetry(now_s, state, mains_on=True, soc_ratio=1.0)
+        result = controller.step(
+            state, replace(reading, overload_shedding_nodes=frozenset({"pdu-a"}))
+        )
+        state = result.state
+        assert not [c for c in result.commands if isinstance(c, StartService)]
+    assert state.services["web"].reason == (
+        "waiting to restore: the overload guard is shedding on pdu-a"
+    )

@@ -130,6 +130,8 @@ class Telemetry:
     # The overload guard's pre-emptive shed (engine/overload.py), when one is under way: what it
     # turns off or caps is shed or capped here, and stays so while the shed holds.
     overload_allocation: Allocation | None = None
+    # The nodes that shed is on: nothing is restored onto them until it is released (I5).
+    overload_shedding_nodes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -745,6 +747,17 @@ class _Cycle:
         guard = self.telemetry.overload_allocation
         if guard is not None:
             held_off |= {sid for sid, d in guard.decisions.items() if d.state is ServiceState.OFF}
+        # A service started under a node the guard is shedding on would be shed again as soon
+        # as the node's forecast saw it, and the next restore would start it again.
+        shedding = self.telemetry.overload_shedding_nodes
+        for sid, control in self.services.items():
+            nodes = sorted(shedding.intersection(self.site.service_nodes(sid)))
+            if control.phase is Phase.OFF and sid not in held_off and nodes:
+                self.services[sid] = replace(
+                    control,
+                    reason=f"waiting to restore: the overload guard is shedding on {nodes[0]}",
+                )
+                held_off |= {sid}
         candidates = [
             sid
             for sid, control in self.services.items()
@@ -760,8 +773,10 @@ class _Cycle:
             return
         by_id = self.site.service_by_id
         order = graph.startup_order(candidates, key=lambda sid: -by_id[sid].priority.rank)
+        on = self._on()
+        still_stopping = drawing(self.services) - on
         for sid in order:
-            misfit = self._misfit_with(sid)
+            misfit = self._misfit_with(sid, on)
             if misfit is not None:
                 # Checked again once loads may have changed, as after a shed for a limit: an
                 # allocation every cycle for each waiting service would cost more than the wait.
@@ -769,6 +784,14 @@ class _Cycle:
                     self.services[sid],
                     shed_for_limit_s=self.now_s,
                     reason=f"waiting to restore: over a limit ({misfit})",
+                )
+                continue
+            # What is still stopping draws until it is off, within its shutdown_s: a start
+            # that fits only without it waits for it, and is checked again next cycle.
+            if still_stopping and self._misfit_with(sid, on | still_stopping) is not None:
+                self.services[sid] = replace(
+                    self.services[sid],
+                    reason="waiting to restore: over a limit until what is stopping is off",
                 )
                 continue
             short = self._charge_short_of(sid)
@@ -824,14 +847,14 @@ class _Cycle:
                 return ups.id, wanted_after
         return None
 
-    def _misfit_with(self, service_id: str) -> str | None:
-        """Why everything kept on and this service do not all fit the limits at their upper
-        draw; None when they do.
+    def _misfit_with(self, service_id: str, drawing: frozenset[str]) -> str | None:
+        """Why `drawing` and this service do not all fit the limits at their upper draw; None
+        when they do.
 
         All of it, not only what the allocation keeps: one that would rather have this service
         than a running one of its tier would start it into an overload until the other is shed.
         """
-        wanted = self._on() | {service_id}
+        wanted = drawing | {service_id}
         demand_w = self.telemetry.demand_w
         allocation = allocate(
             self.site,

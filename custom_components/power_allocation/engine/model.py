@@ -270,6 +270,11 @@ class Site:
         pdu = self.pdu_by_id[self.outlet_by_id[outlet_id].pdu]
         return (outlet_id, pdu.id, pdu.ups)
 
+    def service_nodes(self, service_id: str) -> frozenset[str]:
+        """Every node a service's draw counts against: its outlets, their PDUs and UPS units."""
+        outlets = self.service_by_id[service_id].outlets
+        return frozenset(node for o in outlets for node in self.nodes_above_outlet(o))
+
     def ups_share(self, service_id: str, ups_id: str) -> float:
         """The share of a service's draw a UPS carries: a dual-fed one splits over its outlets."""
         outlets = self.service_by_id[service_id].outlets

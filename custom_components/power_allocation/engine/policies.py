@@ -277,6 +277,7 @@ class PredictivePolicy:
             demand_w=demand_w,
             unmanaged_w=observation.unmanaged_w,
             overload_allocation=guard.allocation,
+            overload_shedding_nodes=frozenset(guard.shed_w),
         )
         result = self.controller.step(self.state, telemetry)
         self.state = result.state
