@@ -320,7 +320,7 @@ class _Run:
         site = self.site
         if any(running[s.id] and not all(running[d] for d in s.depends_on) for s in site.services):
             self.dependency_violation_s += dt_s
-        if _overloaded(snapshot, self.site):
+        if overloaded_nodes(snapshot, self.site):
             self.overload_s += dt_s
 
     def _count_unnecessary(self, snapshot: SiteSnapshot) -> None:
@@ -418,16 +418,20 @@ def _logged(command: Command, t_s: float, lost: bool) -> dict[str, Any]:
     return entry
 
 
-def _overloaded(snapshot: SiteSnapshot, site: Site) -> bool:
-    pdu_w: dict[str, float] = {}
+def overloaded_nodes(snapshot: SiteSnapshot, site: Site) -> list[tuple[str, float, float]]:
+    """The outlets, PDUs and UPS units above their limits: (node, watts, limit) each."""
+    over: list[tuple[str, float, float]] = []
     for pdu in site.pdus:
-        total = 0.0
+        total_w = 0.0
         for outlet in pdu.outlets:
             watts = snapshot.outlets[outlet.id].power_w
             if outlet.limit_w is not None and watts > outlet.limit_w + OVERLOAD_TOLERANCE_W:
-                return True
-            total += watts
-        pdu_w[pdu.id] = total
-        if total > pdu.limit_w + OVERLOAD_TOLERANCE_W:
-            return True
-    return any(snapshot.ups[u.id].output_w > u.rated_w + OVERLOAD_TOLERANCE_W for u in site.ups)
+                over.append((outlet.id, watts, outlet.limit_w))
+            total_w += watts
+        if total_w > pdu.limit_w + OVERLOAD_TOLERANCE_W:
+            over.append((pdu.id, total_w, pdu.limit_w))
+    for ups in site.ups:
+        output_w = snapshot.ups[ups.id].output_w
+        if output_w > ups.rated_w + OVERLOAD_TOLERANCE_W:
+            over.append((ups.id, output_w, ups.rated_w))
+    return over
