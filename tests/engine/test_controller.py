@@ -25,6 +25,7 @@ from custom_components.power_allocation.engine.controller import (
     StopService,
     SwitchOutlets,
     Telemetry,
+    Throttle,
     UpsReading,
     hold,
     initial_state,
@@ -519,8 +520,10 @@ def test_a_restore_never_displaces_what_runs() -> None:
 
 
 def test_a_start_capped_too_low_to_show_in_its_draw_is_not_retried() -> None:
-    # db is up when it draws more than idle (5 W) + 60 W; capped to 60 W it never can.
+    # db is up when it draws more than idle (5 W) + 60 W; capped to 60 W it never can. The cap
+    # is the overload guard's, whose shed on pdu-a holds it.
     controller = OutageController(SITE, settings=ControllerSettings(idle_margin_w=60))
+    guarded = frozenset({"pdu-a"})
     state = initial_state(SITE)
     starting = ServiceControl(phase=Phase.STARTING, since_s=0.0, cap_w=60.0, next_switch_s=5.0)
     state = replace(state, services={**state.services, "db": starting})
@@ -528,11 +531,13 @@ def test_a_start_capped_too_low_to_show_in_its_draw_is_not_retried() -> None:
     for now_s in range(0, 300, 10):
         reading = telemetry(now_s, state, mains_on=True, soc_ratio=1.0)
         draw = {**reading.service_draw_w, "db": 60.0}
-        result = controller.step(state, replace(reading, service_draw_w=draw))
+        reading = replace(reading, service_draw_w=draw, overload_shedding_nodes=guarded)
+        result = controller.step(state, reading)
         state = result.state
         faults += result.faults
         assert not [c for c in result.commands if isinstance(c, StartService)]
     assert state.services["db"].phase is Phase.ON
+    assert state.services["db"].cap_w == 60.0
     assert not faults
 
 
@@ -575,3 +580,28 @@ def test_nothing_is_restored_onto_a_node_the_overload_guard_is_shedding_on() -> 
     assert state.services["web"].reason == (
         "waiting to restore: the overload guard is shedding on pdu-a"
     )
+
+
+def _capped(site: Site, cap_w: float) -> ControllerState:
+    state = initial_state(site)
+    return replace(
+        state, services={**state.services, "batch": replace(state.services["batch"], cap_w=cap_w)}
+    )
+
+
+def test_on_mains_a_cap_is_lifted_once_everything_fits_without_it() -> None:
+    # A cap the guard set on mains, its shed since released: batch runs capped for nothing.
+    state, commands, _ = run(OutageController(SITE), _capped(SITE, 120.0), 0, 30, mains_on=True)
+    assert state.services["batch"].cap_w is None
+    assert [c for _, c in commands if isinstance(c, Throttle)] == [
+        Throttle("batch", None, "on mains, and everything fits at its full draw")
+    ]
+
+
+def test_on_mains_a_cap_stays_while_the_limits_need_it_and_is_checked_again_later() -> None:
+    # Everything at its upper draw is 540 W on a 460-W PDU: batch stays capped.
+    site = rack(pdus=[{"id": "pdu-a", "ups": "ups1", "limit_w": 460, "outlets": 6}]).site
+    state, commands, _ = run(OutageController(site), _capped(site, 120.0), 0, 600, mains_on=True)
+    assert state.services["batch"].cap_w == 120.0
+    assert not [c for _, c in commands if isinstance(c, Throttle)]
+    assert state.services["batch"].reason.startswith("capped on mains: over a limit")

@@ -722,12 +722,44 @@ class _Cycle:
             if self.now_s - state.mains_back_s < self.settings.restore_delay_s:
                 return
             self.state = replace(state, outage_started_s=None, mains_back_s=None)
-            for sid, control in self.services.items():
-                if control.cap_w is not None:
-                    self._throttle(sid, None, "mains is back: cap released")
         # On mains in steady state, overloads are the overload guard's (engine/overload.py);
-        # here only restarts are checked against the limits, one at a time.
+        # here only what adds load is checked against the limits: caps lifted, restarts.
+        self._release_caps()
         self._restore_next()
+
+    def _release_caps(self) -> None:
+        """Lift the caps of the plan or the guard once everything on fits without them (I2).
+
+        All at once or none: lifting one at a time could leave the last over a limit. A cap
+        under a node the guard is shedding on, or one its shed still wants, stays; a check that
+        fails is tried again after `limit_recheck_s`, as a restore is.
+        """
+        guard = self.telemetry.overload_allocation
+        shedding = self.telemetry.overload_shedding_nodes
+        capped = [
+            sid
+            for sid, control in self.services.items()
+            if control.cap_w is not None
+            and control.phase in (Phase.ON, Phase.STARTING)
+            and (
+                control.shed_for_limit_s is None
+                or self.now_s - control.shed_for_limit_s >= self.settings.limit_recheck_s
+            )
+            and not shedding.intersection(self.site.service_nodes(sid))
+            and (guard is None or guard.decisions[sid].state is ServiceState.ON)
+        ]
+        if not capped:
+            return
+        misfit = self._misfit_with(capped[0], self._on())
+        for sid in capped:
+            if misfit is None:
+                self._throttle(sid, None, "on mains, and everything fits at its full draw")
+            else:
+                self.services[sid] = replace(
+                    self.services[sid],
+                    shed_for_limit_s=self.now_s,
+                    reason=f"capped on mains: over a limit without the cap ({misfit})",
+                )
 
     def _abort_pending_stops(self) -> None:
         held_off = self._held_off_closure()
