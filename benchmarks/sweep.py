@@ -2,9 +2,9 @@
 overloads a node, and whether a second policy (by default the oracle) avoids it.
 
     python -m benchmarks.sweep run --from A --to B --out DIR [--workers N] [--policies a,b]
-                                   [--force]
+                                   [--force] [--harsh]
     python -m benchmarks.sweep case FILE [--policies a,b] [--decisions] [--window-s 60]
-    python -m benchmarks.sweep gen SEED
+    python -m benchmarks.sweep gen SEED [--harsh]
     python -m benchmarks.sweep summary DIR
 
 `run` simulates seeds A..B-1 under each policy (default `predictive,oracle`) and appends one line
@@ -86,6 +86,7 @@ SPANS_LISTED = 12
 # A span goes on over one cycle seen clean (the policy's cycles are CYCLE_S apart).
 SPAN_GAP_S = 2 * CYCLE_S
 SPANS_SHOWN = 6
+HARSH_HELP = "small packs, long stops, a second outage soon after, faults"
 UNCLEAN = "unclean loss"
 DEPENDENCY = "dependency violation"
 OVERLOAD = "overload"
@@ -94,16 +95,20 @@ OVERLOAD = "overload"
 # --- the generator ------------------------------------------------------------------------------
 
 
-def gen(seed: int) -> dict[str, Any]:
+def gen(seed: int, *, harsh: bool = False) -> dict[str, Any]:
     """A random but plausible site and outage as a scenario mapping, the same for the same seed.
 
     UPS ratings and PDU limits are sized last, from each node's peak demand in the built scenario.
+    `harsh`: packs that carry everything for 3 to 25 minutes, often part-charged, stops of up to
+    5 minutes, a second outage soon after the first, and faults during the outage.
     """
     rng = random.Random(seed)
-    ups = _ups_units(rng)
+    ups = _ups_units(rng, harsh)
     pdus = _pdus(rng, ups)
     used = dict.fromkeys((p["id"] for p in pdus), 0)
-    services = _services(rng, ups, pdus, used)
+    services = _services(rng, ups, pdus, used, harsh)
+    if harsh:
+        _shrink_packs(rng, ups, services)
     for pdu in pdus:
         pdu["outlets"] = used[pdu["id"]] + rng.randint(0, 3) or 1
     step_s = rng.choice((5, 10))
@@ -114,8 +119,10 @@ def gen(seed: int) -> dict[str, Any]:
         "ups": ups,
         "pdus": pdus,
         "services": services,
-        "timeline": _timeline(rng, services),
+        "timeline": _timeline(rng, services, harsh),
     }
+    if harsh:
+        config["timeline"]["events"] += _faults(rng, config)
     _size_limits(config, rng)
     return config
 
@@ -129,7 +136,7 @@ def _log_uniform(rng: random.Random, low: float, high: float) -> float:
     return math.exp(rng.uniform(math.log(low), math.log(high)))
 
 
-def _ups_units(rng: random.Random) -> list[dict[str, Any]]:
+def _ups_units(rng: random.Random, harsh: bool) -> list[dict[str, Any]]:
     units = []
     for i in range(1 if rng.random() < 0.7 else 2):
         unit: dict[str, Any] = {
@@ -141,10 +148,21 @@ def _ups_units(rng: random.Random) -> list[dict[str, Any]]:
             "efficiency": round(rng.uniform(0.85, 0.92), 3),
             "soc_start_pct": 100,
         }
-        if rng.random() < 0.15:
-            unit["soc_start_pct"] = round(rng.uniform(8, 50), 1)
+        if rng.random() < (0.3 if harsh else 0.15):
+            unit["soc_start_pct"] = round(rng.uniform(20, 60) if harsh else rng.uniform(8, 50), 1)
         units.append(unit)
     return units
+
+
+def _shrink_packs(
+    rng: random.Random, ups: Sequence[dict[str, Any]], services: Sequence[Mapping[str, Any]]
+) -> None:
+    """Packs whose energy carries the mean load for 3 to 25 minutes, in their proportions."""
+    mean_w = sum(_mean_w(s["load"]) for s in services)
+    wanted_wh = mean_w * _log_uniform(rng, 3.0, 25.0) / 60.0
+    total_wh = sum(u["capacity_wh"] for u in ups)
+    for unit in ups:
+        unit["capacity_wh"] = max(20, round(unit["capacity_wh"] * wanted_wh / total_wh))
 
 
 def _pdus(rng: random.Random, ups: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -166,6 +184,7 @@ def _services(
     ups: Sequence[Mapping[str, Any]],
     pdus: Sequence[Mapping[str, Any]],
     used: dict[str, int],
+    harsh: bool,
 ) -> list[dict[str, Any]]:
     """4 to 16 services, their mean loads summing to a fraction of the packs' energy per hour."""
     count = rng.randint(4, 16)
@@ -196,7 +215,7 @@ def _services(
             "id": sid,
             "priority": tier,
             "outlets": outlets,
-            "shutdown_s": rng.randint(5, 180),
+            "shutdown_s": rng.randint(20, 300) if harsh else rng.randint(5, 180),
             "startup_s": rng.randint(10, 180),
             "idle_w": round(mean_w * rng.uniform(0.0, 0.12), 1),
             "load": load_model,
@@ -230,18 +249,22 @@ def _load_model(rng: random.Random, mean_w: float) -> dict[str, Any]:
     }
 
 
-def _timeline(rng: random.Random, services: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _timeline(
+    rng: random.Random, services: Sequence[Mapping[str, Any]], harsh: bool
+) -> dict[str, Any]:
     """One outage after 2-4 h of history (enough for the 5-min service forecasters), sometimes
-    never ending, sometimes followed by a flicker; sometimes a load step early in it."""
+    never ending, sometimes followed by a flicker (harsh: more often, 2 to 20 minutes after);
+    sometimes a load step early in it."""
     history_s = 600 * rng.randint(12, 24)
     events: list[dict[str, Any]] = []
     duration_s: float | None = None
     if rng.random() >= 0.12:
-        duration_s = round(_log_uniform(rng, 30, 10800))
-        if rng.random() < 0.3:
+        duration_s = round(_log_uniform(rng, 300 if harsh else 30, 10800))
+        if rng.random() < (0.5 if harsh else 0.3):
+            after_s = _log_uniform(rng, 120, 1200) if harsh else _log_uniform(rng, 120, 3600)
             events.append(
                 {
-                    "at_s": history_s + duration_s + round(_log_uniform(rng, 120, 3600)),
+                    "at_s": history_s + duration_s + round(after_s),
                     "kind": "mains_flicker",
                     "duration_s": round(_log_uniform(rng, 30, 3600)),
                 }
@@ -263,6 +286,31 @@ def _timeline(rng: random.Random, services: Sequence[Mapping[str, Any]]) -> dict
         "outage_duration_s": duration_s,
         "events": events,
     }
+
+
+def _faults(rng: random.Random, config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One to three faults in the outage's first half hour: a telemetry gap, a service whose
+    commands are lost, a stuck outlet, a UPS runtime reading that jumps."""
+    start_s = config["timeline"]["outage_at_s"]
+    faults: list[dict[str, Any]] = []
+    for _ in range(rng.randint(1, 3)):
+        at_s = start_s + rng.randint(0, 1800)
+        kind = rng.choice(("telemetry_gap", "command_fails", "outlet_stuck", "ups_runtime_jump"))
+        fault: dict[str, Any] = {"at_s": at_s, "kind": kind}
+        if kind == "telemetry_gap":
+            fault["duration_s"] = rng.randint(10, 120)
+        elif kind == "command_fails":
+            fault["service"] = rng.choice(config["services"])["id"]
+            fault["duration_s"] = rng.randint(30, 600)
+        elif kind == "outlet_stuck":
+            fault["outlet"] = rng.choice(rng.choice(config["services"])["outlets"])
+            fault["duration_s"] = rng.randint(60, 1200)
+        else:
+            fault["ups"] = rng.choice(config["ups"])["id"]
+            fault["factor"] = round(_log_uniform(rng, 0.2, 3.0), 2)
+            fault["duration_s"] = rng.randint(60, 600)
+        faults.append(fault)
+    return faults
 
 
 def _mean_w(load_model: Mapping[str, Any]) -> float:
@@ -372,14 +420,14 @@ def unsafe(row: Row) -> bool:
     return row.unclean_power_losses > 0 or row.dependency_violation_s > 0 or row.overload_s > 0
 
 
-def run_seed(seed: int, policies: Sequence[str]) -> SeedRun:
+def run_seed(seed: int, policies: Sequence[str], harsh: bool = False) -> SeedRun:
     """Generate and run one seed; an exception is recorded, not raised (a crash is a finding)."""
     started = time.perf_counter()
     record: dict[str, Any] = {"seed": seed}
     config: dict[str, Any] | None = None
     keep = True  # a seed that raised is kept too, for `case` to show how
     try:
-        config = gen(seed)
+        config = gen(seed, harsh=harsh)
         record["shape"] = _shape(config)
         scenario = load(config)
         reports, wall_s = run_policies(scenario, policies)
@@ -435,18 +483,27 @@ def read_results(path: Path) -> dict[int, Recorded]:
     return recorded
 
 
-def sweep(seeds: Sequence[int], policies: Sequence[str], out: Path, workers: int = 1) -> None:
+def sweep(
+    seeds: Sequence[int],
+    policies: Sequence[str],
+    out: Path,
+    workers: int = 1,
+    *,
+    harsh: bool = False,
+) -> None:
     """Run `seeds`, appending each to out/results.jsonl as it finishes (an interrupted sweep
     keeps what it ran) and saving the scenarios kept."""
     out.mkdir(parents=True, exist_ok=True)
     with (out / "results.jsonl").open("a", encoding="utf-8") as results:
-        for run in _finished(seeds, policies, workers):
+        for run in _finished(seeds, policies, workers, harsh):
             _save(run, out, results)
 
 
-def _finished(seeds: Sequence[int], policies: Sequence[str], workers: int) -> Iterator[SeedRun]:
+def _finished(
+    seeds: Sequence[int], policies: Sequence[str], workers: int, harsh: bool
+) -> Iterator[SeedRun]:
     """Each seed's run as it finishes: in seed order with one worker, as they come with more."""
-    run = partial(run_seed, policies=policies)
+    run = partial(run_seed, policies=policies, harsh=harsh)
     if workers == 1:
         yield from map(run, seeds)
         return
@@ -728,7 +785,7 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     seeds = [s for s in range(args.start, args.stop) if s not in done]
     print(f"{len(seeds)} seeds to run ({len(done)} already in {results})", flush=True)
     started = time.perf_counter()
-    sweep(seeds, policies, args.out, args.workers)
+    sweep(seeds, policies, args.out, args.workers, harsh=args.harsh)
     if seeds:
         elapsed_s = time.perf_counter() - started
         print(f"{len(seeds)} seeds in {elapsed_s:.0f} s ({elapsed_s / len(seeds):.2f} s a seed)")
@@ -746,7 +803,7 @@ def _cmd_case(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _cmd_gen(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    print(json.dumps(gen(args.seed), indent=1))
+    print(json.dumps(gen(args.seed, harsh=args.harsh), indent=1))
     return 0
 
 
@@ -773,6 +830,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     run.add_argument("--policies", default=",".join(DEFAULT_POLICIES), help="comma-separated")
     run.add_argument("--force", action="store_true", help="rerun seeds already recorded")
+    run.add_argument("--harsh", action="store_true", help=HARSH_HELP)
     one = commands.add_parser("case", help="one scenario file, with the decisions around failures")
     one.add_argument("file", type=Path)
     one.add_argument("--policies", default=",".join(DEFAULT_POLICIES), help="comma-separated")
@@ -780,6 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     one.add_argument("--decisions", action="store_true", help="every decision in the outages")
     seed = commands.add_parser("gen", help="print one seed's scenario")
     seed.add_argument("seed", type=int)
+    seed.add_argument("--harsh", action="store_true", help=HARSH_HELP)
     counts = commands.add_parser("summary", help="count a folder's seeds")
     counts.add_argument("dir", type=Path)
     args = parser.parse_args(argv)

@@ -150,3 +150,18 @@ def test_summary_counts_each_policys_seeds_and_those_the_second_avoids(
         "below 0.97: 1, above 1: 0",
     ]
     assert lines[6] == "wall per seed: mean 0.88 s, max 1.00 s"
+
+
+def test_a_harsh_site_has_a_small_pack_long_stops_and_faults_in_its_outage() -> None:
+    for seed in range(10):
+        config = gen(seed, harsh=True)
+        scenario = scenario_from_mapping(config, SCENARIOS, config["name"])
+        mean_w = sum(scenario.demand_w(s.id, 0.0) for s in scenario.site.services)
+        energy_wh = sum(u.capacity_wh for u in scenario.site.ups)
+        assert energy_wh < mean_w  # under an hour of everything on, at any efficiency
+        assert all(20 <= s.shutdown_s <= 300 for s in scenario.site.services)
+        start_s = config["timeline"]["outage_at_s"]
+        faults = [e for e in config["timeline"]["events"] if e["kind"] != "mains_flicker"]
+        assert faults
+        assert all(start_s <= e["at_s"] <= start_s + 1800 for e in faults)
+    assert gen(3, harsh=True) == gen(3, harsh=True) != gen(3)
