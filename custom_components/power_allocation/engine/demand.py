@@ -9,6 +9,7 @@ past it and the battery died under the last wave).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -19,6 +20,11 @@ from .forecast import ForecastPoint, ForecastSettings, LoadForecaster
 SERVICE_FORECAST_SETTINGS = ForecastSettings(step_s=300.0, horizon_steps=12)
 # Until a forecaster has a band, the upper quantile is the last reading plus this share.
 UNCALIBRATED_UPPER_RATIO = 0.2
+# Readings above the forecast's upper band for this long are a step up it has not caught up with
+# yet (its steps are five minutes): until it has, the demand is the last reading, as before a
+# band. A final shutdown planned on the old band ran a small pack flat under a stop. Shorter
+# would take one high minute of a household trace (one sample) for a step, and shed for it.
+STEP_CONFIRM_S = 120.0
 
 
 def demand_from(points: tuple[ForecastPoint, ...], last_w: float) -> Demand:
@@ -38,6 +44,9 @@ class ServiceDemand:
         self.settings = settings
         self.forecasters = {sid: LoadForecaster(settings) for sid in service_ids}
         self.last_w: dict[str, float] = {}
+        self._now_s = 0.0
+        self._band_upper_w: dict[str, float] = {}  # the forecast's own, as last computed
+        self._above_band_since_s: dict[str, float] = {}
 
     def learn(
         self, now_s: float, draw_w: Mapping[str, float | None], running_free: Collection[str]
@@ -48,13 +57,25 @@ class ServiceDemand:
             if watts is not None and sid in running_free and forecaster is not None:
                 forecaster.observe(now_s, watts)
                 self.last_w[sid] = watts
+                if watts > self._band_upper_w.get(sid, math.inf):
+                    self._above_band_since_s.setdefault(sid, now_s)
+                else:
+                    self._above_band_since_s.pop(sid, None)
+        self._now_s = now_s
 
     def demand_w(self) -> dict[str, Demand]:
         """Every service's demand (0 W until it has been seen running)."""
-        return {
-            sid: demand_from(f.forecast(), self.last_w.get(sid, 0.0))
-            for sid, f in self.forecasters.items()
-        }
+        demand = {}
+        for sid, forecaster in self.forecasters.items():
+            last_w = self.last_w.get(sid, 0.0)
+            forecast = demand_from(forecaster.forecast(), last_w)
+            self._band_upper_w[sid] = forecast.upper_w
+            since_s = self._above_band_since_s.get(sid)
+            if since_s is not None and self._now_s - since_s >= STEP_CONFIRM_S:
+                demand[sid] = Demand(last_w, last_w * (1.0 + UNCALIBRATED_UPPER_RATIO))
+            else:
+                demand[sid] = forecast
+        return demand
 
     def to_state(self) -> dict[str, Any]:
         """JSON-able state: every forecaster and last reading."""
