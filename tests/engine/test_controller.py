@@ -101,11 +101,15 @@ def run(
 
 
 class _PlanStopsDbAt(OutageController):
-    """The real plan, except that db (and web, which depends on it) stop at `stop_s`."""
+    """The real plan, except that db (and web, which depends on it) stop at `stop_s`, and
+    `db_steps` come first among its steps."""
 
-    def __init__(self, stop_s: float, ride_through_s: float = 0.0) -> None:
+    def __init__(
+        self, stop_s: float, ride_through_s: float = 0.0, db_steps: tuple[PlanStep, ...] = ()
+    ) -> None:
         super().__init__(SITE, settings=ControllerSettings(ride_through_s=ride_through_s))
         self.stop_s = stop_s
+        self.db_steps = db_steps
 
     def plan(
         self,
@@ -119,30 +123,20 @@ class _PlanStopsDbAt(OutageController):
         plan = super().plan(soc_ratio, demand_w, outage, running, unmanaged_w, stopping_s)
         in_s = max(0.0, self.stop_s - outage.elapsed_s)
         stops = {**plan.stop_at_s, "db": in_s, "web": in_s}
-        return replace(plan, stop_at_s=stops, throttle_at_s={**plan.throttle_at_s, "db": in_s})
-
-
-class _PlanCapsDbThenStopsIt(_PlanStopsDbAt):
-    def plan(
-        self,
-        soc_ratio: Mapping[str, float],
-        demand_w: Mapping[str, Demand],
-        outage: ConditionalOutage,
-        running: frozenset[str],
-        unmanaged_w: Mapping[str, float] | None = None,
-        stopping_s: Mapping[str, float] | None = None,
-    ) -> Plan:
-        plan = super().plan(soc_ratio, demand_w, outage, running, unmanaged_w, stopping_s)
-        in_s = plan.stop_at_s["db"]
-        steps = (
-            PlanStep(0.0, "db", "throttle", 60.0, "capped first"),
-            PlanStep(in_s, "db", "shutdown", None, "then stopped"),
+        return replace(
+            plan,
+            steps=self.db_steps + plan.steps,
+            stop_at_s=stops,
+            throttle_at_s={**plan.throttle_at_s, "db": in_s},
         )
-        return replace(plan, steps=steps + plan.steps)
 
 
 def test_a_stop_gives_the_plans_reason_for_the_stop_not_for_an_earlier_cap() -> None:
-    _, commands, _ = run(_PlanCapsDbThenStopsIt(100.0), initial_state(SITE), 0, 300)
+    steps = (
+        PlanStep(0.0, "db", "throttle", 60.0, "capped first"),
+        PlanStep(100.0, "db", "shutdown", None, "then stopped"),
+    )
+    _, commands, _ = run(_PlanStopsDbAt(100.0, db_steps=steps), initial_state(SITE), 0, 300)
     reasons = {c.service_id: c.reason for _, c in commands if isinstance(c, StopService)}
     assert reasons["db"] == "then stopped"
 
