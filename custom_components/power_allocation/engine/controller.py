@@ -735,17 +735,13 @@ class _Cycle:
         fails is tried again after `limit_recheck_s`, as a restore is.
         """
         guard = self.telemetry.overload_allocation
-        shedding = self.telemetry.overload_shedding_nodes
         capped = [
             sid
             for sid, control in self.services.items()
             if control.cap_w is not None
             and control.phase in (Phase.ON, Phase.STARTING)
-            and (
-                control.shed_for_limit_s is None
-                or self.now_s - control.shed_for_limit_s >= self.settings.limit_recheck_s
-            )
-            and not shedding.intersection(self.site.service_nodes(sid))
+            and self._limit_recheck_due(control)
+            and self._guard_shedding_above(sid) is None
             and (guard is None or guard.decisions[sid].state is ServiceState.ON)
         ]
         if not capped:
@@ -781,13 +777,12 @@ class _Cycle:
             held_off |= {sid for sid, d in guard.decisions.items() if d.state is ServiceState.OFF}
         # A service started under a node the guard is shedding on would be shed again as soon
         # as the node's forecast saw it, and the next restore would start it again.
-        shedding = self.telemetry.overload_shedding_nodes
         for sid, control in self.services.items():
-            nodes = sorted(shedding.intersection(self.site.service_nodes(sid)))
-            if control.phase is Phase.OFF and sid not in held_off and nodes:
+            node_id = self._guard_shedding_above(sid)
+            if control.phase is Phase.OFF and sid not in held_off and node_id is not None:
                 self.services[sid] = replace(
                     control,
-                    reason=f"waiting to restore: the overload guard is shedding on {nodes[0]}",
+                    reason=f"waiting to restore: the overload guard is shedding on {node_id}",
                 )
                 held_off |= {sid}
         candidates = [
@@ -795,10 +790,7 @@ class _Cycle:
             for sid, control in self.services.items()
             if control.phase is Phase.OFF
             and sid not in held_off
-            and (
-                control.shed_for_limit_s is None
-                or self.now_s - control.shed_for_limit_s >= self.settings.limit_recheck_s
-            )
+            and self._limit_recheck_due(control)
             and all(self.services[d].phase is Phase.ON for d in graph.dependencies(sid))
         ]
         if not candidates:
@@ -878,6 +870,18 @@ class _Cycle:
             if wanted_after > wanted_before and soc_ratio < wanted_after:
                 return ups.id, wanted_after
         return None
+
+    def _limit_recheck_due(self, control: ServiceControl) -> bool:
+        """Whether a service kept off (or capped) for a limit may be checked against it again."""
+        return (
+            control.shed_for_limit_s is None
+            or self.now_s - control.shed_for_limit_s >= self.settings.limit_recheck_s
+        )
+
+    def _guard_shedding_above(self, service_id: str) -> str | None:
+        """A node this service's draw counts against that the overload guard is shedding on."""
+        nodes = self.telemetry.overload_shedding_nodes & self.site.service_nodes(service_id)
+        return min(nodes, default=None)
 
     def _misfit_with(self, service_id: str, drawing: frozenset[str]) -> str | None:
         """Why `drawing` and this service do not all fit the limits at their upper draw; None

@@ -272,8 +272,14 @@ class Site:
 
     def service_nodes(self, service_id: str) -> frozenset[str]:
         """Every node a service's draw counts against: its outlets, their PDUs and UPS units."""
-        outlets = self.service_by_id[service_id].outlets
-        return frozenset(node for o in outlets for node in self.nodes_above_outlet(o))
+        return self._nodes_by_service[service_id]
+
+    @cached_property
+    def _nodes_by_service(self) -> dict[str, frozenset[str]]:
+        return {
+            s.id: frozenset(node for o in s.outlets for node in self.nodes_above_outlet(o))
+            for s in self.services
+        }
 
     def ups_share(self, service_id: str, ups_id: str) -> float:
         """The share of a service's draw a UPS carries: a dual-fed one splits over its outlets."""
