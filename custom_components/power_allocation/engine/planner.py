@@ -319,7 +319,7 @@ def _schedule(
     throttle = np.where(throttleable, outage.times_when_worth_falls_to(full_ratio, 0.0), math.inf)
     stop[context.untouchable] = math.inf
     throttle[context.untouchable] = math.inf
-    stop[context.stopping] = 0.0
+    # A stop under way is set in `_evaluate`, after the ride-through would delay it.
     throttle[context.stopping] = math.inf
     return stop, throttle
 
