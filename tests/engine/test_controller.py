@@ -406,6 +406,44 @@ def _final_shutdown_starts_s(*, batch_ignores_commands: bool, soc_ratio: float) 
     return t_s
 
 
+def _final_shutdown_with_batch_still_up(soc_ratio: float) -> list[Command]:
+    """The commands for batch once its stop's shutdown_s ran out in the final shutdown, its
+    draw showing the stop was lost."""
+    batch = SITE.service_by_id["batch"]
+    asked_s = 1000.0
+    state = replace(
+        initial_state(SITE),
+        mode=Mode.FINAL_SHUTDOWN,
+        outage_started_s=0.0,
+        soc_ratio={"ups1": soc_ratio},
+        soc_at_s=asked_s + batch.shutdown_s - 10.0,
+        look_interval_s=10.0,
+    )
+    services = {sid: replace(c, phase=Phase.PENDING_STOP) for sid, c in state.services.items()}
+    services["web"] = ServiceControl(phase=Phase.OFF)
+    services["batch"] = ServiceControl(phase=Phase.STOPPING, since_s=asked_s)
+    state = replace(state, services=services)
+    now_s = asked_s + batch.shutdown_s
+    reading = telemetry(now_s, state, soc_ratio=soc_ratio)
+    reading = replace(
+        reading, service_draw_w={**reading.service_draw_w, "batch": DEMAND["batch"].mean_w}
+    )
+    return [
+        c for c in OutageController(SITE).step(state, reading).commands if c.service_id == "batch"
+    ]
+
+
+def test_a_lost_stop_in_the_final_shutdown_is_asked_again_while_the_pack_affords_it() -> None:
+    """Cutting it would take power from a running OS (I3); the cut waits while the charge
+    still covers another stop of everything drawing, and goes ahead once it does not (I1)."""
+    (again,) = _final_shutdown_with_batch_still_up(soc_ratio=0.6)
+    assert isinstance(again, StopService)
+    assert again.reason.startswith("retrying a stop that did not happen")
+    (cut,) = _final_shutdown_with_batch_still_up(soc_ratio=0.02)
+    assert isinstance(cut, SwitchOutlets)
+    assert not cut.on
+
+
 def test_a_service_whose_stop_fails_is_carried_by_the_reserve() -> None:
     """Its draw goes on as long as the fault: the final shutdown must start earlier for it."""
     for soc_ratio in (0.1, 0.3):

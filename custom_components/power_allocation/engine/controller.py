@@ -841,35 +841,56 @@ class _Cycle:
         and margin, plus the time before the controller acts: the failure is seen up to a
         cycle late, and the final shutdown begins a cycle per wave early.
         """
-        settings = self.settings
         before = self._on()
         after = before | {service_id}
-        needed = {
-            on: clean_shutdown_soc(
-                self.site,
-                self.controller.batteries,
-                self.telemetry.demand_w,
-                on,
-                self.telemetry.unmanaged_w,
-            )
-            for on in (before, after)
-        }
-        wait_s = (len(self.site.graph.shutdown_waves(after)) + 2) * settings.cycle_s
+        # The failure is seen up to a cycle late, and the final shutdown begins a cycle early.
+        wanted = {on: self._clean_stop_charge(on, late_cycles=2) for on in (before, after)}
         for ups in self.site.ups:
-            model = self.controller.batteries[ups.id]
             wanted_before, wanted_after = (
-                min(
-                    needed[on][ups.id] * (1.0 + settings.reserve_margin_ratio)
-                    + wait_s / model.full_runtime_s(self._ups_load_w(ups.id, on)),
-                    RESTORE_CHARGE_CAP_RATIO,
-                )
-                for on in (before, after)
+                min(wanted[on][ups.id], RESTORE_CHARGE_CAP_RATIO) for on in (before, after)
             )
             # A UPS this start adds nothing to is not its concern.
             soc_ratio = self.state.soc_ratio.get(ups.id, 1.0)
             if wanted_after > wanted_before and soc_ratio < wanted_after:
                 return ups.id, wanted_after
         return None
+
+    def _clean_stop_charge(self, on: frozenset[str], *, late_cycles: int) -> dict[str, float]:
+        """Per UPS, the charge a clean stop of `on` begun `late_cycles` cycles from now needs.
+
+        The plan's reserve and margin, plus a cycle per wave of it: each wave is seen to be down
+        only at a cycle.
+        """
+        settings = self.settings
+        needed = clean_shutdown_soc(
+            self.site,
+            self.controller.batteries,
+            self.telemetry.demand_w,
+            on,
+            self.telemetry.unmanaged_w,
+        )
+        wait_s = (len(self.site.graph.shutdown_waves(on)) + late_cycles) * settings.cycle_s
+        return {
+            ups.id: needed[ups.id] * (1.0 + settings.reserve_margin_ratio)
+            + wait_s
+            / self.controller.batteries[ups.id].full_runtime_s(self._ups_load_w(ups.id, on))
+            for ups in self.site.ups
+        }
+
+    def _pack_affords_another_stop(self, service_id: str) -> bool:
+        """In the final shutdown: whether a stop that visibly did not happen may be asked again.
+
+        It may while every UPS that it, or what waits for it to be down, draws from still holds
+        the charge to stop all that is drawing cleanly, its own stop counted in full from now.
+        Past that, the battery will not wait: its outlets are cut, so that what it depends on can
+        still stop cleanly (I1).
+        """
+        drawing = self._drawing()
+        waiting = self.site.graph.dependency_closure([service_id]) & drawing
+        nodes = frozenset[str]().union(*(self.site.service_nodes(sid) for sid in waiting))
+        feeding = nodes.intersection(u.id for u in self.site.ups)
+        wanted = self._clean_stop_charge(drawing, late_cycles=1)
+        return all(self.state.soc_ratio.get(u, 1.0) >= wanted[u] for u in feeding)
 
     def _limit_recheck_due(self, control: ServiceControl) -> bool:
         """Whether a service kept off (or capped) for a limit may be checked against it again."""
@@ -988,11 +1009,11 @@ class _Cycle:
         The OS is down when `shutdown_s` has run out: an agent on the host goes with it before
         its disks are synced, so its word cannot tell, and a draw at idle is no proof either: a
         load that dips (most real ones do) would be cut mid-stop. A draw still well
-        above idle when `shutdown_s` runs out is: the stop was most likely lost, so outside the
-        final shutdown it is asked again, with backoff, rather than the OS losing its power
-        (once mains is back, it is left running). In the final shutdown the cut goes ahead: the
-        battery will not wait, and what the service depends on can stop only once it is down
-        (I1).
+        above idle when `shutdown_s` runs out is: the stop was most likely lost, so it is asked
+        again, with backoff, rather than the OS losing its power (once mains is back, it is left
+        running). In the final shutdown it is asked again only while the pack affords another
+        stop; then the cut goes ahead: the battery will not wait, and what the service depends on
+        can stop only once it is down (I1).
         """
         service = self.site.service_by_id[sid]
         if self.now_s - control.since_s < service.shutdown_s or self.now_s < control.next_switch_s:
@@ -1011,12 +1032,20 @@ class _Cycle:
             )
             self.faults.append(Fault(sid, "stop_unconfirmed", f"{sid}: {drawing}; left running"))
             return
-        if still_up and self.state.mode is not Mode.FINAL_SHUTDOWN and self._draw_tells(sid):
+        final = self.state.mode is Mode.FINAL_SHUTDOWN
+        if (
+            still_up
+            and self._draw_tells(sid)
+            and (not final or self._pack_affords_another_stop(sid))
+        ):
+            # In the final shutdown, again as soon as its shutdown_s has run out: the pack drains
+            # while it waits, and it is checked against the pack at each ask.
+            backoff_s = 0.0 if final else self._backoff_s(control.switch_attempts)
             self.services[sid] = replace(
                 control,
                 since_s=self.now_s,
                 switch_attempts=control.switch_attempts + 1,
-                next_switch_s=self.now_s + self._backoff_s(control.switch_attempts),
+                next_switch_s=self.now_s + backoff_s,
             )
             self.faults.append(Fault(sid, "stop_unconfirmed", f"{sid}: {drawing}; asking again"))
             self.commands.append(
