@@ -273,6 +273,36 @@ def test_mains_back_mid_shutdown_aborts_pending_stops_and_restores_in_order() ->
     assert all(gap >= controller.settings.restore_stagger_s for gap in gaps)
 
 
+def _mains_back_in_the_final_shutdown(soc_ratio: float) -> ControllerState:
+    """The state a cycle after mains returned, while db stopped and storage and network waited."""
+    state = replace(
+        initial_state(SITE),
+        mode=Mode.FINAL_SHUTDOWN,
+        outage_started_s=0.0,
+        soc_ratio={"ups1": soc_ratio},
+        soc_at_s=990.0,
+        look_interval_s=10.0,
+    )
+    services = dict.fromkeys(("web", "batch"), ServiceControl(phase=Phase.OFF))
+    services["db"] = ServiceControl(phase=Phase.STOPPING, since_s=990.0)
+    for sid in ("storage", "network"):
+        services[sid] = ServiceControl(phase=Phase.PENDING_STOP, shed_in_outage=True)
+    state = replace(state, services=services)
+    reading = telemetry(1000.0, state, mains_on=True, soc_ratio=soc_ratio)
+    return OutageController(SITE).step(state, reading).state
+
+
+def test_mains_back_calls_off_a_pending_stop_only_if_the_charge_could_stop_it_again() -> None:
+    """A second outage finds the pack as the first left it: what is kept on must be what that
+    charge can still stop cleanly, as for a restore (I4)."""
+    charged = _mains_back_in_the_final_shutdown(soc_ratio=0.9)
+    assert charged.services["storage"].phase is Phase.ON
+    assert charged.services["network"].phase is Phase.ON
+    empty = _mains_back_in_the_final_shutdown(soc_ratio=0.0)
+    assert all(empty.services[sid].phase is Phase.PENDING_STOP for sid in ("storage", "network"))
+    assert "to restore once recharged" in empty.services["network"].reason
+
+
 def test_state_survives_a_restart_mid_outage() -> None:
     controller = OutageController(SITE)
     state, _, _ = run(controller, initial_state(SITE), 0, 300, soc_ratio=0.2)

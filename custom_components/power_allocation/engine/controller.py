@@ -758,10 +758,37 @@ class _Cycle:
                 )
 
     def _abort_pending_stops(self) -> None:
+        """Mains is back: a stop not yet asked is called off, in the restore's order (I6).
+
+        Under the restore's charge gate: a service kept on now is one a second outage must be
+        able to stop with the charge the first left, as one restarted later is (I4). What the
+        gate does not let through goes on stopping, and is restored once the pack has recharged.
+        """
         held_off = self._held_off_closure()
-        for sid, control in self.services.items():
-            if control.phase is Phase.PENDING_STOP and sid not in held_off:
+        pending = [
+            sid
+            for sid, control in self.services.items()
+            if control.phase is Phase.PENDING_STOP and sid not in held_off
+        ]
+        by_id = self.site.service_by_id
+        graph = self.site.graph
+        for sid in graph.startup_order(pending, key=lambda sid: -by_id[sid].priority.rank):
+            control = self.services[sid]
+            if any(self.services[d].phase is not Phase.ON for d in graph.dependencies(sid)):
+                continue
+            short = self._charge_short_of(sid)
+            if short is None:
                 self.services[sid] = replace(control, phase=Phase.ON, shed_in_outage=False)
+                continue
+            ups_id, wanted = short
+            self.services[sid] = replace(
+                control,
+                reason=(
+                    f"mains is back, but UPS {ups_id} holds less than the {wanted:.0%} that "
+                    "would stop it cleanly should mains fail again: stopping it, to restore "
+                    "once recharged"
+                ),
+            )
 
     def _held_off_closure(self) -> frozenset[str]:
         return self.site.graph.dependent_closure(self.state.held_off)
