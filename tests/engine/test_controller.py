@@ -303,6 +303,36 @@ def test_mains_back_calls_off_a_pending_stop_only_if_the_charge_could_stop_it_ag
     assert "to restore once recharged" in empty.services["network"].reason
 
 
+def test_a_restart_counts_its_startup_from_when_its_outlet_came_on() -> None:
+    """network's outlet stays off for its first starts: storage, which needs it, waits for its
+    startup_s from the outlet on, not from the first start command (I1, I6)."""
+    controller = OutageController(SITE)
+    services = {sid: ServiceControl(phase=Phase.OFF) for sid in SITE.service_by_id}
+    state = replace(initial_state(SITE), services=services)
+    stuck_until_s = 200.0
+    powered_s: float | None = None
+    storage_started_s: float | None = None
+    t_s = 0.0
+    while storage_started_s is None and t_s < 1000.0:
+        reading = telemetry(t_s, state, mains_on=True, soc_ratio=1.0)
+        if t_s < stuck_until_s:
+            reading = replace(
+                reading,
+                outlet_on={**reading.outlet_on, "pdu-a/1": False},
+                service_draw_w={**reading.service_draw_w, "network": 0.0},
+            )
+        elif powered_s is None and state.services["network"].phase is Phase.STARTING:
+            powered_s = t_s
+        result = controller.step(state, reading)
+        state = result.state
+        if any(isinstance(c, StartService) and c.service_id == "storage" for c in result.commands):
+            storage_started_s = t_s
+        t_s += 10.0
+    assert powered_s is not None
+    assert storage_started_s is not None
+    assert storage_started_s >= powered_s + SITE.service_by_id["network"].startup_s
+
+
 def test_state_survives_a_restart_mid_outage() -> None:
     controller = OutageController(SITE)
     state, _, _ = run(controller, initial_state(SITE), 0, 300, soc_ratio=0.2)

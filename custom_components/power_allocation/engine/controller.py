@@ -1023,12 +1023,13 @@ class _Cycle:
             service = self.site.service_by_id[sid]
             if control.phase is Phase.CUTTING:
                 self._verify_switch(sid, control, on=False)
-            elif (
-                control.phase is Phase.STARTING
-                and self._verify_switch(sid, control, on=True)
-                and self.now_s - control.since_s >= service.startup_s
-            ):
-                self._confirm_started(sid)
+            elif control.phase is Phase.STARTING:
+                if not self._verify_switch(sid, control, on=True):
+                    # Its OS boots only once powered: startup_s counts from the outlets on, or
+                    # what depends on it would start beside an OS still booting (I1).
+                    self.services[sid] = replace(self.services[sid], since_s=self.now_s)
+                elif self.now_s - control.since_s >= service.startup_s:
+                    self._confirm_started(sid)
 
     def _finish_stop(self, sid: str, control: ServiceControl) -> None:
         """Cut a stopping service's outlets once its OS is down (I3).
