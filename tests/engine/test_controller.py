@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -129,6 +130,37 @@ class _PlanStopsDbAt(OutageController):
             stop_at_s=stops,
             throttle_at_s={**plan.throttle_at_s, "db": in_s},
         )
+
+
+class _PlanStopsBatchLate(OutageController):
+    """The real plan, except that batch stops in an hour and the final shutdown is later."""
+
+    def __init__(self) -> None:
+        super().__init__(SITE, settings=ControllerSettings(ride_through_s=0.0))
+
+    def plan(
+        self,
+        soc_ratio: Mapping[str, float],
+        demand_w: Mapping[str, Demand],
+        outage: ConditionalOutage,
+        running: frozenset[str],
+        unmanaged_w: Mapping[str, float] | None = None,
+        stopping_s: Mapping[str, float] | None = None,
+    ) -> Plan:
+        plan = super().plan(soc_ratio, demand_w, outage, running, unmanaged_w, stopping_s)
+        stops = dict.fromkeys(plan.stop_at_s, math.inf)
+        return replace(plan, stop_at_s={**stops, "batch": 3600.0}, final_shutdown_at_s=7200.0)
+
+
+def test_a_planned_stop_is_asked_at_once_when_the_pack_is_down_to_a_clean_stop() -> None:
+    """The plan walks energy on the mean; a stop it puts late ends in time only if the service
+    draws no more than that while it stops. Once the charge is down to a clean stop of what
+    the UPS carries (upper draw and margin), the plan's early stops are asked at once (I4)."""
+    for soc_ratio, asked in ((0.9, False), (0.01, True)):
+        _, commands, _ = run(_PlanStopsBatchLate(), initial_state(SITE), 0, 10, soc_ratio=soc_ratio)
+        stops = [c for _, c in commands if isinstance(c, StopService)]
+        assert [c.service_id for c in stops] == (["batch"] if asked else [])
+        assert all(c.reason.startswith("UPS ups1 holds just enough") for c in stops)
 
 
 def test_a_stop_gives_the_plans_reason_for_the_stop_not_for_an_earlier_cap() -> None:

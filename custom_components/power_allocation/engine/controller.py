@@ -581,7 +581,34 @@ class _Cycle:
                         service.throttle_min_w,
                         "plan: capped so that more important services run longer",
                     )
+            self._stop_what_the_pack_could_not_stop_later(plan)
         self._fit_limits()
+
+    def _stop_what_the_pack_could_not_stop_later(self, plan: Plan) -> None:
+        """Ask now the stops the plan has before the final shutdown, on a UPS whose charge is
+        down to a clean stop of everything it carries.
+
+        The plan walks energy on the mean: a stop it puts just before a small UPS runs out ends
+        there only if the service draws no more than its mean while it stops, and a stop once
+        begun cannot be hastened. The final shutdown's reserve (the upper quantile and the
+        margin) is what every stop is owed (I4): past it, waiting is a bet the OS may lose.
+        """
+        wanted = self._clean_stop_charge(self._drawing(), late_cycles=1)
+        for ups_id in (u.id for u in self.site.ups):
+            if self.state.soc_ratio.get(ups_id, 1.0) >= wanted[ups_id]:
+                continue
+            for sid, stop_at_s in plan.stop_at_s.items():
+                if (
+                    stop_at_s < plan.final_shutdown_at_s
+                    and ups_id in self.site.service_nodes(sid)
+                    and self.services[sid].phase in (Phase.ON, Phase.STARTING)
+                ):
+                    self._shed(
+                        sid,
+                        f"UPS {ups_id} holds just enough to stop what it carries cleanly: "
+                        "stopping now what the plan stops before the final shutdown",
+                        for_limit=False,
+                    )
 
     def _stop_lead_s(self, running: frozenset[str]) -> dict[str, float]:
         """How much earlier than planned each service's stop must be asked for.
