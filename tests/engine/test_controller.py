@@ -132,6 +132,22 @@ class _PlanStopsDbAt(OutageController):
         )
 
 
+def test_the_final_shutdown_reserves_for_what_a_service_draws_now_above_its_band() -> None:
+    """A forecaster takes minutes to believe a step up; the reserve of a clean stop counts the
+    draw measured now (here storage at 600 W against a band of 85 W) from the first cycle."""
+    modes = []
+    for storage_w in (None, 600.0):
+        state = replace(initial_state(SITE), outage_started_s=0.0)
+        reading = telemetry(600.0, state, soc_ratio=0.08)
+        if storage_w is not None:
+            reading = replace(
+                reading, service_draw_w={**reading.service_draw_w, "storage": storage_w}
+            )
+        controller = OutageController(SITE, settings=ControllerSettings(ride_through_s=0.0))
+        modes.append(controller.step(state, reading).state.mode)
+    assert modes == [Mode.SHEDDING, Mode.FINAL_SHUTDOWN]
+
+
 class _PlanStopsBatchLate(OutageController):
     """The real plan, except that batch stops in an hour and the final shutdown is later."""
 

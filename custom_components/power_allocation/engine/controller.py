@@ -393,6 +393,13 @@ class _Cycle:
         self.commands: list[Command] = []
         self.faults: list[Fault] = []
         self.plan: Plan | None = None
+        # What a clean stop is reserved for: the forecast, its upper band no lower than the draw
+        # now. A forecaster takes minutes to believe a step up (engine/demand.py), and a final
+        # shutdown planned on the old band ran a small pack flat under a long stop meanwhile.
+        self.reserve_demand_w = {
+            sid: _at_least_drawn(demand, telemetry.service_draw_w.get(sid))
+            for sid, demand in telemetry.demand_w.items()
+        }
         # What is due before the next look is done now. The best guess of when that will be is
         # the last interval, once it was one on battery; but one longer than the one before it
         # (a restart, a stalled poll) says nothing of the next, which comes at the usual cadence:
@@ -537,14 +544,13 @@ class _Cycle:
         assert self.state.outage_started_s is not None
         elapsed_s = self.now_s - self.state.outage_started_s
         running = self._on()
-        demand = self.telemetry.demand_w
         if self.state.mode is Mode.FINAL_SHUTDOWN:
             self._final_shutdown()
             return
         if running:
             plan = self.controller.plan(
                 self.state.soc_ratio,
-                demand,
+                self.reserve_demand_w,
                 self.controller.outage_given(elapsed_s),
                 running,
                 self._base_load_w(),
@@ -919,7 +925,7 @@ class _Cycle:
         needed = clean_shutdown_soc(
             self.site,
             self.controller.batteries,
-            self.telemetry.demand_w,
+            self.reserve_demand_w,
             on,
             self.telemetry.unmanaged_w,
         )
@@ -1276,6 +1282,12 @@ class _Cycle:
         if up and all(sid in needed for sid in up):
             return Mode.CRITICAL_ONLY
         return Mode.SHEDDING
+
+
+def _at_least_drawn(demand: Demand, draw_w: float | None) -> Demand:
+    if draw_w is None or draw_w <= demand.upper_w:
+        return demand
+    return Demand(demand.mean_w, draw_w)
 
 
 def _stop_failed(control: ServiceControl) -> bool:
