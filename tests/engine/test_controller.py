@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -101,16 +101,14 @@ def run(
     return state, commands, faults
 
 
-class _PlanStopsDbAt(OutageController):
-    """The real plan, except that db (and web, which depends on it) stop at `stop_s`, and
-    `db_steps` come first among its steps."""
+class _EditedPlan(OutageController):
+    """The real plan, edited by `edit(plan, outage)` before the controller acts on it."""
 
     def __init__(
-        self, stop_s: float, ride_through_s: float = 0.0, db_steps: tuple[PlanStep, ...] = ()
+        self, edit: Callable[[Plan, ConditionalOutage], Plan], ride_through_s: float = 0.0
     ) -> None:
         super().__init__(SITE, settings=ControllerSettings(ride_through_s=ride_through_s))
-        self.stop_s = stop_s
-        self.db_steps = db_steps
+        self.edit = edit
 
     def plan(
         self,
@@ -122,14 +120,25 @@ class _PlanStopsDbAt(OutageController):
         stopping_s: Mapping[str, float] | None = None,
     ) -> Plan:
         plan = super().plan(soc_ratio, demand_w, outage, running, unmanaged_w, stopping_s)
-        in_s = max(0.0, self.stop_s - outage.elapsed_s)
-        stops = {**plan.stop_at_s, "db": in_s, "web": in_s}
+        return self.edit(plan, outage)
+
+
+def _plan_stops_db_at(
+    stop_s: float, ride_through_s: float = 0.0, db_steps: tuple[PlanStep, ...] = ()
+) -> OutageController:
+    """The real plan, except that db (and web, which depends on it) stop at `stop_s`, and
+    `db_steps` come first among its steps."""
+
+    def edit(plan: Plan, outage: ConditionalOutage) -> Plan:
+        in_s = max(0.0, stop_s - outage.elapsed_s)
         return replace(
             plan,
-            steps=self.db_steps + plan.steps,
-            stop_at_s=stops,
+            steps=db_steps + plan.steps,
+            stop_at_s={**plan.stop_at_s, "db": in_s, "web": in_s},
             throttle_at_s={**plan.throttle_at_s, "db": in_s},
         )
+
+    return _EditedPlan(edit, ride_through_s)
 
 
 def test_the_final_shutdown_reserves_for_what_a_service_draws_now_above_its_band() -> None:
@@ -148,24 +157,14 @@ def test_the_final_shutdown_reserves_for_what_a_service_draws_now_above_its_band
     assert modes == [Mode.SHEDDING, Mode.FINAL_SHUTDOWN]
 
 
-class _PlanStopsBatchLate(OutageController):
+def _plan_stops_batch_late() -> OutageController:
     """The real plan, except that batch stops in an hour and the final shutdown is later."""
 
-    def __init__(self) -> None:
-        super().__init__(SITE, settings=ControllerSettings(ride_through_s=0.0))
-
-    def plan(
-        self,
-        soc_ratio: Mapping[str, float],
-        demand_w: Mapping[str, Demand],
-        outage: ConditionalOutage,
-        running: frozenset[str],
-        unmanaged_w: Mapping[str, float] | None = None,
-        stopping_s: Mapping[str, float] | None = None,
-    ) -> Plan:
-        plan = super().plan(soc_ratio, demand_w, outage, running, unmanaged_w, stopping_s)
+    def edit(plan: Plan, _: ConditionalOutage) -> Plan:
         stops = dict.fromkeys(plan.stop_at_s, math.inf)
         return replace(plan, stop_at_s={**stops, "batch": 3600.0}, final_shutdown_at_s=7200.0)
+
+    return _EditedPlan(edit)
 
 
 def test_a_planned_stop_is_asked_at_once_when_the_pack_is_down_to_a_clean_stop() -> None:
@@ -173,7 +172,9 @@ def test_a_planned_stop_is_asked_at_once_when_the_pack_is_down_to_a_clean_stop()
     draws no more than that while it stops. Once the charge is down to a clean stop of what
     the UPS carries (upper draw and margin), the plan's early stops are asked at once (I4)."""
     for soc_ratio, asked in ((0.9, False), (0.01, True)):
-        _, commands, _ = run(_PlanStopsBatchLate(), initial_state(SITE), 0, 10, soc_ratio=soc_ratio)
+        _, commands, _ = run(
+            _plan_stops_batch_late(), initial_state(SITE), 0, 10, soc_ratio=soc_ratio
+        )
         stops = [c for _, c in commands if isinstance(c, StopService)]
         assert [c.service_id for c in stops] == (["batch"] if asked else [])
         assert all(c.reason.startswith("UPS ups1 holds just enough") for c in stops)
@@ -184,14 +185,14 @@ def test_a_stop_gives_the_plans_reason_for_the_stop_not_for_an_earlier_cap() -> 
         PlanStep(0.0, "db", "throttle", 60.0, "capped first"),
         PlanStep(100.0, "db", "shutdown", None, "then stopped"),
     )
-    _, commands, _ = run(_PlanStopsDbAt(100.0, db_steps=steps), initial_state(SITE), 0, 300)
+    _, commands, _ = run(_plan_stops_db_at(100.0, db_steps=steps), initial_state(SITE), 0, 300)
     reasons = {c.service_id: c.reason for _, c in commands if isinstance(c, StopService)}
     assert reasons["db"] == "then stopped"
 
 
 def test_what_depends_on_a_planned_stop_is_asked_early_enough_for_it_to_be_on_time() -> None:
     # web takes 20 s to stop and is seen down at the next 10-s cycle; db may stop only then (I1).
-    _, commands, _ = run(_PlanStopsDbAt(100.0), initial_state(SITE), 0, 300, soc_ratio=0.9)
+    _, commands, _ = run(_plan_stops_db_at(100.0), initial_state(SITE), 0, 300, soc_ratio=0.9)
     stops = {c.service_id: t for t, c in commands if isinstance(c, StopService)}
     assert stops["web"] < stops["db"] <= 100.0
 
@@ -199,7 +200,7 @@ def test_what_depends_on_a_planned_stop_is_asked_early_enough_for_it_to_be_on_ti
 def test_the_first_cycle_on_battery_does_not_take_the_mains_cadence_for_its_own() -> None:
     # Stepped every 5 minutes on mains (as the simulation learns), every 10 s once on battery:
     # the first look on battery must not act on everything due in the next 5 minutes.
-    controller = _PlanStopsDbAt(100.0)
+    controller = _plan_stops_db_at(100.0)
     state, _, _ = run(controller, initial_state(SITE), -900, 0, step_s=300, mains_on=True)
     _, commands, _ = run(controller, state, 0, 300, soc_ratio=0.9)
     stops = {c.service_id: t for t, c in commands if isinstance(c, StopService)}
@@ -209,7 +210,7 @@ def test_the_first_cycle_on_battery_does_not_take_the_mains_cadence_for_its_own(
 def test_a_restart_mid_outage_does_not_take_its_downtime_for_the_cadence() -> None:
     # Home Assistant was down for 5 minutes: the next look still comes 10 s after this one, so
     # web is asked when db's stop at 700 s needs it (700 - 20 - 10), not at the first look.
-    controller = _PlanStopsDbAt(700.0)
+    controller = _plan_stops_db_at(700.0)
     state, _, _ = run(controller, initial_state(SITE), 0, 200, soc_ratio=0.9)
     restored = ControllerState.from_dict(json.loads(json.dumps(state.to_dict())))
     _, commands, _ = run(controller, restored, 500, 900, soc_ratio=0.9)
@@ -219,7 +220,7 @@ def test_a_restart_mid_outage_does_not_take_its_downtime_for_the_cadence() -> No
 
 def test_nothing_is_asked_to_stop_while_a_blip_is_ridden_through() -> None:
     # The same stop, due as the 2-minute ride-through ends: web is not asked before it does.
-    controller = _PlanStopsDbAt(120.0, ride_through_s=120.0)
+    controller = _plan_stops_db_at(120.0, ride_through_s=120.0)
     _, commands, _ = run(controller, initial_state(SITE), 0, 300, soc_ratio=0.9)
     stops = {c.service_id: t for t, c in commands if isinstance(c, StopService)}
     # A step is taken at the cycle (10 s here) within which it falls due.
