@@ -29,13 +29,12 @@ from .engine.controller import (
     Phase,
     Telemetry,
     UpsReading,
-    drawing,
     hold,
     initial_state,
-    running_free,
 )
+from .engine.cycle import Readings, run_cycle
 from .engine.demand import ServiceDemand
-from .engine.forecast import ForecastSettings, NodeForecasters, node_draw_w
+from .engine.forecast import ForecastSettings, NodeForecasters
 from .engine.model import Priority, Service, Site
 from .engine.outage import ConditionalOutage, OutagePrior
 from .engine.overload import GuardDecision, NodeRisk, OverloadGuard, OverloadLevel
@@ -304,22 +303,16 @@ class SiteControl:
         site = self.site
         ups_ids = tuple(u.id for u in site.ups)
         draw_w = {s.id: self._service_draw_w(snapshot, s) for s in site.services}
-        self.demand.learn(now_s, draw_w, running_free(self.state.services))
-        demand_w = self.demand.demand_w()
-
         outlet_w = {
             o: r.power_w
             for o, r in snapshot.outlets.items()
             if r.available and r.power_w is not None and o in site.outlet_by_id
         }
-        unmanaged_w = {o: outlet_w.get(o, 0.0) for o in site.unmanaged_outlets}
         ups_w = {
             u: r.output_w
             for u, r in snapshot.ups.items()
             if r.available and r.output_w is not None and u in ups_ids
         }
-        node_w = node_draw_w(site, outlet_w, ups_w)
-        self.nodes.observe(now_s, node_w)
 
         ups_readings: dict[str, UpsReading] = {}
         for ups_id in ups_ids:
@@ -334,17 +327,7 @@ class SiteControl:
                     RuntimeReading(reading.output_w, reading.runtime_s, soc)  # type: ignore[arg-type]
                 )
 
-        decision = self.guard.decide(
-            now_s,
-            node_w,
-            self.nodes.by_node,
-            demand_w,
-            unmanaged_w=unmanaged_w,
-            held_on=self.state.held_on,
-            held_off=self.state.held_off,
-            running=drawing(self.state.services),
-        )
-        telemetry = Telemetry(
+        readings = Readings(
             now_s=now_s,
             mains_on=_mains_on(snapshot, ups_ids),
             ups=ups_readings,
@@ -354,15 +337,17 @@ class SiteControl:
                 for o, r in snapshot.outlets.items()
                 if o in site.outlet_by_id
             },
-            demand_w=demand_w,
-            unmanaged_w=unmanaged_w,
-            overload_allocation=decision.allocation,
-            overload_shedding_nodes=frozenset(decision.shed_w),
+            outlet_w=outlet_w,
+            ups_w=ups_w,
+            unmanaged_w={o: outlet_w.get(o, 0.0) for o in site.unmanaged_outlets},
             no_stop_channel=self._no_stop_channel,
         )
         controller = self._controller()
         before = self.state.mode
-        result = controller.step(self.state, telemetry)
+        cycle = run_cycle(
+            site, controller, self.state, readings, (self.demand, self.nodes, self.guard)
+        )
+        result, decision, telemetry, node_w = cycle.step, cycle.guard, cycle.telemetry, cycle.node_w
         self.state = result.state
         predicted = tuple(
             risk

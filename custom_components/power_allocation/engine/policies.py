@@ -30,14 +30,12 @@ from .controller import (
     StartService,
     StopService,
     SwitchOutlets,
-    Telemetry,
     Throttle,
-    drawing,
     initial_state,
-    running_free,
 )
+from .cycle import Readings, run_cycle
 from .demand import SERVICE_FORECAST_SETTINGS, ServiceDemand
-from .forecast import ForecastSettings, NodeForecasters, node_draw_w
+from .forecast import ForecastSettings, NodeForecasters
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
 from .overload import OverloadGuard
@@ -250,42 +248,32 @@ class PredictivePolicy:
 
     def decide(self, observation: Observation) -> Sequence[Command]:
         """Learn what ran freely, guard the limits, then one controller cycle."""
-        now_s = observation.now_s
-        self.demand.learn(now_s, observation.service_draw_w, running_free(self.state.services))
-        demand_w = self.demand_w(observation)
-        outlet_w = {o: w for o, w in observation.outlet_draw_w.items() if w is not None}
-        ups_w = {u: r.output_w for u, r in observation.ups.items() if r.output_w is not None}
-        # With no reading at all (a telemetry gap) no node is assessed; a shed under way holds.
-        node_w = node_draw_w(self.site, outlet_w, ups_w) if outlet_w or ups_w else {}
-        self.nodes.observe(now_s, node_w)
-        guard = self.guard.decide(
-            now_s,
-            node_w,
-            self.nodes.by_node,
-            demand_w,
-            unmanaged_w=observation.unmanaged_w,
-            held_on=self.state.held_on,
-            held_off=self.state.held_off,
-            running=drawing(self.state.services),
-        )
-        telemetry = Telemetry(
-            now_s=now_s,
+        readings = Readings(
+            now_s=observation.now_s,
             mains_on=observation.mains_on,
             ups=observation.ups,
             service_draw_w=observation.service_draw_w,
             outlet_on=observation.outlet_on,
-            demand_w=demand_w,
+            outlet_w={o: w for o, w in observation.outlet_draw_w.items() if w is not None},
+            ups_w={u: r.output_w for u, r in observation.ups.items() if r.output_w is not None},
             unmanaged_w=observation.unmanaged_w,
-            overload_allocation=guard.allocation,
-            overload_shedding_nodes=frozenset(guard.shed_w),
         )
-        result = self.controller.step(self.state, telemetry)
-        self.state = result.state
-        return result.commands
+        learners = (self.demand, self.nodes, self.guard)
+        cycle = run_cycle(
+            self.site,
+            self.controller,
+            self.state,
+            readings,
+            learners,
+            self.known_demand_w(observation),
+        )
+        self.state = cycle.step.state
+        return cycle.step.commands
 
-    def demand_w(self, observation: Observation) -> dict[str, Demand]:
-        """Each service's forecast (engine/demand.py): what the Home Assistant integration uses."""
-        return self.demand.demand_w()
+    def known_demand_w(self, observation: Observation) -> dict[str, Demand] | None:
+        """The loads if known beforehand; None: each service's forecast (engine/demand.py), as
+        the Home Assistant integration has."""
+        return None
 
 
 class _KnownOutageController(OutageController):
@@ -340,7 +328,7 @@ class OraclePolicy(PredictivePolicy):
         self.now_s = observation.now_s
         return super().decide(observation)
 
-    def demand_w(self, observation: Observation) -> dict[str, Demand]:
+    def known_demand_w(self, observation: Observation) -> dict[str, Demand] | None:
         """The true loads (`true_demand_w`) now."""
         return self.true_demand_w(self.now_s)
 

@@ -1,0 +1,97 @@
+"""One control cycle, the same in the integration and in the simulation.
+
+Learn what ran freely, assess every node's draw, run the overload guard, then one step of the
+outage controller on what it all says. `site_control.SiteControl` (Home Assistant) and the
+simulated `predictive` and `oracle` policies differ only in where their readings come from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .allocator import Demand
+from .controller import (
+    ControllerState,
+    OutageController,
+    StepResult,
+    Telemetry,
+    UpsReading,
+    drawing,
+    running_free,
+)
+from .demand import ServiceDemand
+from .forecast import NodeForecasters, node_draw_w
+from .model import Site
+from .overload import GuardDecision, OverloadGuard
+
+
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """What a site reported this cycle. Missing readings are None or absent."""
+
+    now_s: float
+    mains_on: bool | None
+    ups: Mapping[str, UpsReading]
+    service_draw_w: Mapping[str, float | None]
+    outlet_on: Mapping[str, bool | None]  # the relay state each outlet reports
+    outlet_w: Mapping[str, float]  # the outlets that report their power
+    ups_w: Mapping[str, float]  # the UPS units that report their output
+    unmanaged_w: Mapping[str, float]
+    no_stop_channel: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    """The step, and what it was decided on."""
+
+    node_w: Mapping[str, float]
+    guard: GuardDecision
+    telemetry: Telemetry
+    step: StepResult
+
+
+def run_cycle(
+    site: Site,
+    controller: OutageController,
+    state: ControllerState,
+    readings: Readings,
+    learners: tuple[ServiceDemand, NodeForecasters, OverloadGuard],
+    demand_w: Mapping[str, Demand] | None = None,
+) -> CycleResult:
+    """One cycle; `demand_w` stands in for the forecasts (the oracle's true loads)."""
+    demand, nodes, overload_guard = learners
+    now_s = readings.now_s
+    demand.learn(now_s, readings.service_draw_w, running_free(state.services))
+    if demand_w is None:
+        demand_w = demand.demand_w()
+    # With no reading at all (a telemetry gap) no node is assessed; a shed under way holds.
+    node_w = (
+        node_draw_w(site, readings.outlet_w, readings.ups_w)
+        if readings.outlet_w or readings.ups_w
+        else {}
+    )
+    nodes.observe(now_s, node_w)
+    guard = overload_guard.decide(
+        now_s,
+        node_w,
+        nodes.by_node,
+        demand_w,
+        unmanaged_w=readings.unmanaged_w,
+        held_on=state.held_on,
+        held_off=state.held_off,
+        running=drawing(state.services),
+    )
+    telemetry = Telemetry(
+        now_s=now_s,
+        mains_on=readings.mains_on,
+        ups=readings.ups,
+        service_draw_w=readings.service_draw_w,
+        outlet_on=readings.outlet_on,
+        demand_w=demand_w,
+        unmanaged_w=readings.unmanaged_w,
+        overload_allocation=guard.allocation,
+        overload_shedding_nodes=frozenset(guard.shed_w),
+        no_stop_channel=readings.no_stop_channel,
+    )
+    return CycleResult(node_w, guard, telemetry, controller.step(state, telemetry))
