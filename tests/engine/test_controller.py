@@ -57,7 +57,8 @@ def telemetry(
     runtime_s: float | None = None,
     stuck: frozenset[str] = frozenset(),
 ) -> Telemetry:
-    """What a site obeying every command would report: stopping services idle, cut ones dark."""
+    """What a site obeying every command would report: stopping services idle, cut ones dark,
+    capped ones at most at their cap."""
     draw: dict[str, float | None] = {}
     outlets: dict[str, bool | None] = {}
     for service in SITE.services:
@@ -70,7 +71,9 @@ def telemetry(
         elif phase in (Phase.STOPPING, Phase.CUTTING):
             draw[service.id] = IDLE_W[service.id]
         else:
-            draw[service.id] = DEMAND[service.id].mean_w
+            cap_w = state.services[service.id].cap_w
+            mean_w = DEMAND[service.id].mean_w
+            draw[service.id] = mean_w if cap_w is None else min(mean_w, cap_w)
     return Telemetry(
         now_s=now_s,
         mains_on=mains_on,
@@ -380,6 +383,27 @@ def test_a_restart_counts_its_startup_from_when_its_outlet_came_on() -> None:
     assert powered_s is not None
     assert storage_started_s is not None
     assert storage_started_s >= powered_s + SITE.service_by_id["network"].startup_s
+
+
+def _db_throttles_after_a_cap(db_draw_w: float) -> list[Throttle]:
+    """The Throttle commands for db a cycle after it was capped to 60 W, drawing `db_draw_w`."""
+    services = dict(initial_state(SITE).services)
+    services["db"] = ServiceControl(phase=Phase.ON, cap_w=60.0, next_switch_s=5.0)
+    state = replace(
+        initial_state(SITE), services=services, outage_started_s=0.0, soc_ratio={"ups1": 0.9}
+    )
+    reading = telemetry(10.0, state, soc_ratio=0.9)
+    reading = replace(reading, service_draw_w={**reading.service_draw_w, "db": db_draw_w})
+    commands = OutageController(SITE).step(state, reading).commands
+    return [c for c in commands if isinstance(c, Throttle) and c.service_id == "db"]
+
+
+def test_a_cap_the_draw_stays_above_is_sent_again() -> None:
+    """A lost cap leaves the service drawing what the plan counted as saved (I7)."""
+    (again,) = _db_throttles_after_a_cap(db_draw_w=120.0)
+    assert again.cap_w == 60.0
+    assert again.reason.startswith("retrying a cap that did not take")
+    assert _db_throttles_after_a_cap(db_draw_w=60.0) == []
 
 
 def test_state_survives_a_restart_mid_outage() -> None:

@@ -1017,8 +1017,35 @@ class _Cycle:
             and cap_w >= control.cap_w * (1.0 - self.settings.cap_hysteresis_ratio)
         ):
             return
+        if control.phase is Phase.ON:
+            # Checked once it has had the time a switch has to report (`_verify_cap`).
+            control = replace(
+                control, switch_attempts=0, next_switch_s=self.now_s + self.settings.switch_verify_s
+            )
         self.services[service_id] = replace(control, cap_w=cap_w)
         self.commands.append(Throttle(service_id, cap_w, reason))
+
+    def _verify_cap(self, sid: str, control: ServiceControl) -> None:
+        """A cap the draw stays above did not take: it is sent again, with backoff, and reported
+        (I7). The plan counts the capped draw: a lost cap is energy the last services lose."""
+        assert control.cap_w is not None
+        draw_w = self.telemetry.service_draw_w.get(sid)
+        if (
+            draw_w is None
+            or draw_w <= control.cap_w + self.settings.idle_margin_w
+            or self.now_s < control.next_switch_s
+        ):
+            return
+        self.services[sid] = replace(
+            control,
+            switch_attempts=control.switch_attempts + 1,
+            next_switch_s=self.now_s + self._backoff_s(control.switch_attempts),
+        )
+        drawn = f"drawing {draw_w:.0f} W over its {control.cap_w:.0f} W cap"
+        self.faults.append(Fault(sid, "cap_unconfirmed", f"{sid}: {drawn}; sending it again"))
+        self.commands.append(
+            Throttle(sid, control.cap_w, f"retrying a cap that did not take ({drawn})")
+        )
 
     def _start(self, service_id: str, reason: str) -> None:
         service = self.site.service_by_id[service_id]
@@ -1063,6 +1090,8 @@ class _Cycle:
                     self.services[sid] = replace(self.services[sid], since_s=self.now_s)
                 elif self.now_s - control.since_s >= service.startup_s:
                     self._confirm_started(sid)
+            elif control.phase is Phase.ON and control.cap_w is not None:
+                self._verify_cap(sid, control)
 
     def _finish_stop(self, sid: str, control: ServiceControl) -> None:
         """Cut a stopping service's outlets once its OS is down (I3).
