@@ -599,16 +599,20 @@ class _Cycle:
         begun cannot be hastened. The final shutdown's reserve (the upper quantile and the
         margin) is what every stop is owed (I4): past it, waiting is a bet the OS may lose.
         """
+        early = [
+            sid
+            for sid, stop_at_s in plan.stop_at_s.items()
+            if stop_at_s < plan.final_shutdown_at_s
+            and self.services[sid].phase in (Phase.ON, Phase.STARTING)
+        ]
+        if not early:
+            return  # the reserve is not worked out for nothing on every cycle
         wanted = self._clean_stop_charge(self._drawing(), late_cycles=1)
         for ups_id in (u.id for u in self.site.ups):
             if self.state.soc_ratio.get(ups_id, 1.0) >= wanted[ups_id]:
                 continue
-            for sid, stop_at_s in plan.stop_at_s.items():
-                if (
-                    stop_at_s < plan.final_shutdown_at_s
-                    and ups_id in self.site.service_nodes(sid)
-                    and self.services[sid].phase in (Phase.ON, Phase.STARTING)
-                ):
+            for sid in early:
+                if ups_id in self.site.service_nodes(sid):
                     self._shed(
                         sid,
                         f"UPS {ups_id} holds just enough to stop what it carries cleanly: "
@@ -903,7 +907,6 @@ class _Cycle:
         """
         before = self._on()
         after = before | {service_id}
-        # The failure is seen up to a cycle late, and the final shutdown begins a cycle early.
         wanted = {on: self._clean_stop_charge(on, late_cycles=2) for on in (before, after)}
         for ups in self.site.ups:
             wanted_before, wanted_after = (
@@ -1115,7 +1118,8 @@ class _Cycle:
             draw_w > threshold_w if draw_w is not None else control.switch_attempts > 0
         )
         drawing = "no draw reading" if draw_w is None else f"still drawing {draw_w:.0f} W"
-        if still_up and self._draw_tells(sid) and not self._on_battery_now():
+        lost = still_up and self._draw_tells(sid)
+        if lost and not self._on_battery_now():
             # Mains is back and the stop never happened: the service simply runs on.
             self.services[sid] = replace(
                 control, phase=Phase.ON, shed_in_outage=False, switch_attempts=0
@@ -1123,11 +1127,7 @@ class _Cycle:
             self.faults.append(Fault(sid, "stop_unconfirmed", f"{sid}: {drawing}; left running"))
             return
         final = self.state.mode is Mode.FINAL_SHUTDOWN
-        if (
-            still_up
-            and self._draw_tells(sid)
-            and (not final or self._pack_affords_another_stop(sid))
-        ):
+        if lost and (not final or self._pack_affords_another_stop(sid)):
             # In the final shutdown, again as soon as its shutdown_s has run out: the pack drains
             # while it waits, and it is checked against the pack at each ask.
             backoff_s = 0.0 if final else self._backoff_s(control.switch_attempts)
