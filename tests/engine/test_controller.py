@@ -56,9 +56,10 @@ def telemetry(
     soc_ratio: float | None = 0.5,
     runtime_s: float | None = None,
     stuck: frozenset[str] = frozenset(),
+    draw_w: Mapping[str, float] | None = None,
 ) -> Telemetry:
     """What a site obeying every command would report: stopping services idle, cut ones dark,
-    capped ones at most at their cap."""
+    capped ones at most at their cap; `draw_w` overrides the draws of the services it names."""
     draw: dict[str, float | None] = {}
     outlets: dict[str, bool | None] = {}
     for service in SITE.services:
@@ -74,6 +75,7 @@ def telemetry(
             cap_w = state.services[service.id].cap_w
             mean_w = DEMAND[service.id].mean_w
             draw[service.id] = mean_w if cap_w is None else min(mean_w, cap_w)
+    draw.update(draw_w or {})
     return Telemetry(
         now_s=now_s,
         mains_on=mains_on,
@@ -150,11 +152,8 @@ def test_the_final_shutdown_reserves_for_what_a_service_draws_now_above_its_band
     modes = []
     for storage_w in (None, 600.0):
         state = replace(initial_state(SITE), outage_started_s=0.0)
-        reading = telemetry(600.0, state, soc_ratio=0.08)
-        if storage_w is not None:
-            reading = replace(
-                reading, service_draw_w={**reading.service_draw_w, "storage": storage_w}
-            )
+        drawn = {} if storage_w is None else {"storage": storage_w}
+        reading = telemetry(600.0, state, soc_ratio=0.08, draw_w=drawn)
         controller = OutageController(SITE, settings=ControllerSettings(ride_through_s=0.0))
         modes.append(controller.step(state, reading).state.mode)
     assert modes == [Mode.SHEDDING, Mode.FINAL_SHUTDOWN]
@@ -325,21 +324,28 @@ def test_mains_back_mid_shutdown_aborts_pending_stops_and_restores_in_order() ->
     assert all(gap >= controller.settings.restore_stagger_s for gap in gaps)
 
 
-def _mains_back_in_the_final_shutdown(soc_ratio: float) -> ControllerState:
-    """The state a cycle after mains returned, while db stopped and storage and network waited."""
-    state = replace(
+def _in_the_final_shutdown(
+    soc_ratio: float, looked_s: float, services: Mapping[str, ServiceControl]
+) -> ControllerState:
+    """A final shutdown under way since the outage began at 0, last looked at `looked_s`."""
+    return replace(
         initial_state(SITE),
         mode=Mode.FINAL_SHUTDOWN,
         outage_started_s=0.0,
         soc_ratio={"ups1": soc_ratio},
-        soc_at_s=990.0,
+        soc_at_s=looked_s,
         look_interval_s=10.0,
+        services=dict(services),
     )
+
+
+def _mains_back_in_the_final_shutdown(soc_ratio: float) -> ControllerState:
+    """The state a cycle after mains returned, while db stopped and storage and network waited."""
     services = dict.fromkeys(("web", "batch"), ServiceControl(phase=Phase.OFF))
     services["db"] = ServiceControl(phase=Phase.STOPPING, since_s=990.0)
     for sid in ("storage", "network"):
         services[sid] = ServiceControl(phase=Phase.PENDING_STOP, shed_in_outage=True)
-    state = replace(state, services=services)
+    state = _in_the_final_shutdown(soc_ratio, 990.0, services)
     reading = telemetry(1000.0, state, mains_on=True, soc_ratio=soc_ratio)
     return OutageController(SITE).step(state, reading).state
 
@@ -366,13 +372,12 @@ def test_a_restart_counts_its_startup_from_when_its_outlet_came_on() -> None:
     storage_started_s: float | None = None
     t_s = 0.0
     while storage_started_s is None and t_s < 1000.0:
-        reading = telemetry(t_s, state, mains_on=True, soc_ratio=1.0)
-        if t_s < stuck_until_s:
-            reading = replace(
-                reading,
-                outlet_on={**reading.outlet_on, "pdu-a/1": False},
-                service_draw_w={**reading.service_draw_w, "network": 0.0},
-            )
+        stuck = t_s < stuck_until_s
+        reading = telemetry(
+            t_s, state, mains_on=True, soc_ratio=1.0, draw_w={"network": 0.0} if stuck else {}
+        )
+        if stuck:
+            reading = replace(reading, outlet_on={**reading.outlet_on, "pdu-a/1": False})
         elif powered_s is None and state.services["network"].phase is Phase.STARTING:
             powered_s = t_s
         result = controller.step(state, reading)
@@ -392,8 +397,7 @@ def _db_throttles_after_a_cap(db_draw_w: float) -> list[Throttle]:
     state = replace(
         initial_state(SITE), services=services, outage_started_s=0.0, soc_ratio={"ups1": 0.9}
     )
-    reading = telemetry(10.0, state, soc_ratio=0.9)
-    reading = replace(reading, service_draw_w={**reading.service_draw_w, "db": db_draw_w})
+    reading = telemetry(10.0, state, soc_ratio=0.9, draw_w={"db": db_draw_w})
     commands = OutageController(SITE).step(state, reading).commands
     return [c for c in commands if isinstance(c, Throttle) and c.service_id == "db"]
 
@@ -544,23 +548,12 @@ def _final_shutdown_with_batch_still_up(soc_ratio: float) -> list[Command]:
     draw showing the stop was lost."""
     batch = SITE.service_by_id["batch"]
     asked_s = 1000.0
-    state = replace(
-        initial_state(SITE),
-        mode=Mode.FINAL_SHUTDOWN,
-        outage_started_s=0.0,
-        soc_ratio={"ups1": soc_ratio},
-        soc_at_s=asked_s + batch.shutdown_s - 10.0,
-        look_interval_s=10.0,
-    )
-    services = {sid: replace(c, phase=Phase.PENDING_STOP) for sid, c in state.services.items()}
+    services = {sid: ServiceControl(phase=Phase.PENDING_STOP) for sid in SITE.service_by_id}
     services["web"] = ServiceControl(phase=Phase.OFF)
     services["batch"] = ServiceControl(phase=Phase.STOPPING, since_s=asked_s)
-    state = replace(state, services=services)
+    state = _in_the_final_shutdown(soc_ratio, asked_s + batch.shutdown_s - 10.0, services)
     now_s = asked_s + batch.shutdown_s
-    reading = telemetry(now_s, state, soc_ratio=soc_ratio)
-    reading = replace(
-        reading, service_draw_w={**reading.service_draw_w, "batch": DEMAND["batch"].mean_w}
-    )
+    reading = telemetry(now_s, state, soc_ratio=soc_ratio, draw_w={"batch": DEMAND["batch"].mean_w})
     return [
         c for c in OutageController(SITE).step(state, reading).commands if c.service_id == "batch"
     ]
