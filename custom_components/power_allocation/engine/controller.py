@@ -1112,7 +1112,7 @@ class _Cycle:
         if self.now_s - control.since_s < service.shutdown_s or self.now_s < control.next_switch_s:
             return
         draw_w = self.telemetry.service_draw_w.get(sid)
-        threshold_w = service.idle_w + self.settings.idle_margin_w
+        threshold_w = self._up_threshold_w(sid)
         # With no reading, a stop that already had to be asked again is taken as still up.
         still_up = sid not in self.telemetry.no_stop_channel and (
             draw_w > threshold_w if draw_w is not None else control.switch_attempts > 0
@@ -1163,12 +1163,16 @@ class _Cycle:
             SwitchOutlets(sid, service.outlets, False, "graceful stop done: its shutdown_s ran out")
         )
 
+    def _up_threshold_w(self, sid: str) -> float:
+        """The draw above which a service is up: its idle draw plus the margin."""
+        return self.site.service_by_id[sid].idle_w + self.settings.idle_margin_w
+
     def _draw_tells(self, sid: str) -> bool:
         """Whether this service's draw, running, is far enough above idle to show it is up.
 
         Not when it is capped that low: a start would never be seen, and be retried forever.
         """
-        threshold_w = self.site.service_by_id[sid].idle_w + self.settings.idle_margin_w
+        threshold_w = self._up_threshold_w(sid)
         cap_w = self.services[sid].cap_w
         return self.telemetry.demand_w[sid].mean_w > threshold_w and (
             cap_w is None or cap_w > threshold_w
@@ -1196,7 +1200,7 @@ class _Cycle:
             return self.state.mode is Mode.FINAL_SHUTDOWN and all(
                 self.telemetry.outlet_on.get(o) is None for o in service.outlets
             )
-        return draw_w <= service.idle_w + self.settings.idle_margin_w
+        return draw_w <= self._up_threshold_w(sid)
 
     def _confirm_started(self, sid: str) -> None:
         """A start counts once the service draws more than idle: what depends on it waits (I1).
@@ -1205,7 +1209,7 @@ class _Cycle:
         """
         control = self.services[sid]
         service = self.site.service_by_id[sid]
-        threshold_w = service.idle_w + self.settings.idle_margin_w
+        threshold_w = self._up_threshold_w(sid)
         draw_w = self.telemetry.service_draw_w.get(sid)
         if (draw_w is not None and draw_w > threshold_w) or not self._draw_tells(sid):
             self.services[sid] = replace(control, phase=Phase.ON, switch_attempts=0)
@@ -1248,7 +1252,7 @@ class _Cycle:
             return False
         backoff_s = self._backoff_s(control.switch_attempts)
         draw_w = self.telemetry.service_draw_w.get(sid)
-        if not on and (draw_w is None or draw_w > service.idle_w + self.settings.idle_margin_w):
+        if not on and (draw_w is None or draw_w > self._up_threshold_w(sid)):
             self.services[sid] = replace(
                 control,
                 phase=Phase.STOPPING,
