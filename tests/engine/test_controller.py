@@ -410,6 +410,23 @@ def test_a_cap_the_draw_stays_above_is_sent_again() -> None:
     assert _db_throttles_after_a_cap(db_draw_w=60.0) == []
 
 
+def test_a_service_stopping_with_what_it_depends_on_is_not_capped_too() -> None:
+    """The plan caps db and stops storage, which db depends on: db stops (I1) and gets no cap,
+    which would leave its draw believed under its idle margin and hide a lost stop."""
+
+    def edit(plan: Plan, _: ConditionalOutage) -> Plan:
+        return replace(
+            plan,
+            stop_at_s={**plan.stop_at_s, "storage": 0.0},
+            throttle_at_s={**plan.throttle_at_s, "db": 0.0},
+        )
+
+    state, commands, _ = run(_EditedPlan(edit), initial_state(SITE), 0, 10, soc_ratio=0.9)
+    assert state.services["db"].phase is Phase.PENDING_STOP
+    assert state.services["db"].cap_w is None
+    assert not [c for _, c in commands if isinstance(c, Throttle)]
+
+
 def test_state_survives_a_restart_mid_outage() -> None:
     controller = OutageController(SITE)
     state, _, _ = run(controller, initial_state(SITE), 0, 300, soc_ratio=0.2)

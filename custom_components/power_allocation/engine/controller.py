@@ -580,11 +580,13 @@ class _Cycle:
                         "plan: stop now",
                     )
                     self._shed(sid, reason, for_limit=False)
-                elif plan.throttle_at_s[sid] <= self.cycle_s:
-                    service = self.site.service_by_id[sid]
+            # After the stops: a service asked to stop is not capped as well. Its stop saves
+            # more, and a cap believed below its idle margin would hide a lost stop.
+            for sid in running:
+                if plan.throttle_at_s[sid] <= self.cycle_s and self.services[sid].phase is Phase.ON:
                     self._throttle(
                         sid,
-                        service.throttle_min_w,
+                        self.site.service_by_id[sid].throttle_min_w,
                         "plan: capped so that more important services run longer",
                     )
             self._stop_what_the_pack_could_not_stop_later(plan)
