@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -34,8 +35,9 @@ from custom_components.power_allocation.engine.controller import (
 from custom_components.power_allocation.engine.model import Site
 from custom_components.power_allocation.engine.outage import ConditionalOutage
 from custom_components.power_allocation.engine.planner import Plan, PlanStep
+from custom_components.power_allocation.engine.scenario import build_scenario
 
-from .outage_scenarios import rack
+from .outage_scenarios import RACK, rack
 
 SITE = rack().site
 DEMAND = {
@@ -740,6 +742,44 @@ def test_a_restore_waits_for_what_is_still_stopping_when_it_fits_only_without_it
         ):
             events.append((now_s, "batch off"))
     assert [e for _, e in events][:2] == ["batch off", "start web"]
+
+
+def _web_restored_beside_dual_fed_db(db_second_feed_on: bool) -> ControllerState:
+    """web off and mains back; db dual-fed from pdu-a/3 and pdu-b/1. With both feeds on, pdu-a
+    (300 W) carries half of db and web fits; with pdu-b/1 off, it carries all of db, and does not.
+    """
+    config = copy.deepcopy(RACK)
+    config["pdus"] = [
+        {"id": "pdu-a", "ups": "ups1", "limit_w": 300, "outlets": 6},
+        {"id": "pdu-b", "ups": "ups1", "limit_w": 1000, "outlets": 6},
+    ]
+    outlets = {"db": ["pdu-a/3", "pdu-b/1"], "batch": ["pdu-b/2"]}
+    for service in config["services"]:
+        service["outlets"] = outlets.get(service["id"], service["outlets"])
+    site = build_scenario(config, {}).site
+    controller = OutageController(site)
+    state = initial_state(site)
+    state = replace(
+        state, services={**state.services, "web": replace(state.services["web"], phase=Phase.OFF)}
+    )
+    for now_s in range(0, 300, 10):
+        reading = telemetry(now_s, state, mains_on=True, soc_ratio=1.0)
+        outlet_on: dict[str, bool | None] = {
+            o: state.services[s.id].phase is not Phase.OFF for s in site.services for o in s.outlets
+        }
+        outlet_on["pdu-b/1"] = db_second_feed_on
+        state = controller.step(state, replace(reading, outlet_on=outlet_on)).state
+    return state
+
+
+def test_a_dual_fed_service_with_a_feed_off_counts_all_its_draw_on_the_other() -> None:
+    assert _web_restored_beside_dual_fed_db(db_second_feed_on=True).services["web"].phase in (
+        Phase.STARTING,
+        Phase.ON,
+    )
+    web = _web_restored_beside_dual_fed_db(db_second_feed_on=False).services["web"]
+    assert web.phase is Phase.OFF
+    assert web.reason.startswith("waiting to restore: over a limit")
 
 
 def test_nothing_is_restored_onto_a_node_the_overload_guard_is_shedding_on() -> None:

@@ -44,6 +44,18 @@ def test_a_valid_site_is_indexed() -> None:
     assert site.graph.shutdown_order() == ["web", "db", "network"]
 
 
+def test_a_dual_fed_service_with_a_dead_feed_draws_through_the_other() -> None:
+    site = Site.from_mapping(site_config())
+    assert site.fed_through(frozenset()) is site
+    fed = site.fed_through(frozenset({"pdu-b/2"}))
+    assert fed.service_by_id["db"].outlets == ("pdu-a/2",)
+    assert fed.service_nodes("db") == {"pdu-a/2", "pdu-a", "ups1"}
+    assert fed.service_by_id["web"] is site.service_by_id["web"]
+    assert site.service_by_id["db"].outlets == ("pdu-a/2", "pdu-b/2")
+    with pytest.raises(TopologyError, match="'network': every outlet is a dead feed"):
+        site.fed_through(frozenset({"pdu-a/1"}))
+
+
 def services_with(*extra: dict[str, Any]) -> list[dict[str, Any]]:
     return [*site_config()["services"], *extra]
 

@@ -43,6 +43,8 @@ MAX_RIDE_THROUGH_S = 3600.0  # a longer "delay before shedding" is an outage ign
 # A restore waits for the charge a clean stop needs, but never for more than a pack holds once
 # charged: one too small to stop everything cleanly even when full would otherwise never restore.
 RESTORE_CHARGE_CAP_RATIO = 0.95
+# Sites as fed with some outlets dead, kept for reuse: each has its own allocation index.
+FED_SITES_KEPT = 8
 
 
 class Mode(StrEnum):
@@ -336,6 +338,16 @@ class OutageController:
         self.batteries = dict(batteries or {u.id: BatteryModel.from_ups(u) for u in site.ups})
         self.prior = prior or OutagePrior()
         self.settings = settings or ControllerSettings()
+        self._fed_sites: dict[frozenset[str], Site] = {}
+
+    def fed_site(self, dead_feeds: frozenset[str]) -> Site:
+        """The site as fed with `dead_feeds` off (`Site.fed_through`), built once per set."""
+        site = self._fed_sites.get(dead_feeds)
+        if site is None:
+            if len(self._fed_sites) >= FED_SITES_KEPT:
+                self._fed_sites.clear()
+            site = self._fed_sites[dead_feeds] = self.site.fed_through(dead_feeds)
+        return site
 
     def outage_given(self, elapsed_s: float) -> ConditionalOutage:
         """The outage's remaining duration as this controller believes it (overridable)."""
@@ -393,6 +405,9 @@ class _Cycle:
         self.commands: list[Command] = []
         self.faults: list[Fault] = []
         self.plan: Plan | None = None
+        # The limits are checked on the feeds that are on: a dual-fed service with an outlet
+        # reported off (stuck, or switched off by hand) draws all of it through the others.
+        self.fed_site = controller.fed_site(self._dead_feeds())
         # What a clean stop is reserved for: the forecast, its upper band no lower than the draw
         # now. A forecaster takes minutes to believe a step up (engine/demand.py), and a final
         # shutdown planned on the old band ran a small pack flat under a long stop meanwhile.
@@ -426,6 +441,17 @@ class _Cycle:
             self._on_mains()
         self._obey_guard()
         self._advance_phases()
+
+    def _dead_feeds(self) -> frozenset[str]:
+        """Outlets reported off under a service another of whose outlets is reported on."""
+        outlet_on = self.telemetry.outlet_on
+        return frozenset(
+            o
+            for s in self.site.services
+            if len(s.outlets) > 1 and any(outlet_on.get(x) is True for x in s.outlets)
+            for o in s.outlets
+            if outlet_on.get(o) is False
+        )
 
     def _on_battery_now(self) -> bool:
         return self.state.outage_started_s is not None and self.state.mains_back_s is None
@@ -580,6 +606,7 @@ class _Cycle:
                         "plan: stop now",
                     )
                     self._shed(sid, reason, for_limit=False)
+            self._stop_what_the_pack_could_not_stop_later(plan)
             # After the stops: a service asked to stop is not capped as well. Its stop saves
             # more, and a cap believed below its idle margin would hide a lost stop.
             for sid in running:
@@ -589,7 +616,6 @@ class _Cycle:
                         self.site.service_by_id[sid].throttle_min_w,
                         "plan: capped so that more important services run longer",
                     )
-            self._stop_what_the_pack_could_not_stop_later(plan)
         self._fit_limits()
 
     def _stop_what_the_pack_could_not_stop_later(self, plan: Plan) -> None:
@@ -702,7 +728,7 @@ class _Cycle:
         )
         kept = (protected | critical) & (on - self._held_off_closure())
         allocation = allocate(
-            self.site,
+            self.fed_site,
             self.telemetry.demand_w,
             unmanaged_w=self.telemetry.unmanaged_w,
             held_on=kept,
@@ -710,7 +736,7 @@ class _Cycle:
         )
         if not allocation.within_limits and not self._draws_fit(kept):
             allocation = allocate(
-                self.site,
+                self.fed_site,
                 self.telemetry.demand_w,
                 unmanaged_w=self.telemetry.unmanaged_w,
                 held_on=protected & on,
@@ -732,7 +758,7 @@ class _Cycle:
             draw_w = self.telemetry.service_draw_w.get(sid)
             measured[sid] = forecast if draw_w is None else Demand(draw_w, draw_w)
         return allocate(
-            self.site,
+            self.fed_site,
             measured,
             unmanaged_w=self.telemetry.unmanaged_w,
             held_on=services,
@@ -979,7 +1005,7 @@ class _Cycle:
         wanted = drawing | {service_id}
         demand_w = self.telemetry.demand_w
         allocation = allocate(
-            self.site,
+            self.fed_site,
             demand_w,
             unmanaged_w=self.telemetry.unmanaged_w,
             held_off=frozenset(self.services) - wanted,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
@@ -280,6 +280,25 @@ class Site:
             s.id: frozenset(node for o in s.outlets for node in self.nodes_above_outlet(o))
             for s in self.services
         }
+
+    def fed_through(self, dead_feeds: frozenset[str]) -> Site:
+        """This site with each service drawing only through its outlets not in `dead_feeds`.
+
+        A dual-fed server whose outlet on one PDU is off draws everything through the other: a
+        limit checked on the even split would pass a start that overloads that PDU. Every
+        service must keep at least one feed.
+        """
+        if not dead_feeds:
+            return self
+        services = []
+        for service in self.services:
+            outlets = tuple(o for o in service.outlets if o not in dead_feeds)
+            if not outlets:
+                raise TopologyError(f"service {service.id!r}: every outlet is a dead feed")
+            services.append(
+                service if outlets == service.outlets else replace(service, outlets=outlets)
+            )
+        return Site(self.ups, self.pdus, tuple(services))
 
     def ups_share(self, service_id: str, ups_id: str) -> float:
         """The share of a service's draw a UPS carries: a dual-fed one splits over its outlets."""
