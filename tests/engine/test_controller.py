@@ -589,6 +589,38 @@ def test_a_lost_stop_in_the_final_shutdown_is_asked_again_while_the_pack_affords
     assert not cut.on
 
 
+def _when_a_stop_ends(sid: str, running_w: float, draw_w: float) -> list[Command]:
+    """The commands for `sid`, on battery, once its stop's shutdown_s ran out with it drawing
+    `draw_w`; it draws `running_w` when up."""
+    asked_s = 1000.0
+    services = dict(initial_state(SITE).services)
+    services[sid] = ServiceControl(phase=Phase.STOPPING, since_s=asked_s)
+    for dependent in SITE.graph.dependent_closure([sid]) - {sid}:
+        services[dependent] = ServiceControl(phase=Phase.OFF)
+    state = replace(
+        initial_state(SITE), services=services, outage_started_s=0.0, soc_ratio={"ups1": 0.9}
+    )
+    now_s = asked_s + SITE.service_by_id[sid].shutdown_s
+    reading = telemetry(now_s, state, soc_ratio=0.9, draw_w={sid: draw_w})
+    demand = {**DEMAND, sid: Demand(running_w, running_w * 1.1)}
+    result = OutageController(SITE).step(state, replace(reading, demand_w=demand))
+    return [c for c in result.commands if c.service_id == sid]
+
+
+def test_a_lost_stop_shows_in_the_draw_of_a_service_that_runs_within_the_idle_margin() -> None:
+    """web idles at 3 W; running at 6 W it is within the 5-W margin a server's idle noise
+    needs, so its margin is half its running draw above idle: up above 4.5 W. Its stop lost, it
+    is asked again rather than cut under a running OS (I3)."""
+    (again,) = _when_a_stop_ends("web", running_w=6.0, draw_w=6.0)
+    assert isinstance(again, StopService)
+    assert again.reason.startswith("retrying a stop that did not happen")
+    (cut,) = _when_a_stop_ends("web", running_w=6.0, draw_w=4.0)
+    assert isinstance(cut, SwitchOutlets)
+    # A server's margin stays 5 W: 4 W over idle is a stopped OS's noise, and it is cut.
+    (cut,) = _when_a_stop_ends("web", running_w=90.0, draw_w=7.0)
+    assert isinstance(cut, SwitchOutlets)
+
+
 def test_a_service_whose_stop_fails_is_carried_by_the_reserve() -> None:
     """Its draw goes on as long as the fault: the final shutdown must start earlier for it."""
     for soc_ratio in (0.1, 0.3):

@@ -81,7 +81,11 @@ class ControllerSettings:
     cycle_s: float = 10.0
     restore_delay_s: float = 60.0  # mains stable this long before anything restarts (I6)
     restore_stagger_s: float = 15.0  # between two starts, to bound inrush (I6)
-    idle_margin_w: float = 5.0  # a service drawing more than idle_w + this is up
+    idle_margin_w: float = 5.0  # a service drawing more than idle_w + this is up ...
+    # ... or, when less, this share of what it draws running above idle (a 5-W board is up at
+    # 3 W), but never less than a meter's noise.
+    idle_margin_ratio: float = 0.5
+    idle_margin_min_w: float = 1.0
     min_run_s: float = 600.0  # I5: a restart on battery must leave this much run time
     retry_base_s: float = 5.0  # first retry of a switch that did not happen; doubles each time
     retry_max_s: float = 120.0
@@ -1192,8 +1196,17 @@ class _Cycle:
         )
 
     def _up_threshold_w(self, sid: str) -> float:
-        """The draw above which a service is up: its idle draw plus the margin."""
-        return self.site.service_by_id[sid].idle_w + self.settings.idle_margin_w
+        """The draw above which a service is up: its idle draw plus the margin.
+
+        The margin keeps a stopped server's idle noise from reading as a lost stop; for a
+        service that runs within it (a small board, a switch) it is a share of its running draw,
+        or no draw could ever show its stop lost, and a lost stop would be cut (I3).
+        """
+        idle_w = self.site.service_by_id[sid].idle_w
+        running_w = self.telemetry.demand_w[sid].mean_w
+        settings = self.settings
+        share_w = settings.idle_margin_ratio * (running_w - idle_w)
+        return idle_w + max(settings.idle_margin_min_w, min(settings.idle_margin_w, share_w))
 
     def _draw_tells(self, sid: str) -> bool:
         """Whether this service's draw, running, is far enough above idle to show it is up.
