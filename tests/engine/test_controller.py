@@ -412,9 +412,9 @@ def test_a_cap_the_draw_stays_above_is_sent_again() -> None:
     assert _db_throttles_after_a_cap(db_draw_w=60.0) == []
 
 
-def test_a_service_stopping_with_what_it_depends_on_is_not_capped_too() -> None:
-    """The plan caps db and stops storage, which db depends on: db stops (I1) and gets no cap,
-    which would leave its draw believed under its idle margin and hide a lost stop."""
+def test_a_service_waiting_for_its_dependents_to_stop_is_capped_meanwhile() -> None:
+    """The plan caps db and stops storage, which db depends on: db is to stop once web is
+    down (I1), and runs capped until then."""
 
     def edit(plan: Plan, _: ConditionalOutage) -> Plan:
         return replace(
@@ -425,8 +425,9 @@ def test_a_service_stopping_with_what_it_depends_on_is_not_capped_too() -> None:
 
     state, commands, _ = run(_EditedPlan(edit), initial_state(SITE), 0, 10, soc_ratio=0.9)
     assert state.services["db"].phase is Phase.PENDING_STOP
-    assert state.services["db"].cap_w is None
-    assert not [c for _, c in commands if isinstance(c, Throttle)]
+    assert [(c.service_id, c.cap_w) for _, c in commands if isinstance(c, Throttle)] == [
+        ("db", 60.0)
+    ]
 
 
 def test_state_survives_a_restart_mid_outage() -> None:
@@ -589,12 +590,14 @@ def test_a_lost_stop_in_the_final_shutdown_is_asked_again_while_the_pack_affords
     assert not cut.on
 
 
-def _when_a_stop_ends(sid: str, running_w: float, draw_w: float) -> list[Command]:
+def _when_a_stop_ends(
+    sid: str, running_w: float, draw_w: float, cap_w: float | None = None
+) -> list[Command]:
     """The commands for `sid`, on battery, once its stop's shutdown_s ran out with it drawing
-    `draw_w`; it draws `running_w` when up."""
+    `draw_w`; it draws `running_w` when up, and was capped to `cap_w`."""
     asked_s = 1000.0
     services = dict(initial_state(SITE).services)
-    services[sid] = ServiceControl(phase=Phase.STOPPING, since_s=asked_s)
+    services[sid] = ServiceControl(phase=Phase.STOPPING, since_s=asked_s, cap_w=cap_w)
     for dependent in SITE.graph.dependent_closure([sid]) - {sid}:
         services[dependent] = ServiceControl(phase=Phase.OFF)
     state = replace(
@@ -618,6 +621,16 @@ def test_a_lost_stop_shows_in_the_draw_of_a_service_that_runs_within_the_idle_ma
     assert isinstance(cut, SwitchOutlets)
     # A server's margin stays 5 W: 4 W over idle is a stopped OS's noise, and it is cut.
     (cut,) = _when_a_stop_ends("web", running_w=90.0, draw_w=7.0)
+    assert isinstance(cut, SwitchOutlets)
+
+
+def test_a_cap_the_draw_is_above_hides_no_lost_stop() -> None:
+    """db runs at 12 W, up above 8.5 W. Capped to 8 W its draw could not show it up, but at
+    12 W the cap did not take (lost with the stop, say), and neither did the stop."""
+    (again,) = _when_a_stop_ends("db", running_w=12.0, draw_w=12.0, cap_w=8.0)
+    assert isinstance(again, StopService)
+    # Drawing within the cap, it cannot tell: its shutdown_s is all there is to go by.
+    (cut,) = _when_a_stop_ends("db", running_w=12.0, draw_w=7.0, cap_w=8.0)
     assert isinstance(cut, SwitchOutlets)
 
 

@@ -611,10 +611,12 @@ class _Cycle:
                     )
                     self._shed(sid, reason, for_limit=False)
             self._stop_what_the_pack_could_not_stop_later(plan)
-            # After the stops: a service asked to stop is not capped as well. Its stop saves
-            # more, and a cap believed below its idle margin would hide a lost stop.
+            # After the stops, so that a service waiting for its dependents to stop is capped
+            # meanwhile whatever stopped it.
             for sid in running:
-                if plan.throttle_at_s[sid] <= self.cycle_s and self.services[sid].phase is Phase.ON:
+                if plan.throttle_at_s[sid] <= self.cycle_s and self.services[sid].phase in (
+                    RUNNING_PHASES
+                ):
                     self._throttle(
                         sid,
                         self.site.service_by_id[sid].throttle_min_w,
@@ -1212,12 +1214,15 @@ class _Cycle:
         """Whether this service's draw, running, is far enough above idle to show it is up.
 
         Not when it is capped that low: a start would never be seen, and be retried forever.
+        A cap its draw is above has not taken (it was lost, or not yet carried out), and hides
+        nothing.
         """
         threshold_w = self._up_threshold_w(sid)
         cap_w = self.services[sid].cap_w
-        return self.telemetry.demand_w[sid].mean_w > threshold_w and (
-            cap_w is None or cap_w > threshold_w
-        )
+        draw_w = self.telemetry.service_draw_w.get(sid)
+        capped_low = cap_w is not None and cap_w <= threshold_w
+        cap_holds = draw_w is None or cap_w is None or draw_w <= cap_w
+        return self.telemetry.demand_w[sid].mean_w > threshold_w and not (capped_low and cap_holds)
 
     def _is_down(self, sid: str) -> bool:
         """Whether a service is known to be down, so what it needs may stop (I1).
