@@ -238,6 +238,51 @@ async def test_shed_and_restore_call_the_services_home_assistant_actions(
         await run.unload()
 
 
+async def test_a_stop_that_could_not_be_delivered_is_asked_again_next_cycle(
+    hass: HomeAssistant, modbus_site: ModbusSite
+) -> None:
+    """The stop action is missing when the shed comes (a script renamed, an integration still
+    loading): the failure is reported, the next cycle asks again, and once the action is there
+    the host stops and its outlet goes off."""
+    base = small_site_entry(modbus_site)
+    services = [
+        {**s, "stop_action": {"action": "host.stop", "data": {"host": "batch-1"}}}
+        if s["id"] == "batch"
+        else s
+        for s in base.options["services"]
+    ]
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title=base.title,
+        data=dict(base.data),
+        options={"pdus": list(base.options["pdus"]), "services": services},
+    )
+    stops: list[ServiceCall] = []
+
+    async def stop_host(call: ServiceCall) -> None:
+        stops.append(call)
+        modbus_site.site.request_shutdown("batch")
+
+    decisions = async_capture_events(hass, EVENT_DECISION)
+    with site_clock(modbus_site.site):
+        run = SiteRun.small(hass, modbus_site, entry)
+        await run.set_up()
+        await run.cycle(2)
+        await run.call("shed_service", service="batch")
+        (failed,) = [d.data for d in decisions]
+        assert (failed["action"], failed["ok"]) == ("stop", False)
+        assert failed["error"].startswith("host.stop: ")
+        hass.services.async_register("host", "stop", stop_host)
+        await run.cycle()
+        again = decisions[-1].data
+        assert (again["action"], again["ok"]) == ("stop", True)
+        assert again["reason"].startswith("retrying a stop that could not be delivered")
+        assert [c.data for c in stops] == [{"host": "batch-1"}]
+        await run.cycle_until(lambda: not run.outlet_on(BATCH_OUTLET))
+        assert [d.data["action"] for d in decisions] == ["stop", "stop", "outlets_off"]
+        await run.unload()
+
+
 async def test_restore_all_releases_every_hold(run: SiteRun) -> None:
     await run.call("shed_service", service="batch")
     await run.call("hold_service", service="db", state="on")

@@ -70,6 +70,8 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         self.control = SiteControl(topology)
         self.snapshot: TelemetrySnapshot | None = None
         self._unavailable: set[str] = set()
+        # Services whose stop could not be delivered: the next cycle asks again at once.
+        self._stops_undelivered: frozenset[str] = frozenset()
         # The cycle runs in an executor thread; actions that change the site's state wait for it.
         self.lock = asyncio.Lock()
         self._restored = False
@@ -110,7 +112,9 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         self.snapshot = snapshot
         self._track_availability(snapshot)
         async with self.lock:
-            outcome = await self.hass.async_add_executor_job(self.control.cycle, snapshot, now_s)
+            outcome = await self.hass.async_add_executor_job(
+                self.control.cycle, snapshot, now_s, self._stops_undelivered
+            )
         await self._carry_out(outcome)
         if (
             not any(r.available for r in snapshot.ups.values())
@@ -157,8 +161,11 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         return device_id not in self._unavailable
 
     async def _carry_out(self, outcome: CycleOutcome) -> None:
+        undelivered: set[str] = set()
         for command in outcome.commands:
             ok, error = await self._execute(command)
+            if not ok and isinstance(command, StopService):
+                undelivered.add(command.service_id)
             self.hass.bus.async_fire(
                 EVENT_DECISION,
                 {
@@ -179,6 +186,7 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
                     command.service_id,
                     error,
                 )
+        self._stops_undelivered = frozenset(undelivered)
         for fault in outcome.faults:
             _LOGGER.debug("%s: %s", self.site_name, fault.message)
         if outcome.mode_changed:

@@ -298,8 +298,14 @@ class SiteControl:
             total += reading.power_w
         return total
 
-    def cycle(self, snapshot: TelemetrySnapshot, now_s: float) -> CycleOutcome:
-        """Learn, guard, decide: one control cycle."""
+    def cycle(
+        self,
+        snapshot: TelemetrySnapshot,
+        now_s: float,
+        stops_undelivered: frozenset[str] = frozenset(),
+    ) -> CycleOutcome:
+        """Learn, guard, decide: one control cycle. `stops_undelivered`: the services whose
+        stop, sent after the last cycle, failed to reach their agent or stop action."""
         site = self.site
         ups_ids = tuple(u.id for u in site.ups)
         draw_w = {s.id: self._service_draw_w(snapshot, s) for s in site.services}
@@ -341,6 +347,7 @@ class SiteControl:
             ups_w=ups_w,
             unmanaged_w={o: outlet_w.get(o, 0.0) for o in site.unmanaged_outlets},
             no_stop_channel=self._no_stop_channel,
+            stops_undelivered=stops_undelivered,
         )
         controller = self._controller()
         before = self.state.mode

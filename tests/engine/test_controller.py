@@ -634,6 +634,27 @@ def test_a_cap_the_draw_is_above_hides_no_lost_stop() -> None:
     assert isinstance(cut, SwitchOutlets)
 
 
+def test_a_stop_that_could_not_be_delivered_is_asked_again_at_once() -> None:
+    """Its agent or stop action reported an error: the OS never heard it, so the next cycle
+    asks again, rather than waiting out its shutdown_s to see its draw still up (I7)."""
+    stopping = ServiceControl(phase=Phase.STOPPING, since_s=1000.0, next_switch_s=1000.0)
+    services = {**initial_state(SITE).services, "web": stopping}
+    state = replace(
+        initial_state(SITE), services=services, outage_started_s=0.0, soc_ratio={"ups1": 0.9}
+    )
+    controller = OutageController(SITE)
+    reading = telemetry(1010.0, state, soc_ratio=0.9, draw_w={"web": DEMAND["web"].mean_w})
+    assert not [c for c in controller.step(state, reading).commands if c.service_id == "web"]
+    result = controller.step(state, replace(reading, stops_undelivered=frozenset({"web"})))
+    (again,) = [c for c in result.commands if c.service_id == "web"]
+    assert isinstance(again, StopService)
+    assert again.reason.startswith("retrying a stop that could not be delivered")
+    assert [f.kind for f in result.faults if f.service_id == "web"] == ["stop_undelivered"]
+    # Its shutdown_s counts from the stop that may arrive, and the next ask backs off.
+    web = result.state.services["web"]
+    assert (web.since_s, web.switch_attempts, web.next_switch_s) == (1010.0, 1, 1015.0)
+
+
 def test_a_service_whose_stop_fails_is_carried_by_the_reserve() -> None:
     """Its draw goes on as long as the fault: the final shutdown must start earlier for it."""
     for soc_ratio in (0.1, 0.3):

@@ -138,6 +138,10 @@ class Telemetry:
     overload_allocation: Allocation | None = None
     # The nodes that shed is on: nothing is restored onto them until it is released (I5).
     overload_shedding_nodes: frozenset[str] = frozenset()
+    # Services whose stop, sent last cycle, could not be delivered (their host agent or stop
+    # action reported an error): asked again at once, with backoff, not only once their
+    # shutdown_s has run out and their draw shows the stop never arrived.
+    stops_undelivered: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -1115,7 +1119,16 @@ class _Cycle:
                     )
                     self.commands.append(StopService(sid, control.reason))
             elif control.phase is Phase.STOPPING:
-                self._finish_stop(sid, control)
+                if sid in self.telemetry.stops_undelivered and self.now_s >= control.next_switch_s:
+                    self._ask_stop_again(
+                        sid,
+                        control,
+                        self._backoff_s(control.switch_attempts),
+                        Fault(sid, "stop_undelivered", f"{sid}: its stop was not delivered"),
+                        f"retrying a stop that could not be delivered: {control.reason}",
+                    )
+                else:
+                    self._finish_stop(sid, control)
         for sid, control in list(self.services.items()):
             service = self.site.service_by_id[sid]
             if control.phase is Phase.CUTTING:
@@ -1164,18 +1177,12 @@ class _Cycle:
         if lost and (not final or self._pack_affords_another_stop(sid)):
             # In the final shutdown, again as soon as its shutdown_s has run out: the pack drains
             # while it waits, and it is checked against the pack at each ask.
-            backoff_s = 0.0 if final else self._backoff_s(control.switch_attempts)
-            self.services[sid] = replace(
+            self._ask_stop_again(
+                sid,
                 control,
-                since_s=self.now_s,
-                switch_attempts=control.switch_attempts + 1,
-                next_switch_s=self.now_s + backoff_s,
-            )
-            self.faults.append(Fault(sid, "stop_unconfirmed", f"{sid}: {drawing}; asking again"))
-            self.commands.append(
-                StopService(
-                    sid, f"retrying a stop that did not happen ({drawing}): {control.reason}"
-                )
+                0.0 if final else self._backoff_s(control.switch_attempts),
+                Fault(sid, "stop_unconfirmed", f"{sid}: {drawing}; asking again"),
+                f"retrying a stop that did not happen ({drawing}): {control.reason}",
             )
             return
         if still_up:
@@ -1196,6 +1203,19 @@ class _Cycle:
         self.commands.append(
             SwitchOutlets(sid, service.outlets, False, "graceful stop done: its shutdown_s ran out")
         )
+
+    def _ask_stop_again(
+        self, sid: str, control: ServiceControl, backoff_s: float, fault: Fault, reason: str
+    ) -> None:
+        """Ask for a stop again; its shutdown_s counts from now, as the OS's stop does."""
+        self.services[sid] = replace(
+            control,
+            since_s=self.now_s,
+            switch_attempts=control.switch_attempts + 1,
+            next_switch_s=self.now_s + backoff_s,
+        )
+        self.faults.append(fault)
+        self.commands.append(StopService(sid, reason))
 
     def _up_threshold_w(self, sid: str) -> float:
         """The draw above which a service is up: its idle draw plus the margin.

@@ -39,6 +39,7 @@ class Readings:
     ups_w: Mapping[str, float]  # the UPS units that report their output
     unmanaged_w: Mapping[str, float]
     no_stop_channel: frozenset[str] = frozenset()
+    stops_undelivered: frozenset[str] = frozenset()  # as the controller's Telemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,5 +94,6 @@ def run_cycle(
         overload_allocation=guard.allocation,
         overload_shedding_nodes=frozenset(guard.shed_w),
         no_stop_channel=readings.no_stop_channel,
+        stops_undelivered=readings.stops_undelivered,
     )
     return CycleResult(node_w, guard, telemetry, controller.step(state, telemetry))
