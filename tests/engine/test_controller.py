@@ -341,6 +341,25 @@ def _in_the_final_shutdown(
     )
 
 
+def _final_shutdown_caps(web: Phase) -> list[tuple[str, float | None]]:
+    """The caps of the next cycle of a final shutdown in which db, storage and network wait to
+    stop and web is `web`."""
+    services = {sid: ServiceControl(phase=Phase.PENDING_STOP) for sid in SITE.service_by_id}
+    services["batch"] = ServiceControl(phase=Phase.OFF)
+    services["web"] = ServiceControl(phase=web, since_s=990.0)
+    state = _in_the_final_shutdown(0.3, 990.0, services)
+    reading = telemetry(1000.0, state, soc_ratio=0.3)
+    commands = OutageController(SITE).step(state, reading).commands
+    return [(c.service_id, c.cap_w) for c in commands if isinstance(c, Throttle)]
+
+
+def test_in_the_final_shutdown_what_waits_for_its_dependents_runs_at_its_floor() -> None:
+    """db waits for web's stop: capped to its 60-W floor meanwhile, the watts go to the last
+    stops. With web down, db stops at once and is not capped."""
+    assert _final_shutdown_caps(web=Phase.STOPPING) == [("db", 60.0)]
+    assert _final_shutdown_caps(web=Phase.OFF) == []
+
+
 def _mains_back_in_the_final_shutdown(soc_ratio: float) -> ControllerState:
     """The state a cycle after mains returned, while db stopped and storage and network waited."""
     services = dict.fromkeys(("web", "batch"), ServiceControl(phase=Phase.OFF))

@@ -449,6 +449,8 @@ class _Cycle:
             self._on_mains()
         self._obey_guard()
         self._advance_phases()
+        if self.state.mode is Mode.FINAL_SHUTDOWN and self._on_battery_now():
+            self._cap_what_waits_to_stop()
 
     def _dead_feeds(self) -> frozenset[str]:
         """Outlets reported off under a service another of whose outlets is reported on."""
@@ -721,6 +723,14 @@ class _Cycle:
                     "final shutdown: the battery holds just enough to stop everything cleanly",
                     for_limit=False,
                 )
+
+    def _cap_what_waits_to_stop(self) -> None:
+        """In the final shutdown, what waits for its dependents to stop runs at its throttle
+        floor meanwhile: the watts it saves are what the last stops run on."""
+        for sid, control in self.services.items():
+            floor_w = self.site.service_by_id[sid].throttle_min_w
+            if control.phase is Phase.PENDING_STOP and floor_w is not None:
+                self._throttle(sid, floor_w, "final shutdown: capped while what needs it stops")
 
     def _fit_limits(self) -> None:
         """Shed or cap whatever the allocation of this instant cannot fit (I2).
