@@ -355,7 +355,7 @@ def _final_shutdown_caps(web: Phase) -> list[tuple[str, float | None]]:
 
 def test_in_the_final_shutdown_what_waits_for_its_dependents_runs_at_its_floor() -> None:
     """db waits for web's stop: capped to its 60-W floor meanwhile, the watts go to the last
-    stops. With web down, db stops at once and is not capped."""
+    stops. With web down, db stops at once and is not capped: its stop saves more."""
     assert _final_shutdown_caps(web=Phase.STOPPING) == [("db", 60.0)]
     assert _final_shutdown_caps(web=Phase.OFF) == []
 
@@ -432,21 +432,21 @@ def test_a_cap_the_draw_stays_above_is_sent_again() -> None:
 
 
 def test_a_service_waiting_for_its_dependents_to_stop_is_capped_meanwhile() -> None:
-    """The plan caps db and stops storage, which db depends on: db is to stop once web is
-    down (I1), and runs capped until then."""
+    """The plan stops storage, which db depends on: db is to stop once web is down (I1), and
+    runs at its 60-W floor until then, the plan's own caps aside."""
 
     def edit(plan: Plan, _: ConditionalOutage) -> Plan:
         return replace(
             plan,
             stop_at_s={**plan.stop_at_s, "storage": 0.0},
-            throttle_at_s={**plan.throttle_at_s, "db": 0.0},
+            throttle_at_s=dict.fromkeys(plan.throttle_at_s, math.inf),
         )
 
     state, commands, _ = run(_EditedPlan(edit), initial_state(SITE), 0, 10, soc_ratio=0.9)
     assert state.services["db"].phase is Phase.PENDING_STOP
-    assert [(c.service_id, c.cap_w) for _, c in commands if isinstance(c, Throttle)] == [
-        ("db", 60.0)
-    ]
+    (cap,) = [c for _, c in commands if isinstance(c, Throttle)]
+    assert (cap.service_id, cap.cap_w) == ("db", 60.0)
+    assert cap.reason == "capped while what needs it stops, before its own stop"
 
 
 def test_state_survives_a_restart_mid_outage() -> None:

@@ -449,7 +449,7 @@ class _Cycle:
             self._on_mains()
         self._obey_guard()
         self._advance_phases()
-        if self.state.mode is Mode.FINAL_SHUTDOWN and self._on_battery_now():
+        if self._on_battery_now():
             self._cap_what_waits_to_stop()
 
     def _dead_feeds(self) -> frozenset[str]:
@@ -725,12 +725,14 @@ class _Cycle:
                 )
 
     def _cap_what_waits_to_stop(self) -> None:
-        """In the final shutdown, what waits for its dependents to stop runs at its throttle
-        floor meanwhile: the watts it saves are what the last stops run on."""
+        """On battery, what is to stop but waits for its dependents to stop first runs at its
+        throttle floor meanwhile: the watts it saves are what the last stops run on."""
         for sid, control in self.services.items():
             floor_w = self.site.service_by_id[sid].throttle_min_w
             if control.phase is Phase.PENDING_STOP and floor_w is not None:
-                self._throttle(sid, floor_w, "final shutdown: capped while what needs it stops")
+                self._throttle(
+                    sid, floor_w, "capped while what needs it stops, before its own stop"
+                )
 
     def _fit_limits(self) -> None:
         """Shed or cap whatever the allocation of this instant cannot fit (I2).
