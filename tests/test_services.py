@@ -188,41 +188,56 @@ async def test_set_priority_changes_who_is_shed(run: SiteRun) -> None:
     assert run.coordinator.control.priority_overrides == {}, "its own tier is no override"
 
 
-async def test_shed_and_restore_call_the_services_home_assistant_actions(
-    hass: HomeAssistant, modbus_site: ModbusSite
-) -> None:
+def _entry_with_batch_actions(modbus_site: ModbusSite, **actions: Any) -> MockConfigEntry:
+    """The small site, batch with the Home Assistant actions given (`stop_action`, ...)."""
     base = small_site_entry(modbus_site)
-    services = [
-        {
-            **s,
-            "stop_action": {"action": "host.stop", "data": {"host": "batch-1"}},
-            # Not registered: the failure is reported, and the outlet still comes back.
-            "start_action": {"action": "host.missing", "data": {}},
-        }
-        if s["id"] == "batch"
-        else s
-        for s in base.options["services"]
-    ]
-    entry = MockConfigEntry(
+    services = [{**s, **actions} if s["id"] == "batch" else s for s in base.options["services"]]
+    return MockConfigEntry(
         domain=DOMAIN,
         title=base.title,
         data=dict(base.data),
         options={"pdus": list(base.options["pdus"]), "services": services},
     )
-    stops: list[ServiceCall] = []
+
+
+def _host_stop(modbus_site: ModbusSite, stops: list[ServiceCall]) -> Any:
+    """What a real stop action does: the host shuts down, and its draw falls to idle."""
 
     async def stop_host(call: ServiceCall) -> None:
-        # What a real stop action does: the host shuts down, and its draw falls to idle.
         stops.append(call)
         modbus_site.site.request_shutdown("batch")
 
-    hass.services.async_register("host", "stop", stop_host)
+    return stop_host
+
+
+STOP_BATCH_1 = {"action": "host.stop", "data": {"host": "batch-1"}}
+
+
+async def _shed_batch(
+    hass: HomeAssistant, modbus_site: ModbusSite, entry: MockConfigEntry
+) -> SiteRun:
+    """The site of `entry` set up and running, and batch just shed by hand."""
+    run = SiteRun.small(hass, modbus_site, entry)
+    await run.set_up()
+    await run.cycle(2)
+    await run.call("shed_service", service="batch")
+    return run
+
+
+async def test_shed_and_restore_call_the_services_home_assistant_actions(
+    hass: HomeAssistant, modbus_site: ModbusSite
+) -> None:
+    entry = _entry_with_batch_actions(
+        modbus_site,
+        stop_action=STOP_BATCH_1,
+        # Not registered: the failure is reported, and the outlet still comes back.
+        start_action={"action": "host.missing", "data": {}},
+    )
+    stops: list[ServiceCall] = []
+    hass.services.async_register("host", "stop", _host_stop(modbus_site, stops))
     decisions = async_capture_events(hass, EVENT_DECISION)
     with site_clock(modbus_site.site):
-        run = SiteRun.small(hass, modbus_site, entry)
-        await run.set_up()
-        await run.cycle(2)
-        await run.call("shed_service", service="batch")
+        run = await _shed_batch(hass, modbus_site, entry)
         assert [c.data for c in stops] == [{"host": "batch-1"}]
         await run.cycle_until(lambda: not run.outlet_on(BATCH_OUTLET))
         assert [(d.data["action"], d.data["ok"]) for d in decisions] == [
@@ -244,35 +259,15 @@ async def test_a_stop_that_could_not_be_delivered_is_asked_again_next_cycle(
     """The stop action is missing when the shed comes (a script renamed, an integration still
     loading): the failure is reported, the next cycle asks again, and once the action is there
     the host stops and its outlet goes off."""
-    base = small_site_entry(modbus_site)
-    services = [
-        {**s, "stop_action": {"action": "host.stop", "data": {"host": "batch-1"}}}
-        if s["id"] == "batch"
-        else s
-        for s in base.options["services"]
-    ]
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        title=base.title,
-        data=dict(base.data),
-        options={"pdus": list(base.options["pdus"]), "services": services},
-    )
+    entry = _entry_with_batch_actions(modbus_site, stop_action=STOP_BATCH_1)
     stops: list[ServiceCall] = []
-
-    async def stop_host(call: ServiceCall) -> None:
-        stops.append(call)
-        modbus_site.site.request_shutdown("batch")
-
     decisions = async_capture_events(hass, EVENT_DECISION)
     with site_clock(modbus_site.site):
-        run = SiteRun.small(hass, modbus_site, entry)
-        await run.set_up()
-        await run.cycle(2)
-        await run.call("shed_service", service="batch")
+        run = await _shed_batch(hass, modbus_site, entry)
         (failed,) = [d.data for d in decisions]
         assert (failed["action"], failed["ok"]) == ("stop", False)
         assert failed["error"].startswith("host.stop: ")
-        hass.services.async_register("host", "stop", stop_host)
+        hass.services.async_register("host", "stop", _host_stop(modbus_site, stops))
         await run.cycle()
         again = decisions[-1].data
         assert (again["action"], again["ok"]) == ("stop", True)
