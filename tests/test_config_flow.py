@@ -21,6 +21,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.power_allocation import entry_topology
 from custom_components.power_allocation.const import CONF_SITE_NAME, CONF_TOPOLOGY, DOMAIN
+from custom_components.power_allocation.engine.outage import OutagePrior
 from custom_components.power_allocation.engine.planner import RIDE_THROUGH_S
 from custom_components.power_allocation.topology import parse_topology
 from tests.fixtures.modbus_site import HOST, ModbusSite
@@ -90,6 +91,7 @@ def site_entry(
     title: str = "Rack A",
     pdus: list[dict[str, Any]] | None = None,
     services: list[dict[str, Any]] | None = None,
+    planner: dict[str, Any] | None = None,
 ) -> MockConfigEntry:
     """A one-UPS site (`ups`), as the user flow creates it, with the given PDUs and services."""
     topology: dict[str, Any] = {"ups": [{"id": "ups", **RATINGS, "source": source}]}
@@ -100,7 +102,11 @@ def site_entry(
         title=title,
         unique_id=title.lower().replace(" ", "_"),
         data={CONF_SITE_NAME: title, CONF_TOPOLOGY: topology},
-        options={"pdus": pdus or [], "services": services or []},
+        options={
+            "pdus": pdus or [],
+            "services": services or [],
+            **({"planner": planner} if planner else {}),
+        },
     )
 
 
@@ -1080,33 +1086,69 @@ services:
     assert entry.options["services"] == []
 
 
-async def test_plan_settings_set_the_ride_through(hass: HomeAssistant) -> None:
+PLAN_FORM_DEFAULTS = {
+    "ride_through_s": RIDE_THROUGH_S,
+    "momentary_pct": 70.0,
+    "sustained_median_min": 45.0,
+}
+PLAN_FORM = {"ride_through_s": 600, "momentary_pct": 90, "sustained_median_min": 20}
+PLAN_OPTIONS = {"ride_through_s": 600.0, "momentary_ratio": 0.9, "sustained_median_s": 1200.0}
+
+
+async def test_plan_settings_set_the_ride_through_and_the_outage_prior(
+    hass: HomeAssistant,
+) -> None:
     entry = entities_site(pdus=[entities_pdu(PDU_A)], services=[NETWORK])
     entry.add_to_hass(hass)
     result = await open_options(hass, entry, "planner")
     assert result["step_id"] == "planner"
-    assert schema_defaults(result) == {"ride_through_s": RIDE_THROUGH_S}
-    # The selector refuses what the planner would not take.
-    with pytest.raises(InvalidData):
-        await hass.config_entries.options.async_configure(
-            result["flow_id"], {"ride_through_s": 7200}
-        )
-    result = await hass.config_entries.options.async_configure(
-        result["flow_id"], {"ride_through_s": 600}
-    )
+    # The form shows the prior the plan uses when nothing is set: the engine's own.
+    assert schema_defaults(result) == PLAN_FORM_DEFAULTS
+    prior = OutagePrior()
+    assert (prior.momentary_ratio, prior.sustained_median_s) == (0.7, 2700.0)
+    # The selectors refuse what the planner would not take.
+    for field, value in (
+        ("ride_through_s", 7200),
+        ("momentary_pct", 101),
+        ("sustained_median_min", 4),
+    ):
+        with pytest.raises(InvalidData):
+            await hass.config_entries.options.async_configure(
+                result["flow_id"], {**PLAN_FORM, field: value}
+            )
+    result = await hass.config_entries.options.async_configure(result["flow_id"], PLAN_FORM)
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert entry.options["planner"] == {"ride_through_s": 600.0}
+    assert entry.options["planner"] == PLAN_OPTIONS
     assert [p["id"] for p in entry.options["pdus"]] == ["pdu-a"]
     assert entry.options["services"] == [NETWORK]
-    assert parse_topology(entry_topology(entry)).ride_through_s == 600.0
+    topology = parse_topology(entry_topology(entry))
+    assert topology.ride_through_s == 600.0
+    assert topology.outage_prior.momentary_ratio == 0.9
+    assert topology.outage_prior.sustained_median_s == 1200.0
+    assert topology.outage_prior.sustained_sigma == prior.sustained_sigma
 
     # Shown again as set; what else is changed later keeps it.
     result = await open_options(hass, entry, "planner")
-    assert schema_defaults(result) == {"ride_through_s": 600.0}
+    assert schema_defaults(result) == {k: float(v) for k, v in PLAN_FORM.items()}
     result = await open_options(hass, entry, "remove")
     result = await hass.config_entries.options.async_configure(result["flow_id"], {"items": []})
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert entry.options["planner"] == {"ride_through_s": 600.0}
+    assert entry.options["planner"] == PLAN_OPTIONS
+
+
+async def test_plan_settings_keep_a_spread_set_in_yaml(hass: HomeAssistant) -> None:
+    """The form has no field for the prior's spread; saving it keeps the one imported."""
+    entry = entities_site(
+        pdus=[entities_pdu(PDU_A)],
+        services=[NETWORK],
+        planner={"sustained_sigma": 1.8},
+    )
+    entry.add_to_hass(hass)
+    result = await open_options(hass, entry, "planner")
+    assert schema_defaults(result) == PLAN_FORM_DEFAULTS
+    result = await hass.config_entries.options.async_configure(result["flow_id"], PLAN_FORM)
+    assert entry.options["planner"] == {**PLAN_OPTIONS, "sustained_sigma": 1.8}
+    assert parse_topology(entry_topology(entry)).outage_prior.sustained_sigma == 1.8
 
 
 async def test_import_sets_the_planner_or_keeps_it(hass: HomeAssistant) -> None:
@@ -1156,6 +1198,21 @@ services:
             "planner: {ride_through_s: 5000}\n",
             "invalid_topology",
             "planner.ride_through_s: value must be at most 3600.0",
+        ),
+        (
+            "planner: {sustained_median_s: 60}\n",
+            "invalid_topology",
+            "planner.sustained_median_s: value must be at least 300.0",
+        ),
+        (
+            "planner: {momentary_ratio: 1.5}\n",
+            "invalid_topology",
+            "planner.momentary_ratio: value must be at most 1",
+        ),
+        (
+            "planner: {sustained_sigma: 0}\n",
+            "invalid_topology",
+            "planner.sustained_sigma: value must be at least 0.2",
         ),
     ],
 )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from homeassistant.core import HomeAssistant
 
 from custom_components.power_allocation.engine.allocator import Demand
 from custom_components.power_allocation.engine.battery import BatteryModel
 from custom_components.power_allocation.engine.outage import OutagePrior
 from custom_components.power_allocation.engine.planner import plan_outage
-from custom_components.power_allocation.site_control import CONSERVATIVE_PRIOR
+from custom_components.power_allocation.site_control import conservative_prior
 from custom_components.power_allocation.topology import load_yaml_document, parse_topology
 from tests.fixtures.modbus_site import ModbusSite
 from tests.site_entry import SiteRun
@@ -16,20 +17,34 @@ from tests.site_entry import SiteRun
 SWITCH = "switch.rack_a_conservative_plan"
 
 
-def test_conservative_prior_never_plans_a_stop_later() -> None:
+@pytest.mark.parametrize(
+    "usual",
+    [
+        OutagePrior(),
+        # A site of short outages, and one whose outages are already longer than the 4 h.
+        OutagePrior(momentary_ratio=0.9, sustained_median_s=600.0),
+        OutagePrior(momentary_ratio=0.1, sustained_median_s=8 * 3600.0, sustained_sigma=0.8),
+    ],
+)
+def test_conservative_prior_never_plans_a_stop_later(usual: OutagePrior) -> None:
     with open("docs/demo-topology.yaml", encoding="utf-8") as file:
         site = parse_topology(load_yaml_document(file.read())).site
     demand = {s.id: Demand(60.0, 80.0) for s in site.services}
     batteries = {u.id: BatteryModel.from_ups(u) for u in site.ups}
+    conservative = conservative_prior(usual)
+    assert conservative.momentary_ratio <= usual.momentary_ratio
+    assert conservative.sustained_median_s >= usual.sustained_median_s
+    assert conservative.sustained_sigma == usual.sustained_sigma
     plans = [
         plan_outage(site, batteries, {"ups": 1.0}, demand, prior.given(0.0), ride_through_s=0)
-        for prior in (OutagePrior(), CONSERVATIVE_PRIOR)
+        for prior in (usual, conservative)
     ]
-    usual, conservative = (plan.stop_at_s for plan in plans)
+    usual_at, conservative_at = (plan.stop_at_s for plan in plans)
     lower = [s.id for s in site.services if s.priority.value != "critical"]
     # The lower tiers go sooner, and what that saves keeps the critical ones up longer.
-    assert all(conservative[sid] <= usual[sid] for sid in lower)
-    assert any(conservative[sid] < usual[sid] for sid in lower)
+    assert all(conservative_at[sid] <= usual_at[sid] for sid in lower)
+    if conservative != usual:
+        assert any(conservative_at[sid] < usual_at[sid] for sid in lower)
     assert plans[1].tier_runtime_s["critical"] >= plans[0].tier_runtime_s["critical"]
 
 
@@ -45,7 +60,7 @@ async def test_switch_sets_the_prior_and_survives_in_the_state(
 
     await hass.services.async_call("switch", "turn_on", {"entity_id": SWITCH}, blocking=True)
     assert hass.states.get(SWITCH).state == "on"
-    assert control.prior is CONSERVATIVE_PRIOR
+    assert control.prior is control.conservative_prior
     assert control.to_state()["conservative"] is True
 
     assert await hass.config_entries.async_reload(entry.entry_id)

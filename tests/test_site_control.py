@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -90,21 +91,37 @@ def test_one_cycle_plans_once_on_mains_and_on_battery(plans_made: list[str]) -> 
         assert outcome.view.plan
 
 
-def test_the_sites_ride_through_decides_when_the_lowest_tier_is_shed() -> None:
-    def batch_shed_in_s(ride_through_s: float | None) -> float:
-        document = DOCUMENT
-        if ride_through_s is not None:
-            document = {**DOCUMENT, "planner": {"ride_through_s": ride_through_s}}
-        control = SiteControl(parse_topology(document))
-        now_s = 1000.0
-        control.cycle(snapshot(now_s, on_battery=False, soc_pct=100), now_s)
-        now_s += CYCLE_S
-        outcome = control.cycle(snapshot(now_s, on_battery=True, soc_pct=99), now_s)
-        assert not any(isinstance(c, StopService) for c in outcome.commands)
-        return next(step.in_s for step in outcome.view.plan if step.service_id == "batch")
+def first_outage_cycle(planner_options: dict[str, Any] | None = None) -> site_control.CycleOutcome:
+    """The cycle that finds mains gone, under the site's `planner` options."""
+    document = DOCUMENT if planner_options is None else {**DOCUMENT, "planner": planner_options}
+    control = SiteControl(parse_topology(document))
+    now_s = 1000.0
+    control.cycle(snapshot(now_s, on_battery=False, soc_pct=100), now_s)
+    now_s += CYCLE_S
+    return control.cycle(snapshot(now_s, on_battery=True, soc_pct=99), now_s)
 
+
+def planned_stop_in_s(service_id: str, planner_options: dict[str, Any] | None = None) -> float:
+    """When the plan, one cycle into an outage, would stop `service_id` (inf: never)."""
+    outcome = first_outage_cycle(planner_options)
+    return next(
+        (step.in_s for step in outcome.view.plan if step.service_id == service_id), math.inf
+    )
+
+
+def test_the_sites_ride_through_decides_when_the_lowest_tier_is_shed() -> None:
     # The default rides a blip through for two minutes; with 0 the plan's own reckoning decides,
     # and it sheds the lowest tier sooner.
-    default_s = batch_shed_in_s(None)
+    default_s = planned_stop_in_s("batch")
     assert default_s == pytest.approx(planner.RIDE_THROUGH_S)
-    assert batch_shed_in_s(0) < default_s
+    assert not any(isinstance(c, StopService) for c in first_outage_cycle().commands)
+    assert planned_stop_in_s("batch", {"ride_through_s": 0}) < default_s
+
+
+def test_the_sites_outage_prior_decides_how_long_the_high_tier_is_kept() -> None:
+    # Where outages are mostly blips and short, the plan keeps the high tier up for longer; where
+    # they are long, it stops it sooner to keep the critical tier up to the end.
+    default_s = planned_stop_in_s("db")
+    short_s = planned_stop_in_s("db", {"momentary_ratio": 0.95, "sustained_median_s": 600})
+    long_s = planned_stop_in_s("db", {"momentary_ratio": 0.1, "sustained_median_s": 6 * 3600})
+    assert long_s < default_s < short_s

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from custom_components.power_allocation.engine.model import Priority, TopologyError
+from custom_components.power_allocation.engine.outage import OutagePrior
 from custom_components.power_allocation.engine.planner import RIDE_THROUGH_S
 from custom_components.power_allocation.topology import (
     HaAction,
@@ -241,7 +242,18 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
             _set("planner", {"ride_through_s": 60, "delay_s": 5}),
             "planner.delay_s: extra keys not allowed",
         ),
-        (_set("planner", {}), "planner.ride_through_s: required key not provided"),
+        (
+            _set("planner", {"sustained_median_s": 60}),
+            "planner.sustained_median_s: value must be at least 300",
+        ),
+        (
+            _set("planner", {"momentary_ratio": -0.1}),
+            "planner.momentary_ratio: value must be at least 0",
+        ),
+        (
+            _set("planner", {"sustained_sigma": 9}),
+            "planner.sustained_sigma: value must be at most 3",
+        ),
     ],
 )
 def test_every_error_names_the_item(change: Callable[[dict[str, Any]], Any], message: str) -> None:
@@ -256,6 +268,17 @@ def test_the_ride_through_is_the_sites_own_or_the_planners_default() -> None:
     assert topology.ride_through_s == 600.0
     assert topology.document["planner"] == {"ride_through_s": 600.0}
     assert parse_topology({**DOCUMENT, "planner": {"ride_through_s": 0}}).ride_through_s == 0.0
+
+
+def test_the_outage_prior_is_the_sites_own_where_it_says_so() -> None:
+    assert parse_topology(DOCUMENT).outage_prior == OutagePrior()
+    topology = parse_topology({**DOCUMENT, "planner": {"sustained_median_s": "900"}})
+    assert topology.outage_prior == OutagePrior(sustained_median_s=900.0)
+    assert topology.ride_through_s == RIDE_THROUGH_S
+    every = {"momentary_ratio": 0.5, "sustained_median_s": 7200, "sustained_sigma": 1.5}
+    assert parse_topology({**DOCUMENT, "planner": every}).outage_prior == OutagePrior(
+        momentary_ratio=0.5, sustained_median_s=7200.0, sustained_sigma=1.5
+    )
 
 
 def test_a_cycle_lists_its_services() -> None:

@@ -30,6 +30,8 @@ from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import TopologyError
 from .engine.planner import RIDE_THROUGH_S
 from .topology import (
+    MAX_SUSTAINED_MEDIAN_S,
+    MIN_SUSTAINED_MEDIAN_S,
     MODBUS_PDU_PROFILES,
     MODBUS_UPS_PROFILES,
     MQTT_OUTLET_PROFILES,
@@ -39,6 +41,7 @@ from .topology import (
     SOURCE_MODBUS,
     SOURCE_MQTT,
     load_yaml_document,
+    outage_prior,
     parse_topology,
 )
 
@@ -54,6 +57,18 @@ MQTT_OUTLET_VARIABLE = {
 _NUMBER = selector.NumberSelector(
     selector.NumberSelectorConfig(min=0, step="any", mode=selector.NumberSelectorMode.BOX)
 )
+
+
+def _bounded(low: float, high: float, step: float, unit: str) -> selector.NumberSelector:
+    return selector.NumberSelector(
+        selector.NumberSelectorConfig(
+            min=low,
+            max=high,
+            step=step,
+            unit_of_measurement=unit,
+            mode=selector.NumberSelectorMode.BOX,
+        )
+    )
 
 
 def _choice(
@@ -474,26 +489,37 @@ class PowerAllocationOptionsFlow(OptionsFlow):
     async def async_step_planner(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """The plan's tunables: how long a blip is ridden through before anything is stopped."""
+        """The plan's tunables: the ride-through, and how long this site's outages tend to last.
+
+        The form speaks in percent and minutes; the options keep the topology's ratio and seconds.
+        """
         options = self.config_entry.options
+        planner = options.get("planner", {})
         if user_input is not None:
-            # The selector keeps the value in range; nothing else of the site changes.
-            planner = {"ride_through_s": float(user_input["ride_through_s"])}
+            # The selectors keep each value in range; nothing else of the site changes.
+            planner = {
+                **planner,
+                "ride_through_s": float(user_input["ride_through_s"]),
+                "momentary_ratio": float(user_input["momentary_pct"]) / 100.0,
+                "sustained_median_s": float(user_input["sustained_median_min"]) * 60.0,
+            }
             return self.async_create_entry(data={**options, "planner": planner})
-        current = options.get("planner", {}).get("ride_through_s", RIDE_THROUGH_S)
+        prior = outage_prior(planner)
         return self.async_show_form(
             step_id="planner",
             data_schema=vol.Schema(
                 {
-                    vol.Required("ride_through_s", default=current): selector.NumberSelector(
-                        selector.NumberSelectorConfig(
-                            min=0,
-                            max=MAX_RIDE_THROUGH_S,
-                            step=10,
-                            unit_of_measurement="s",
-                            mode=selector.NumberSelectorMode.BOX,
-                        )
-                    )
+                    vol.Required(
+                        "ride_through_s", default=planner.get("ride_through_s", RIDE_THROUGH_S)
+                    ): _bounded(0, MAX_RIDE_THROUGH_S, 10, "s"),
+                    vol.Required(
+                        "momentary_pct", default=round(prior.momentary_ratio * 100.0, 1)
+                    ): _bounded(0, 100, 1, "%"),
+                    vol.Required(
+                        "sustained_median_min", default=round(prior.sustained_median_s / 60.0, 1)
+                    ): _bounded(
+                        MIN_SUSTAINED_MEDIAN_S / 60.0, MAX_SUSTAINED_MEDIAN_S / 60.0, 1, "min"
+                    ),
                 }
             ),
         )

@@ -49,7 +49,17 @@ NODE_FORECAST_SETTINGS = ForecastSettings(step_s=CYCLE_S, horizon_steps=12)
 KNOWN_OUTAGE_SIGMA = 0.02
 # While the grid is in trouble (a storm warning, planned works), outages are seldom blips and last
 # longer: the plan then sheds the lower tiers sooner and keeps more for the critical ones.
-CONSERVATIVE_PRIOR = OutagePrior(momentary_ratio=0.2, sustained_median_s=4 * 3600.0)
+CONSERVATIVE_MOMENTARY_RATIO = 0.2
+CONSERVATIVE_SUSTAINED_MEDIAN_S = 4 * 3600.0
+
+
+def conservative_prior(usual: OutagePrior) -> OutagePrior:
+    """The site's prior with fewer blips and longer outages, never more of one nor shorter."""
+    return replace(
+        usual,
+        momentary_ratio=min(usual.momentary_ratio, CONSERVATIVE_MOMENTARY_RATIO),
+        sustained_median_s=max(usual.sustained_median_s, CONSERVATIVE_SUSTAINED_MEDIAN_S),
+    )
 
 
 class AllocationState:
@@ -187,10 +197,10 @@ class SiteControl:
         self,
         topology: SiteTopology,
         state: Mapping[str, Any] | None = None,
-        prior: OutagePrior | None = None,
     ) -> None:
         self.topology = topology
-        self.normal_prior = prior or OutagePrior()
+        self.normal_prior = topology.outage_prior
+        self.conservative_prior = conservative_prior(topology.outage_prior)
         stored = dict(state or {})
         if stored and stored.get("version") != STATE_VERSION:
             stored = {}
@@ -276,7 +286,7 @@ class SiteControl:
     @property
     def prior(self) -> OutagePrior:
         """The outage prior the plan uses now: the conservative one while it is switched on."""
-        return CONSERVATIVE_PRIOR if self.conservative else self.normal_prior
+        return self.conservative_prior if self.conservative else self.normal_prior
 
     def _controller(self) -> OutageController:
         return OutageController(

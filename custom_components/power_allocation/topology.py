@@ -7,8 +7,10 @@ One document describes a site, in the config entry and in the YAML a large site 
 - `pdus`: the engine's PDU fields plus a `source`;
 - `services`: the engine's service fields plus how to ask the host to stop, throttle and start
   (`agent: true` for the project's MQTT host agent, or Home Assistant actions);
-- `planner` (optional): the site's own tunables of the plan, so far `ride_through_s`, how long a
-  blip is ridden through before anything is stopped.
+- `planner` (optional): the site's own tunables of the plan: `ride_through_s`, how long a blip
+  is ridden through before anything is stopped, and the outage prior — `momentary_ratio` (the
+  share of outages that are blips), `sustained_median_s` and `sustained_sigma` (how long the
+  others last: a lognormal's median and spread). What it leaves out keeps the defaults.
 
 A source is `modbus` (host, port, unit id, profile), `mqtt` (a profile of `drivers/mqtt_profiles`
 and its variables; a PDU gives them per outlet) or `entities` (entities Home Assistant already
@@ -19,7 +21,7 @@ has). `parse_topology` validates the lot and returns a `SiteTopology`; every pro
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import voluptuous as vol
@@ -27,6 +29,7 @@ import yaml  # type: ignore[import-untyped]
 
 from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import PDU_KEYS, SERVICE_KEYS, UPS_KEYS, Site, TopologyError
+from .engine.outage import OutagePrior
 from .engine.planner import RIDE_THROUGH_S
 
 MODBUS_UPS_PROFILES = ("apc_smart_ups",)
@@ -40,6 +43,12 @@ SOURCE_ENTITIES = "entities"
 
 # The parts of a site document an entry keeps in its options (the rest is in its data).
 OPTION_KEYS = ("pdus", "services", "planner")
+
+PRIOR_KEYS = ("momentary_ratio", "sustained_median_s", "sustained_sigma")
+MIN_SUSTAINED_MEDIAN_S = 300.0
+MAX_SUSTAINED_MEDIAN_S = 7 * 86400.0
+MIN_SUSTAINED_SIGMA = 0.2
+MAX_SUSTAINED_SIGMA = 3.0
 
 _TEXT = vol.All(str, vol.Length(min=1))
 _ID = vol.All(str, vol.Match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", msg="letters, digits, _ . - only"))
@@ -195,8 +204,18 @@ TOPOLOGY_SCHEMA = vol.Schema(
             }
         ],
         vol.Optional("planner"): {
-            vol.Required("ride_through_s"): vol.All(
+            vol.Optional("ride_through_s"): vol.All(
                 vol.Coerce(float), vol.Range(min=0, max=MAX_RIDE_THROUGH_S)
+            ),
+            vol.Optional("momentary_ratio"): vol.All(vol.Coerce(float), vol.Range(min=0, max=1)),
+            # A sustained outage is one of 5 minutes or more (IEEE 1366); two weeks is the end of
+            # the prior's table.
+            vol.Optional("sustained_median_s"): vol.All(
+                vol.Coerce(float),
+                vol.Range(min=MIN_SUSTAINED_MEDIAN_S, max=MAX_SUSTAINED_MEDIAN_S),
+            ),
+            vol.Optional("sustained_sigma"): vol.All(
+                vol.Coerce(float), vol.Range(min=MIN_SUSTAINED_SIGMA, max=MAX_SUSTAINED_SIGMA)
             ),
         },
     }
@@ -233,6 +252,7 @@ class SiteTopology:
     controls: Mapping[str, ServiceControls]
     document: Mapping[str, Any]  # the validated document, as stored
     ride_through_s: float = RIDE_THROUGH_S
+    outage_prior: OutagePrior = field(default_factory=OutagePrior)
 
 
 def _explain(error: vol.Invalid, document: Any) -> str:
@@ -289,6 +309,7 @@ def parse_topology(document: Any) -> SiteTopology:
                     f"PDU {pdu['id']!r}: source names outlet(s) {extra} beyond its "
                     f"{pdu['outlets']} outlets"
                 )
+    planner = checked.get("planner", {})
     return SiteTopology(
         site=site,
         mqtt=checked.get("mqtt"),
@@ -304,8 +325,14 @@ def parse_topology(document: Any) -> SiteTopology:
             for s in checked["services"]
         },
         document=checked,
-        ride_through_s=checked.get("planner", {}).get("ride_through_s", RIDE_THROUGH_S),
+        ride_through_s=planner.get("ride_through_s", RIDE_THROUGH_S),
+        outage_prior=outage_prior(planner),
     )
+
+
+def outage_prior(planner: Mapping[str, Any]) -> OutagePrior:
+    """The prior of a validated `planner` section: what it leaves out keeps the default."""
+    return OutagePrior(**{key: planner[key] for key in PRIOR_KEYS if key in planner})
 
 
 def _pick(item: Mapping[str, Any], keys: frozenset[str]) -> dict[str, Any]:
