@@ -1,12 +1,14 @@
 """Every scenario under every policy: the outage benchmark.
 
     python -m benchmarks.policies --scenarios benchmarks/scenarios [--policies a,b] [--json]
+        [--momentary-ratio R] [--sustained-median-s S] [--sustained-sigma G]
 
 Per scenario and as a suite mean: the weighted score, its ratio to the oracle's, the critical
 tier's uptime ratio, unclean power losses, dependency-violation seconds, overload seconds and
 unnecessary sheds. When `predictive`, the oracle and the baselines all ran, it then prints
 `predictive` against the best baseline on each scenario, and each of its targets with what was
 measured and whether it is met. `--json` prints every run's full report instead of the tables.
+The prior options give `predictive` a site's Plan settings instead of the defaults.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from custom_components.power_allocation.drivers.scenario_file import load_scenario
+from custom_components.power_allocation.engine.outage import SITE_PRIOR_KEYS, OutagePrior
 from custom_components.power_allocation.engine.policies import POLICY_NAMES, make_policy
 from custom_components.power_allocation.engine.simulate import Report, simulate
 
@@ -45,13 +48,15 @@ class Row:
     unnecessary_sheds: int
 
 
-def run_suite(folder: Path, policies: Sequence[str]) -> dict[str, dict[str, Report]]:
-    """Reports by scenario name, then policy."""
+def run_suite(
+    folder: Path, policies: Sequence[str], prior: OutagePrior | None = None
+) -> dict[str, dict[str, Report]]:
+    """Reports by scenario name, then policy; `prior` is `predictive`'s outage prior."""
     results: dict[str, dict[str, Report]] = {}
     for path in sorted(folder.glob("*.yaml")):
         scenario = load_scenario(path)
         results[scenario.name] = {
-            policy: simulate(scenario, make_policy(policy, scenario)) for policy in policies
+            policy: simulate(scenario, make_policy(policy, scenario, prior)) for policy in policies
         }
     return results
 
@@ -238,6 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenarios", type=Path, required=True, help="folder of scenario files")
     parser.add_argument("--policies", default=",".join(POLICY_NAMES), help="comma-separated")
     parser.add_argument("--json", action="store_true", help="print every report as JSON")
+    # A site's Plan settings: what `predictive` would do where outages are shorter or longer.
+    for key in SITE_PRIOR_KEYS:
+        parser.add_argument(
+            "--" + key.replace("_", "-"),
+            type=float,
+            dest=key,
+            help=f"predictive's outage prior: {key} (default {getattr(OutagePrior(), key):g})",
+        )
     args = parser.parse_args(argv)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     unknown = sorted(set(policies) - set(POLICY_NAMES))
@@ -245,7 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown policies {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)})")
     if not args.scenarios.is_dir():
         parser.error(f"{args.scenarios} is not a folder")
-    results = run_suite(args.scenarios, policies)
+    chosen = {key: getattr(args, key) for key in SITE_PRIOR_KEYS if getattr(args, key) is not None}
+    try:
+        prior = OutagePrior(**chosen)
+    except ValueError as error:
+        parser.error(str(error))
+    results = run_suite(args.scenarios, policies, prior)
     if args.json:
         json.dump(
             {s: {p: r.to_dict() for p, r in by.items()} for s, by in results.items()},

@@ -29,7 +29,7 @@ import yaml  # type: ignore[import-untyped]
 
 from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import PDU_KEYS, SERVICE_KEYS, UPS_KEYS, Site, TopologyError
-from .engine.outage import OutagePrior
+from .engine.outage import SITE_PRIOR_KEYS, OutagePrior
 from .engine.planner import RIDE_THROUGH_S
 
 MODBUS_UPS_PROFILES = ("apc_smart_ups",)
@@ -44,7 +44,6 @@ SOURCE_ENTITIES = "entities"
 # The parts of a site document an entry keeps in its options (the rest is in its data).
 OPTION_KEYS = ("pdus", "services", "planner")
 
-PRIOR_KEYS = ("momentary_ratio", "sustained_median_s", "sustained_sigma")
 MIN_SUSTAINED_MEDIAN_S = 300.0
 MAX_SUSTAINED_MEDIAN_S = 7 * 86400.0
 MIN_SUSTAINED_SIGMA = 0.2
@@ -332,7 +331,7 @@ def parse_topology(document: Any) -> SiteTopology:
 
 def outage_prior(planner: Mapping[str, Any]) -> OutagePrior:
     """The prior of a validated `planner` section: what it leaves out keeps the default."""
-    return OutagePrior(**{key: planner[key] for key in PRIOR_KEYS if key in planner})
+    return OutagePrior(**{key: planner[key] for key in SITE_PRIOR_KEYS if key in planner})
 
 
 def _pick(item: Mapping[str, Any], keys: frozenset[str]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
@@ -107,3 +108,33 @@ def test_a_scenario_below_the_best_baseline_and_extra_sheds_are_targets_missed()
     assert measured["suite mean at least 0.97 x the oracle's"].met is False  # 0.90 of 1.0
     assert measured["no more unnecessary sheds than static_timers"].met is True  # 3 against 4
     assert set(POLICY_NAMES) == {*scores, "predictive"}
+
+
+def test_a_prior_option_is_predictives_outage_prior(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A site's Plan settings, in the benchmark: shorter outages keep the lower tiers up longer."""
+    argv = ["--scenarios", str(folder), "--policies", "predictive", "--json"]
+
+    def reports(*options: str) -> dict[str, Any]:
+        assert main([*argv, *options]) == 0
+        return json.loads(capsys.readouterr().out)["tiny-rack"]["predictive"]
+
+    usual = reports()
+    assert reports("--sustained-median-s", "2700") == usual  # the default, spelt out
+    short = reports("--momentary-ratio", "0.95", "--sustained-median-s", "600")
+    assert short["site"]["weighted_score"] != usual["site"]["weighted_score"]
+    first_stop = [
+        min(d["at_s"] for d in r["decisions"] if d["action"] == "StopService")
+        for r in (usual, short)
+    ]
+    assert first_stop[1] > first_stop[0]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--momentary-ratio", "2"], ["--sustained-sigma", "-1"], ["--sustained-median-s", "x"]],
+)
+def test_a_prior_option_out_of_range_is_refused(folder: Path, options: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--scenarios", str(folder), "--policies", "predictive", *options])

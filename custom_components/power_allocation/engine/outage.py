@@ -23,6 +23,9 @@ import numpy.typing as npt
 from scipy.stats import lognorm
 
 GRID_MAX_S = 14 * 86400.0
+# What a site sets of its prior (the Plan settings). The blips' own shape is left fixed: they are
+# ridden through, and how a 20-s blip is spread changes no plan.
+SITE_PRIOR_KEYS = ("momentary_ratio", "sustained_median_s", "sustained_sigma")
 
 
 @dataclass(frozen=True)

@@ -356,15 +356,15 @@ class OraclePolicy(PredictivePolicy):
 POLICY_NAMES = ("none", "nut", "static_timers", "seed_greedy", "predictive", "oracle")
 
 
-def make_policy(name: str, scenario: Scenario) -> Policy:
-    """A fresh policy for one run of `scenario`."""
+def make_policy(name: str, scenario: Scenario, prior: OutagePrior | None = None) -> Policy:
+    """A fresh policy for one run of `scenario`; `prior` is `predictive`'s (None: the default)."""
     site = scenario.site
     factories: dict[str, Callable[[], Policy]] = {
         "none": NonePolicy,
         "nut": lambda: NutPolicy(site),
         "static_timers": lambda: StaticTimersPolicy(site),
         "seed_greedy": lambda: SeedGreedyPolicy(site),
-        "predictive": lambda: PredictivePolicy(site),
+        "predictive": lambda: PredictivePolicy(site, OutageController(site, prior=prior)),
         "oracle": lambda: OraclePolicy(scenario),
     }
     if name not in factories:
