@@ -27,12 +27,13 @@ from .engine.controller import (
     Mode,
     OutageController,
     Phase,
+    Readings,
     Telemetry,
     UpsReading,
     hold,
     initial_state,
 )
-from .engine.cycle import Readings, run_cycle
+from .engine.cycle import run_cycle
 from .engine.demand import ServiceDemand
 from .engine.forecast import ForecastSettings, NodeForecasters
 from .engine.model import Priority, Service, Site

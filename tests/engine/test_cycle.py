@@ -5,10 +5,11 @@ from __future__ import annotations
 from custom_components.power_allocation.engine.allocator import Demand
 from custom_components.power_allocation.engine.controller import (
     OutageController,
+    Readings,
     UpsReading,
     initial_state,
 )
-from custom_components.power_allocation.engine.cycle import Readings, run_cycle
+from custom_components.power_allocation.engine.cycle import run_cycle
 from custom_components.power_allocation.engine.demand import ServiceDemand
 from custom_components.power_allocation.engine.forecast import ForecastSettings, NodeForecasters
 from custom_components.power_allocation.engine.overload import OverloadGuard

@@ -120,28 +120,36 @@ class UpsReading:
 
 
 @dataclass(frozen=True, slots=True)
-class Telemetry:
-    """What the caller measured this cycle. Missing readings are None or absent."""
+class Readings:
+    """What a site reported this cycle. Missing readings are None or absent."""
 
     now_s: float
     mains_on: bool | None
     ups: Mapping[str, UpsReading]
     service_draw_w: Mapping[str, float | None]
     outlet_on: Mapping[str, bool | None]  # the relay state each outlet reports
-    demand_w: Mapping[str, Demand]  # forecast draw of every service, running uncapped
+    outlet_w: Mapping[str, float] = field(default_factory=dict)  # the outlets that report power
+    ups_w: Mapping[str, float] = field(default_factory=dict)  # the UPS units that report output
     unmanaged_w: Mapping[str, float] = field(default_factory=dict)
     # Services nobody can ask to stop (no host agent, no stop action): their stop is over when
     # their shutdown_s has run out (I3); a draw still up then is no lost command to retry.
     no_stop_channel: frozenset[str] = frozenset()
+    # Services whose stop, sent last cycle, could not be delivered (their host agent or stop
+    # action reported an error): asked again at once, with backoff, not only once their
+    # shutdown_s has run out and their draw shows the stop never arrived.
+    stops_undelivered: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Telemetry(Readings):
+    """The readings, with what the cycle made of them: the controller decides on this."""
+
+    demand_w: Mapping[str, Demand]  # forecast draw of every service, running uncapped
     # The overload guard's pre-emptive shed (engine/overload.py), when one is under way: what it
     # turns off or caps is shed or capped here, and stays so while the shed holds.
     overload_allocation: Allocation | None = None
     # The nodes that shed is on: nothing is restored onto them until it is released (I5).
     overload_shedding_nodes: frozenset[str] = frozenset()
-    # Services whose stop, sent last cycle, could not be delivered (their host agent or stop
-    # action reported an error): asked again at once, with backoff, not only once their
-    # shutdown_s has run out and their draw shows the stop never arrived.
-    stops_undelivered: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,15 +8,15 @@ simulated `predictive` and `oracle` policies differ only in where their readings
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .allocator import Demand
 from .controller import (
     ControllerState,
     OutageController,
+    Readings,
     StepResult,
     Telemetry,
-    UpsReading,
     drawing,
     running_free,
 )
@@ -24,22 +24,6 @@ from .demand import ServiceDemand
 from .forecast import NodeForecasters, node_draw_w
 from .model import Site
 from .overload import GuardDecision, OverloadGuard
-
-
-@dataclass(frozen=True, slots=True)
-class Readings:
-    """What a site reported this cycle. Missing readings are None or absent."""
-
-    now_s: float
-    mains_on: bool | None
-    ups: Mapping[str, UpsReading]
-    service_draw_w: Mapping[str, float | None]
-    outlet_on: Mapping[str, bool | None]  # the relay state each outlet reports
-    outlet_w: Mapping[str, float]  # the outlets that report their power
-    ups_w: Mapping[str, float]  # the UPS units that report their output
-    unmanaged_w: Mapping[str, float]
-    no_stop_channel: frozenset[str] = frozenset()
-    stops_undelivered: frozenset[str] = frozenset()  # as the controller's Telemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +68,9 @@ def run_cycle(
         running=drawing(state.services),
     )
     telemetry = Telemetry(
-        now_s=now_s,
-        mains_on=readings.mains_on,
-        ups=readings.ups,
-        service_draw_w=readings.service_draw_w,
-        outlet_on=readings.outlet_on,
+        **{f.name: getattr(readings, f.name) for f in fields(Readings)},
         demand_w=demand_w,
-        unmanaged_w=readings.unmanaged_w,
         overload_allocation=guard.allocation,
         overload_shedding_nodes=frozenset(guard.shed_w),
-        no_stop_channel=readings.no_stop_channel,
-        stops_undelivered=readings.stops_undelivered,
     )
     return CycleResult(node_w, guard, telemetry, controller.step(state, telemetry))

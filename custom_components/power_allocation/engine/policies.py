@@ -27,13 +27,14 @@ from .controller import (
     Command,
     ControllerState,
     OutageController,
+    Readings,
     StartService,
     StopService,
     SwitchOutlets,
     Throttle,
     initial_state,
 )
-from .cycle import Readings, run_cycle
+from .cycle import run_cycle
 from .demand import SERVICE_FORECAST_SETTINGS, ServiceDemand
 from .forecast import ForecastSettings, NodeForecasters
 from .model import Priority, Site
