@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
+
 from custom_components.power_allocation.engine.allocator import Demand
 from custom_components.power_allocation.engine.controller import (
     OutageController,
@@ -65,3 +67,15 @@ def test_a_telemetry_gap_assesses_no_node_and_known_loads_stand_in_for_forecasts
     assert cycle.node_w == {}
     assert cycle.telemetry.demand_w == known
     assert demand.last_w == {}
+
+
+def test_the_controller_decides_on_every_reading_the_site_gave() -> None:
+    readings = replace(
+        _readings(0.0),
+        no_stop_channel=frozenset({"db"}),
+        stops_undelivered=frozenset({"web"}),
+    )
+    cycle = run_cycle(SITE, OutageController(SITE), initial_state(SITE), readings, _learners())
+    assert all(
+        getattr(cycle.telemetry, f.name) == getattr(readings, f.name) for f in fields(Readings)
+    )
