@@ -68,3 +68,29 @@ async def test_switch_sets_the_prior_and_survives_in_the_state(
     assert hass.states.get(SWITCH).state == "on"
     await hass.services.async_call("switch", "turn_off", {"entity_id": SWITCH}, blocking=True)
     assert entry.runtime_data.control.prior is entry.runtime_data.control.normal_prior
+
+
+async def test_plan_settings_reach_the_running_site(
+    hass: HomeAssistant, modbus_site: ModbusSite
+) -> None:
+    """Saving the Plan settings reloads the site, whose plan then uses the prior they set."""
+    run = SiteRun.small(hass, modbus_site)
+    await run.set_up()
+    entry = run.entry
+    assert entry.runtime_data.control.normal_prior == OutagePrior()
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"next_step_id": "planner"}
+    )
+    await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {"ride_through_s": 60, "momentary_pct": 50, "sustained_median_min": 20},
+    )
+    await hass.async_block_till_done()
+    control = entry.runtime_data.control
+    assert control.normal_prior == OutagePrior(momentary_ratio=0.5, sustained_median_s=1200.0)
+    assert control.prior is control.normal_prior
+    assert control.conservative_prior == OutagePrior(
+        momentary_ratio=0.2, sustained_median_s=4 * 3600.0
+    )
+    assert control.topology.ride_through_s == 60.0
