@@ -207,6 +207,17 @@ FOUND = {
         [{"at_s": 0, "kind": "command_fails", "service": "s0", "duration_s": 251}],
         capacity_wh=2.22,
     ),
+    # A runtime reading of 0 began the final shutdown; mains came back with the pack believed
+    # empty, and the critical stops went on: still the final shutdown's, and said so.
+    "the final shutdown goes on after mains returns": site_scenario(
+        [_service(0, "critical", 10, 0), _service(1, "critical", 10, 0, depends_on=["s0"])],
+        [
+            {"at_s": 0, "kind": "mains_flicker", "duration_s": 61},
+            {"at_s": 0, "kind": "ups_runtime_jump", "ups": "ups", "duration_s": 91, "factor": 0},
+        ],
+        capacity_wh=2.22,
+        outage_s=10,
+    ),
 }
 
 

@@ -876,12 +876,18 @@ class _Cycle:
                 self.services[sid] = replace(control, phase=Phase.ON, shed_in_outage=False)
                 continue
             ups_id, wanted = short
+            # A critical service waits to stop only in the final shutdown (I4): that goes on.
+            going_on = (
+                "the final shutdown goes on"
+                if by_id[sid].priority is Priority.CRITICAL
+                else "its stop goes on"
+            )
             self.services[sid] = replace(
                 control,
                 reason=(
-                    f"mains is back, but UPS {ups_id} holds less than the {wanted:.0%} that "
-                    "would stop it cleanly should mains fail again: stopping it, to restore "
-                    "once recharged"
+                    f"{going_on}: mains is back, but UPS {ups_id} holds less than the "
+                    f"{wanted:.0%} that would stop it cleanly should mains fail again; it is "
+                    "restored once recharged"
                 ),
             )
 
