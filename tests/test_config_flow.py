@@ -1102,8 +1102,14 @@ async def test_plan_settings_set_the_ride_through_and_the_outage_prior(
     entry.add_to_hass(hass)
     result = await open_options(hass, entry, "planner")
     assert result["step_id"] == "planner"
-    # The form shows the prior the plan uses when nothing is set: the engine's own.
+    # The form shows the prior the plan uses when nothing is set: the engine's own; and, the
+    # site not being loaded, no outage seen.
     assert schema_defaults(result) == PLAN_FORM_DEFAULTS
+    assert result["description_placeholders"] == {
+        "outages": "0",
+        "momentary": "0",
+        "sustained_median_min": "-",
+    }
     prior = OutagePrior()
     assert (prior.momentary_ratio, prior.sustained_median_s) == (0.7, 2700.0)
     # The selectors refuse what the planner would not take.

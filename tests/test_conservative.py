@@ -73,15 +73,23 @@ async def test_switch_sets_the_prior_and_survives_in_the_state(
 async def test_plan_settings_reach_the_running_site(
     hass: HomeAssistant, modbus_site: ModbusSite
 ) -> None:
-    """Saving the Plan settings reloads the site, whose plan then uses the prior they set."""
+    """Saving the Plan settings reloads the site, whose plan then uses the prior they set; the
+    form shows the outages the site has seen."""
     run = SiteRun.small(hass, modbus_site)
     await run.set_up()
     entry = run.entry
     assert entry.runtime_data.control.normal_prior == OutagePrior()
+    # What the site has seen is shown beside the settings it informs.
+    entry.runtime_data.control.outages_s = [30.0, 600.0, 1200.0]
     result = await hass.config_entries.options.async_init(entry.entry_id)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {"next_step_id": "planner"}
     )
+    assert result["description_placeholders"] == {
+        "outages": "3",
+        "momentary": "1",
+        "sustained_median_min": "15",
+    }
     await hass.config_entries.options.async_configure(
         result["flow_id"],
         {"ride_through_s": 60, "momentary_pct": 50, "sustained_median_min": 20},
@@ -94,3 +102,4 @@ async def test_plan_settings_reach_the_running_site(
         momentary_ratio=0.2, sustained_median_s=4 * 3600.0
     )
     assert control.topology.ride_through_s == 60.0
+    assert control.outages_s == [30.0, 600.0, 1200.0]  # kept across the reload

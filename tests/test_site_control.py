@@ -125,3 +125,24 @@ def test_the_sites_outage_prior_decides_how_long_the_high_tier_is_kept() -> None
     short_s = planned_stop_in_s("db", {"momentary_ratio": 0.95, "sustained_median_s": 600})
     long_s = planned_stop_in_s("db", {"momentary_ratio": 0.1, "sustained_median_s": 6 * 3600})
     assert long_s < default_s < short_s
+
+
+def test_the_sites_outages_are_kept_for_its_plan_settings() -> None:
+    topology = parse_topology(DOCUMENT)
+    control = SiteControl(topology)
+    now_s = 1000.0
+    control.cycle(snapshot(now_s, on_battery=False, soc_pct=100), now_s)
+    for _ in range(31):  # 310 s on battery: a sustained outage
+        now_s += CYCLE_S
+        control.cycle(snapshot(now_s, on_battery=True, soc_pct=90), now_s)
+    while control.state.outage_started_s is not None:
+        now_s += CYCLE_S
+        control.cycle(snapshot(now_s, on_battery=False, soc_pct=90), now_s)
+    assert control.outages_s == [310.0]
+    # Kept across a restart; what a stored state holds that is no length is left out.
+    assert SiteControl(topology, control.to_state()).outages_s == [310.0]
+    stored = {**control.to_state(), "outages_s": ["x", -1, math.nan, True, 20, 900.5]}
+    assert SiteControl(topology, stored).outages_s == [20.0, 900.5]
+    assert SiteControl(topology, {**stored, "outages_s": "310"}).outages_s == []
+    kept = {**stored, "outages_s": [float(n) for n in range(site_control.OUTAGES_KEPT + 5)]}
+    assert SiteControl(topology, kept).outages_s[0] == 5.0

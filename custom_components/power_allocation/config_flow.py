@@ -28,6 +28,7 @@ from .connection import CannotConnectError, InvalidAuthError, async_test_modbus,
 from .const import CONF_SITE_NAME, CONF_TOPOLOGY, DOMAIN
 from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import TopologyError
+from .engine.outage import OutagesSeen
 from .engine.planner import RIDE_THROUGH_S
 from .topology import (
     MAX_SUSTAINED_MEDIAN_S,
@@ -507,6 +508,7 @@ class PowerAllocationOptionsFlow(OptionsFlow):
         prior = outage_prior(planner)
         return self.async_show_form(
             step_id="planner",
+            description_placeholders=self._outages_seen(),
             data_schema=vol.Schema(
                 {
                     vol.Required(
@@ -523,6 +525,17 @@ class PowerAllocationOptionsFlow(OptionsFlow):
                 }
             ),
         )
+
+    def _outages_seen(self) -> dict[str, str]:
+        """The site's own outages so far, beside the settings they inform (none when unloaded)."""
+        coordinator = getattr(self.config_entry, "runtime_data", None)
+        seen = OutagesSeen.of(coordinator.control.outages_s if coordinator else [])
+        median = seen.sustained_median_s
+        return {
+            "outages": str(seen.count),
+            "momentary": str(seen.momentary),
+            "sustained_median_min": "-" if median is None else f"{median / 60.0:.0f}",
+        }
 
     async def async_step_add_pdu(
         self, user_input: dict[str, Any] | None = None

@@ -28,6 +28,7 @@ async def async_get_config_entry_diagnostics(
         "telemetry": coordinator.snapshot_data(),
         "controller": state["controller"],
         "priority_overrides": state["priority_overrides"],
+        "outages_s": state["outages_s"],
         "forecasters": sorted(state["demand"]["forecasters"]),
         "unavailable": sorted(coordinator.unavailable_devices),
     }

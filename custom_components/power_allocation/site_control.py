@@ -30,6 +30,7 @@ from .engine.controller import (
     Readings,
     Telemetry,
     UpsReading,
+    ended_outage_s,
     hold,
     initial_state,
 )
@@ -50,6 +51,8 @@ NODE_FORECAST_SETTINGS = ForecastSettings(step_s=CYCLE_S, horizon_steps=12)
 KNOWN_OUTAGE_SIGMA = 0.02
 # While the grid is in trouble (a storm warning, planned works), outages are seldom blips and last
 # longer: the plan then sheds the lower tiers sooner and keeps more for the critical ones.
+# The site's own outages, for its Plan settings: enough for a median, few enough to show.
+OUTAGES_KEPT = 100
 CONSERVATIVE_MOMENTARY_RATIO = 0.2
 CONSERVATIVE_SUSTAINED_MEDIAN_S = 4 * 3600.0
 
@@ -61,6 +64,17 @@ def conservative_prior(usual: OutagePrior) -> OutagePrior:
         momentary_ratio=min(usual.momentary_ratio, CONSERVATIVE_MOMENTARY_RATIO),
         sustained_median_s=max(usual.sustained_median_s, CONSERVATIVE_SUSTAINED_MEDIAN_S),
     )
+
+
+def _outages_s(stored: Any) -> list[float]:
+    """The outage lengths a stored state kept; whatever is not one is left out."""
+    if not isinstance(stored, list):
+        return []
+    return [
+        float(d)
+        for d in stored[-OUTAGES_KEPT:]
+        if isinstance(d, int | float) and not isinstance(d, bool) and math.isfinite(d) and d >= 0
+    ]
 
 
 class AllocationState:
@@ -227,6 +241,7 @@ class SiteControl:
                 self.fits[ups_id].load_state(fit_state)
         self.state = self._restored_controller_state(stored.get("controller"))
         self.conservative = bool(stored.get("conservative", False))
+        self.outages_s = _outages_s(stored.get("outages_s"))
         self.guard = OverloadGuard(self.site)
         self._no_stop_channel = frozenset(
             sid for sid, c in topology.controls.items() if not c.agent and c.stop is None
@@ -366,6 +381,9 @@ class SiteControl:
             site, controller, self.state, readings, (self.demand, self.nodes, self.guard)
         )
         result, decision, telemetry, node_w = cycle.step, cycle.guard, cycle.telemetry, cycle.node_w
+        ended_s = ended_outage_s(self.state, result.state)
+        if ended_s is not None:
+            self.outages_s = [*self.outages_s, ended_s][-OUTAGES_KEPT:]
         self.state = result.state
         predicted = tuple(
             risk
@@ -607,4 +625,5 @@ class SiteControl:
             "battery_fits": {u: fit.to_state() for u, fit in self.fits.items()},
             "priority_overrides": {s: p.value for s, p in self.priority_overrides.items()},
             "conservative": self.conservative,
+            "outages_s": list(self.outages_s),
         }

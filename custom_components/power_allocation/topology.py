@@ -29,7 +29,7 @@ import yaml  # type: ignore[import-untyped]
 
 from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import PDU_KEYS, SERVICE_KEYS, UPS_KEYS, Site, TopologyError
-from .engine.outage import SITE_PRIOR_KEYS, OutagePrior
+from .engine.outage import MOMENTARY_MAX_S, SITE_PRIOR_KEYS, OutagePrior
 from .engine.planner import RIDE_THROUGH_S
 
 MODBUS_UPS_PROFILES = ("apc_smart_ups",)
@@ -44,7 +44,7 @@ SOURCE_ENTITIES = "entities"
 # The parts of a site document an entry keeps in its options (the rest is in its data).
 OPTION_KEYS = ("pdus", "services", "planner")
 
-MIN_SUSTAINED_MEDIAN_S = 300.0
+MIN_SUSTAINED_MEDIAN_S = MOMENTARY_MAX_S
 MAX_SUSTAINED_MEDIAN_S = 7 * 86400.0
 MIN_SUSTAINED_SIGMA = 0.2
 MAX_SUSTAINED_SIGMA = 3.0
@@ -207,8 +207,7 @@ TOPOLOGY_SCHEMA = vol.Schema(
                 vol.Coerce(float), vol.Range(min=0, max=MAX_RIDE_THROUGH_S)
             ),
             vol.Optional("momentary_ratio"): vol.All(vol.Coerce(float), vol.Range(min=0, max=1)),
-            # A sustained outage is one of 5 minutes or more (IEEE 1366); two weeks is the end of
-            # the prior's table.
+            # A sustained outage is one of 5 minutes or more (IEEE 1366).
             vol.Optional("sustained_median_s"): vol.All(
                 vol.Coerce(float),
                 vol.Range(min=MIN_SUSTAINED_MEDIAN_S, max=MAX_SUSTAINED_MEDIAN_S),

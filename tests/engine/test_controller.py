@@ -29,6 +29,7 @@ from custom_components.power_allocation.engine.controller import (
     Telemetry,
     Throttle,
     UpsReading,
+    ended_outage_s,
     hold,
     initial_state,
 )
@@ -907,3 +908,29 @@ def test_on_mains_a_cap_stays_while_the_limits_need_it_and_is_checked_again_late
     assert state.services["batch"].cap_w == 120.0
     assert not [c for _, c in commands if isinstance(c, Throttle)]
     assert state.services["batch"].reason.startswith("capped on mains: over a limit")
+
+
+def test_an_outage_ends_when_mains_has_stayed_back_and_a_flicker_ends_none() -> None:
+    controller = OutageController(SITE)
+    delay_s = controller.settings.restore_delay_s
+    state = initial_state(SITE)
+    ended: list[float] = []
+    # Off at 0, back at 100, off again at 120 (a flicker: the same outage), back for good at 200.
+    for now_s, mains_on in ((0.0, False), (100.0, True), (120.0, False), (200.0, True)):
+        after = controller.step(state, telemetry(now_s, state, mains_on=mains_on)).state
+        assert ended_outage_s(state, after) is None
+        state = after
+    now_s = 200.0
+    while state.outage_started_s is not None:
+        now_s += 10.0
+        after = controller.step(state, telemetry(now_s, state, mains_on=True)).state
+        if (length_s := ended_outage_s(state, after)) is not None:
+            ended.append(length_s)
+        state = after
+    assert ended == [200.0]
+    assert now_s >= 200.0 + delay_s
+    # Mains back, then off again after the restore delay with no cycle between: a second outage.
+    back = replace(initial_state(SITE), outage_started_s=0.0, mains_back_s=100.0)
+    second = replace(back, outage_started_s=100.0 + delay_s, mains_back_s=None)
+    assert ended_outage_s(back, second) == 100.0
+    assert ended_outage_s(initial_state(SITE), initial_state(SITE)) is None

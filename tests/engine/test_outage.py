@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from custom_components.power_allocation.engine.outage import OutagePrior
+from custom_components.power_allocation.engine.outage import OutagePrior, OutagesSeen
 
 PRIOR = OutagePrior()
 
@@ -86,3 +86,10 @@ def test_bad_parameters_are_refused() -> None:
         OutagePrior(momentary_ratio=1.5)
     with pytest.raises(ValueError, match="sustained_median_s"):
         OutagePrior(sustained_median_s=-1)
+
+
+def test_outages_seen_count_the_blips_and_take_the_median_of_the_others() -> None:
+    assert OutagesSeen.of([]) == OutagesSeen(0, 0, None)
+    assert OutagesSeen.of([20.0, 299.0]) == OutagesSeen(2, 2, None)
+    assert OutagesSeen.of([20.0, 300.0, 900.0, 3600.0]) == OutagesSeen(4, 1, 900.0)
+    assert OutagesSeen.of([600.0, 1200.0]).sustained_median_s == 900.0

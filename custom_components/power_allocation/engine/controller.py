@@ -317,6 +317,18 @@ def initial_state(site: Site, soc_ratio: Mapping[str, float] | None = None) -> C
     )
 
 
+def ended_outage_s(before: ControllerState, after: ControllerState) -> float | None:
+    """How long the outage lasted that the step from `before` to `after` ended (None: none did).
+
+    An outage ends when mains has stayed back (its start is forgotten) or when a second one
+    begins after mains had stayed back; a flicker within the restore delay ends nothing.
+    """
+    started_s, back_s = before.outage_started_s, before.mains_back_s
+    if started_s is None or back_s is None or after.outage_started_s == started_s:
+        return None
+    return back_s - started_s
+
+
 def hold(site: Site, state: ControllerState, service_id: str, on: bool | None) -> ControllerState:
     """Hold a service on or off (I8); None releases it.
 

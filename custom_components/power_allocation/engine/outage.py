@@ -16,6 +16,7 @@ on a log-spaced grid, so that the planner's many look-ups are interpolations.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,8 @@ import numpy.typing as npt
 from scipy.stats import lognorm
 
 GRID_MAX_S = 14 * 86400.0
+# IEEE 1366: an interruption shorter than 5 minutes is momentary, a longer one sustained.
+MOMENTARY_MAX_S = 300.0
 # What a site sets of its prior (the Plan settings). The blips' own shape is left fixed: they are
 # ridden through, and how a 20-s blip is spread changes no plan.
 SITE_PRIOR_KEYS = ("momentary_ratio", "sustained_median_s", "sustained_sigma")
@@ -157,3 +160,21 @@ class ConditionalOutage:
             cached = np.maximum.accumulate(worth[::-1])[::-1]
             self._envelopes[restart_s] = cached
         return cached
+
+
+@dataclass(frozen=True, slots=True)
+class OutagesSeen:
+    """A site's own outages, summed up in the prior's terms: what its Plan settings ask for."""
+
+    count: int
+    momentary: int  # shorter than MOMENTARY_MAX_S
+    sustained_median_s: float | None  # None: no sustained outage seen
+
+    @classmethod
+    def of(cls, durations_s: Sequence[float]) -> OutagesSeen:
+        sustained = [d for d in durations_s if d >= MOMENTARY_MAX_S]
+        return cls(
+            count=len(durations_s),
+            momentary=len(durations_s) - len(sustained),
+            sustained_median_s=float(np.median(sustained)) if sustained else None,
+        )
