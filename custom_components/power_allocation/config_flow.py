@@ -29,7 +29,6 @@ from .const import CONF_SITE_NAME, CONF_TOPOLOGY, DOMAIN
 from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import TopologyError
 from .engine.outage import OutagesSeen
-from .engine.planner import RIDE_THROUGH_S
 from .topology import (
     MAX_SUSTAINED_MEDIAN_S,
     MIN_SUSTAINED_MEDIAN_S,
@@ -42,8 +41,8 @@ from .topology import (
     SOURCE_MODBUS,
     SOURCE_MQTT,
     load_yaml_document,
-    outage_prior,
     parse_topology,
+    planner_settings,
 )
 
 UPS_ID = "ups"
@@ -505,15 +504,15 @@ class PowerAllocationOptionsFlow(OptionsFlow):
                 "sustained_median_s": float(user_input["sustained_median_min"]) * 60.0,
             }
             return self.async_create_entry(data={**options, "planner": planner})
-        prior = outage_prior(planner)
+        ride_through_s, prior = planner_settings(planner)
         return self.async_show_form(
             step_id="planner",
             description_placeholders=self._outages_seen(),
             data_schema=vol.Schema(
                 {
-                    vol.Required(
-                        "ride_through_s", default=planner.get("ride_through_s", RIDE_THROUGH_S)
-                    ): _bounded(0, MAX_RIDE_THROUGH_S, 10, "s"),
+                    vol.Required("ride_through_s", default=ride_through_s): _bounded(
+                        0, MAX_RIDE_THROUGH_S, 10, "s"
+                    ),
                     vol.Required(
                         "momentary_pct", default=round(prior.momentary_ratio * 100.0, 1)
                     ): _bounded(0, 100, 1, "%"),

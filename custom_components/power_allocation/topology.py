@@ -307,7 +307,7 @@ def parse_topology(document: Any) -> SiteTopology:
                     f"PDU {pdu['id']!r}: source names outlet(s) {extra} beyond its "
                     f"{pdu['outlets']} outlets"
                 )
-    planner = checked.get("planner", {})
+    ride_through_s, prior = planner_settings(checked.get("planner", {}))
     return SiteTopology(
         site=site,
         mqtt=checked.get("mqtt"),
@@ -323,14 +323,17 @@ def parse_topology(document: Any) -> SiteTopology:
             for s in checked["services"]
         },
         document=checked,
-        ride_through_s=planner.get("ride_through_s", RIDE_THROUGH_S),
-        outage_prior=outage_prior(planner),
+        ride_through_s=ride_through_s,
+        outage_prior=prior,
     )
 
 
-def outage_prior(planner: Mapping[str, Any]) -> OutagePrior:
-    """The prior of a validated `planner` section: what it leaves out keeps the default."""
-    return OutagePrior(**{key: planner[key] for key in SITE_PRIOR_KEYS if key in planner})
+def planner_settings(planner: Mapping[str, Any]) -> tuple[float, OutagePrior]:
+    """The ride-through and the prior of a validated `planner` section; what it leaves out
+    keeps the default."""
+    return planner.get("ride_through_s", RIDE_THROUGH_S), OutagePrior(
+        **{key: planner[key] for key in SITE_PRIOR_KEYS if key in planner}
+    )
 
 
 def _pick(item: Mapping[str, Any], keys: frozenset[str]) -> dict[str, Any]:
