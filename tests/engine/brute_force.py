@@ -36,15 +36,30 @@ def brute_force_objective(
         for node in site.nodes_above_outlet(outlet):
             limits[node_ids.index(node)] -= watts
     n = len(site.services)
-    upper = np.array([demand_w[s.id].upper_w for s in site.services])
+    # A running service counts its mean (or its cap); each node keeps room for the
+    # root-sum-square of the spreads of every service under it, down to no room at all.
+    upper = np.array([demand_w[s.id].mean_w for s in site.services])
+    deviation = np.array([demand_w[s.id].upper_w - demand_w[s.id].mean_w for s in site.services])
     floor = np.array(
         [
             min(s.throttle_min_w, upper[i]) if s.throttle_min_w is not None else upper[i]
             for i, s in enumerate(site.services)
         ]
     )
+    # A service whose own floor and spread are over a node's room can never run, nor what needs
+    # it; the spread is over the others.
+    unfit = set(
+        site.graph.dependent_closure(
+            s.id
+            for i, s in enumerate(site.services)
+            if np.any((floor[i] + deviation[i]) * shares[i] > limits + 1e-6)
+        )
+    )
+    could_run = np.array([s.id not in unfit for s in site.services])
+    spread = np.sqrt((((deviation * could_run)[:, None] * shares) ** 2).sum(axis=0))
+    limits = limits - np.minimum(spread, np.maximum(limits, 0.0))
     masks = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)
-    valid = np.ones(len(masks), dtype=bool)
+    valid = np.all(masks <= could_run, axis=1)
     position = {s.id: i for i, s in enumerate(site.services)}
     for i, service in enumerate(site.services):
         for dep in service.depends_on:

@@ -27,21 +27,34 @@ from .sites import RandomCase, random_cases
 SLOW = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def assert_feasible(site: Site, allocation: Allocation, unmanaged_w: dict[str, float]) -> None:
-    """I1 and I2, recomputed independently of the allocator."""
+def assert_feasible(
+    site: Site, allocation: Allocation, unmanaged_w: dict[str, float], demand_w: dict[str, Demand]
+) -> None:
+    """I1 and I2, recomputed independently of the allocator: every node's total upper quantile
+    (its running services' mean or cap, plus the root-sum-square of their spreads) fits."""
     decisions = allocation.decisions
     for service in site.services:
         if decisions[service.id].state is not ServiceState.OFF:
             for dep in service.depends_on:
                 assert decisions[dep].state is not ServiceState.OFF, (service.id, dep)
     load = {node.id: 0.0 for node in site.nodes}
+    squares = {node.id: 0.0 for node in site.nodes}
     for service in site.services:
+        if decisions[service.id].state is ServiceState.OFF:
+            continue
+        demand = demand_w[service.id]
+        share_by_node: dict[str, float] = {}
         for outlet in service.outlets:
             for node in site.nodes_above_outlet(outlet):
-                load[node] += decisions[service.id].draw_w / len(service.outlets)
+                share_by_node[node] = share_by_node.get(node, 0.0) + 1.0 / len(service.outlets)
+        for node, share in share_by_node.items():
+            load[node] += decisions[service.id].draw_w * share
+            squares[node] += ((demand.upper_w - demand.mean_w) * share) ** 2
     for outlet, watts in unmanaged_w.items():
         for node in site.nodes_above_outlet(outlet):
             load[node] += watts
+    for node_id, square in squares.items():
+        load[node_id] += math.sqrt(square)
     for node in site.nodes:
         if node.limit_w is not None:
             assert load[node.id] <= node.limit_w + 1e-6, (node.id, load[node.id], node.limit_w)
@@ -81,7 +94,7 @@ def test_exact_allocation_is_feasible_and_matches_brute_force(case: RandomCase) 
     allocation = allocate(case.site, case.demand_w, unmanaged_w=case.unmanaged_w)
     assert allocation.optimal
     assert allocation.within_limits
-    assert_feasible(case.site, allocation, case.unmanaged_w)
+    assert_feasible(case.site, allocation, case.unmanaged_w, case.demand_w)
     assert_reasons_hold(case.site, allocation)
     counts, throttled, watts = allocation_objective(case.site, allocation)
     best_counts, best_throttled, best_watts = brute_force_objective(
@@ -98,7 +111,7 @@ def test_greedy_allocation_is_always_feasible(case: RandomCase) -> None:
         case.site, case.demand_w, unmanaged_w=case.unmanaged_w, exact_max_services=0
     )
     assert allocation.within_limits
-    assert_feasible(case.site, allocation, case.unmanaged_w)
+    assert_feasible(case.site, allocation, case.unmanaged_w, case.demand_w)
     exact = allocate(case.site, case.demand_w, unmanaged_w=case.unmanaged_w)
     assert (
         allocation_objective(case.site, allocation)[:2]
@@ -130,7 +143,7 @@ def test_holds_are_kept_and_dependencies_follow_them(case: RandomCase, data: st.
             assert allocation.decisions[sid].state is not ServiceState.OFF
         assert_reasons_hold(case.site, allocation)
         if allocation.within_limits:
-            assert_feasible(case.site, allocation, case.unmanaged_w)
+            assert_feasible(case.site, allocation, case.unmanaged_w, case.demand_w)
 
 
 @settings(max_examples=60, deadline=None)
@@ -166,7 +179,7 @@ def test_greedy_on_larger_sites_keeps_limits_holds_and_reasons(
         pdus=tuple(replace(p, limit_w=limits_w.get(p.id, p.limit_w)) for p in site.pdus),
         services=site.services,
     )
-    assert_feasible(derated, allocation, case.unmanaged_w)
+    assert_feasible(derated, allocation, case.unmanaged_w, case.demand_w)
     for sid in site.graph.dependent_closure(held_off):
         assert allocation.decisions[sid].reason.startswith("held off")
     assert_reasons_hold(site, allocation)
@@ -228,15 +241,20 @@ def test_lowest_tier_is_throttled_before_anything_is_shed() -> None:
     assert allocation.method == "milp"
     batch = allocation.decisions["batch"]
     assert batch.state is ServiceState.THROTTLED
-    assert batch.cap_w == pytest.approx(1000 - 40 - 300 - 250 - 200)
-    assert "ups1" in batch.reason
+    # PDU b carries half of db, media and batch: their means and the root-sum-square of their
+    # spreads (db's halved) fill it.
+    spread_w = math.hypot(25, 100, 50)
+    assert batch.cap_w == pytest.approx(600 - 125 - 150 - spread_w)
+    assert allocation.node_load_w["b"] == pytest.approx(600)
+    assert "keep b within its limit" in batch.reason
     assert all(allocation.decisions[s].state is ServiceState.ON for s in ("net", "db", "web"))
 
 
 def test_shedding_a_dependency_sheds_its_dependents() -> None:
-    allocation = allocate(rack(), DEMAND, limits_w={"ups1": 300})
-    assert_feasible(rack(), allocation, {})
-    # Only net (40 W) and db throttled to 150 W fit; web and batch depend on db.
+    allocation = allocate(rack(), DEMAND, limits_w={"ups1": 350})
+    assert_feasible(rack(), allocation, {}, DEMAND)
+    # With 133 W kept for the spreads, only net (30 W) and db throttled towards its 150-W floor
+    # fit; web and batch depend on db.
     assert allocation.decisions["net"].state is ServiceState.ON
     assert allocation.decisions["db"].state is ServiceState.THROTTLED
     assert allocation.decisions["web"].state is ServiceState.OFF
@@ -247,7 +265,7 @@ def test_shedding_a_dependency_sheds_its_dependents() -> None:
 def test_unmanaged_load_counts_against_limits() -> None:
     site = rack()
     allocation = allocate(site, DEMAND, unmanaged_w={"a/8": 500})
-    assert_feasible(site, allocation, {"a/8": 500})
+    assert_feasible(site, allocation, {"a/8": 500}, DEMAND)
     assert allocation.node_load_w["a/8"] == 500
 
 
@@ -288,3 +306,58 @@ def test_unknown_nodes_and_outlets_are_refused() -> None:
         allocate(rack(), DEMAND, limits_w={"nope": 5})
     with pytest.raises(ValueError, match="not an unmanaged outlet"):
         allocate(rack(), DEMAND, unmanaged_w={"a/1": 5})
+
+
+def test_two_noisy_services_fit_where_their_upper_quantiles_summed_would_not() -> None:
+    # Each peaks at 540 W, both together at 800 + 198 W (they do not peak at the same moment):
+    # within the 1,000-W PDU. The sum of their upper quantiles, 1,080 W, stopped one of them.
+    site = Site(
+        ups=(Ups("ups1", rated_w=3000, capacity_wh=864, runtime_full_load_s=360),),
+        pdus=(Pdu.numbered("a", "ups1", 1000, 2),),
+        services=(
+            Service("web", Priority.MEDIUM, ("a/1",)),
+            Service("media", Priority.LOW, ("a/2",)),
+        ),
+    )
+    noisy = {"web": Demand(400, 540), "media": Demand(400, 540)}
+    allocation = allocate(site, noisy)
+    assert allocation.method == "all_fit"
+    assert allocation.node_load_w["a"] == pytest.approx(800 + math.hypot(140, 140))
+    assert_feasible(site, allocation, {}, noisy)
+    summed = allocate(site, {sid: Demand(d.upper_w, d.upper_w) for sid, d in noisy.items()})
+    assert summed.decisions["media"].state is ServiceState.OFF
+
+
+def test_a_service_too_wide_for_its_node_alone_leaves_the_others_their_room() -> None:
+    # gpu's band alone is over the PDU: it runs in no allocation, and its spread does not
+    # crowd web out.
+    site = Site(
+        ups=(Ups("ups1", rated_w=3000, capacity_wh=864, runtime_full_load_s=360),),
+        pdus=(Pdu.numbered("a", "ups1", 900, 2),),
+        services=(
+            Service("web", Priority.HIGH, ("a/1",)),
+            Service("gpu", Priority.LOW, ("a/2",)),
+        ),
+    )
+    demand = {"web": Demand(500, 500), "gpu": Demand(10, 1000)}
+    allocation = allocate(site, demand)
+    assert allocation.decisions["web"].state is ServiceState.ON
+    assert allocation.decisions["gpu"].state is ServiceState.OFF
+    assert allocation.decisions["gpu"].reason.endswith("it needs 1000 W")
+    assert_reasons_hold(site, allocation)
+
+
+@settings(max_examples=100, deadline=None)
+@given(random_cases(max_services=30))
+def test_what_fits_by_its_upper_quantiles_summed_is_never_stopped(case: RandomCase) -> None:
+    """The quantile of the sum is never above the sum of the quantiles: a site whose services
+    all fit by the old rule runs all of them."""
+    summed = {sid: Demand(d.upper_w, d.upper_w) for sid, d in case.demand_w.items()}
+    if allocate(case.site, summed, unmanaged_w=case.unmanaged_w).method != "all_fit":
+        return
+    for exact_max in (0, 250):
+        allocation = allocate(
+            case.site, case.demand_w, unmanaged_w=case.unmanaged_w, exact_max_services=exact_max
+        )
+        assert allocation.method == "all_fit"
+        assert_feasible(case.site, allocation, case.unmanaged_w, case.demand_w)

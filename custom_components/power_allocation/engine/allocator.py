@@ -1,9 +1,10 @@
 """Allocation at one instant: which services stay on, which are throttled, which go off.
 
-Feasible means I1 (a running service has all its dependencies running) and I2 (the upper-quantile
-draw under every node is within its limit). Among feasible allocations the objective is
-lexicographic: the most running services of the highest tier (throttled counts as running), then
-of the next tier, and so on; then the fewest throttled; then the most watts delivered.
+Feasible means I1 (a running service has all its dependencies running) and I2 (the forecast upper
+quantile of every node's total draw is within its limit). Among feasible allocations the
+objective is lexicographic: the most running services of the highest tier (throttled counts as
+running), then of the next tier, and so on; then the fewest throttled; then the most watts
+delivered.
 
 Sites of up to `exact_max_services` services are solved exactly as a sequence of MILPs (HiGHS,
 through `scipy.optimize.milp`), each fixing the optimum of the levels before it; consecutive
@@ -14,6 +15,18 @@ cost a few milliseconds. When every service fits at its full draw, that allocati
 without any search.
 
 A service on several outlets (dual PSUs) is assumed to share its draw equally between them.
+
+A node's total upper quantile is a quantile of the sum, not the sum of each service's upper
+quantile (which assumes every service peaks at the same moment, and stopped services on a normal
+day): the sum of the means plus the root-sum-square of each service's spread (upper - mean),
+its share through the node counted. That is exact for independent, normally distributed draws
+and fair for the loads of a rack, whose errors are mostly their own (one host's job, another's
+backup); where services move together (a site-wide ramp) it understates the total's spread, which
+is why the overload guard watches each node's own series as well (engine/overload.py). So that the
+constraint stays linear (one row per node, exact MILP, vectorised greedy), each node's spread is
+fixed per call, over every service that could be on under it (not held off): it can only
+overstate the spread of what the allocation keeps on. A capped service counts its cap in place of
+its mean and keeps its spread: conservative again, since a cap also bounds its peak.
 """
 
 from __future__ import annotations
@@ -62,14 +75,14 @@ class ServiceState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Demand:
-    """A service's forecast draw: the mean and the upper quantile (limits are checked on it)."""
+    """A service's forecast draw: the mean and the upper quantile (its spread: upper - mean)."""
 
     mean_w: float
     upper_w: float
 
 
 class Decision(NamedTuple):
-    """The outcome for one service; `draw_w` is the upper-quantile draw it is allowed.
+    """The outcome for one service; `draw_w` is the mean draw it is allowed (its cap if capped).
 
     A NamedTuple rather than a frozen dataclass: a large site builds one per service per cycle,
     and a NamedTuple is several times cheaper to construct.
@@ -83,7 +96,8 @@ class Decision(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Allocation:
-    """The decision for every service and the resulting upper-quantile load of every node."""
+    """The decision for every service and the forecast upper quantile of every node's total draw
+    (`node_loads_w`'s rule, unmanaged draw included)."""
 
     decisions: dict[str, Decision]
     node_load_w: dict[str, float]
@@ -101,7 +115,7 @@ class Allocation:
 
     @property
     def delivered_w(self) -> float:
-        """Total upper-quantile draw allowed to services."""
+        """Total mean draw allowed to services."""
         return sum(d.draw_w for d in self.decisions.values())
 
 
@@ -251,12 +265,14 @@ class _Problem:
     """One allocation's numbers, by service and node index."""
 
     index: _Index
-    upper_w: _Floats
+    full_w: _Floats  # what a running, uncapped service counts: its mean
+    deviation_w: _Floats  # each service's spread, upper - mean
     floor_w: _Floats  # the least a running service can draw
-    capacity_w: _Floats  # node limit minus unmanaged draw
+    capacity_w: _Floats  # node limit minus unmanaged draw and the node's spread
     unmanaged_w: _Floats  # per node
     forced_on: _Flags
-    forced_off: _Flags
+    forced_off: _Flags  # by the holds, or unfit
+    unfit: _Flags  # too wide for a node even alone (or needs such a service): off, not held
 
 
 def allocate(
@@ -277,7 +293,7 @@ def allocate(
     (I8): held on pulls its dependencies on, held off pulls its dependents off.
     """
     problem = _problem(site, demand_w, unmanaged_w or {}, limits_w or {}, held_on, held_off)
-    draw = np.where(problem.forced_off, 0.0, problem.upper_w)
+    draw = np.where(problem.forced_off, 0.0, problem.full_w)
     if _fits(problem, draw):
         return _result(problem, draw, optimal=True, method="all_fit")
     greedy = _greedy(problem)
@@ -294,16 +310,23 @@ def node_loads_w(
     running: frozenset[str],
     unmanaged_w: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """The upper-quantile draw under every node with `running` on, limits aside."""
+    """The forecast upper quantile of every node's total draw with `running` on, limits aside:
+    the sum of the means plus the root-sum-square of the spreads (see the module docstring)."""
     index = _index(site)
-    draw = np.array(
-        [demand_w[sid].upper_w if sid in running else 0.0 for sid in index.service_ids],
-        dtype=np.float64,
-    )
-    loads = _node_loads(index, draw)
+    on = np.array([sid in running for sid in index.service_ids], dtype=np.bool_)
+    mean = np.array([demand_w[sid].mean_w for sid in index.service_ids], dtype=np.float64)
+    upper = np.array([demand_w[sid].upper_w for sid in index.service_ids], dtype=np.float64)
+    loads = _node_loads(index, np.where(on, mean, 0.0)) + _spread(index, upper - mean, on)
     for outlet, watts in (unmanaged_w or {}).items():
         loads[list(index.unmanaged_nodes[outlet])] += watts
     return dict(zip(index.node_ids, (float(w) for w in loads), strict=True))
+
+
+def service_node_shares(site: Site, service_id: str) -> dict[str, float]:
+    """The share of a service's draw that each node above it carries (1 through a UPS that
+    feeds both of a dual-fed service's PDUs)."""
+    index = _index(site)
+    return {index.node_ids[n]: share for n, share in index.feeds[index.position[service_id]]}
 
 
 def _problem(
@@ -326,15 +349,20 @@ def _problem(
         if bad.any():
             first = int(np.argmax(bad))
             _watts(f"service {index.service_ids[first]!r}: {name}", float(values[first]))
-    upper = np.maximum(upper, MIN_RUNNING_W)
+    full = np.maximum(mean, MIN_RUNNING_W)
+    deviation = np.maximum(upper - full, 0.0)
     minimum = index.throttle_min_w
-    floor = np.where(np.isnan(minimum), upper, np.fmin(minimum, upper))
+    floor = np.where(np.isnan(minimum), full, np.fmin(minimum, full))
     capacity = index.node_limit_w.copy()
     unmanaged = np.zeros(len(capacity))
     for node_id, limit in limits_w.items():
         if node_id not in index.node_of:
             raise ValueError(f"limit given for unknown node {node_id!r}")
-        capacity[index.node_of[node_id]] = _watts(f"limit of {node_id!r}", limit)
+        # An infinite limit lifts the node's own (the overload guard binds only the nodes it
+        # sheds on).
+        capacity[index.node_of[node_id]] = (
+            limit if limit == math.inf else _watts(f"limit of {node_id!r}", limit)
+        )
     for outlet, watts in unmanaged_w.items():
         if outlet not in index.unmanaged_nodes:
             raise ValueError(f"{outlet!r} is not an unmanaged outlet of this site")
@@ -349,7 +377,21 @@ def _problem(
             "service needs it) and off (it is held off or needs a held-off service)",
             clash,
         )
-    return _Problem(index, upper, floor, capacity - unmanaged, unmanaged, forced_on, forced_off)
+    room = capacity - unmanaged
+    # A service whose own forecast, at its floor with its spread, is over a node's room runs in
+    # no allocation: it is off, with what needs it, and its spread is no part of its nodes'.
+    alone_w = (floor + deviation)[index.feed_service] * index.feed_share
+    too_wide = np.zeros(len(full), dtype=np.bool_)
+    too_wide[index.feed_service[alone_w > room[index.feed_node] + TOLERANCE_W]] = True
+    unfit = _dependent_closure(index, np.flatnonzero(too_wide & ~forced_on))
+    unfit &= ~(forced_on | forced_off)
+    could_run = ~(forced_off | unfit)
+    # The spread takes room down to nothing, never below: with all of it off a node is within
+    # its limit whatever its services' spreads (below nothing, only unmanaged draw or holds).
+    spread = np.minimum(_spread(index, deviation, could_run), np.maximum(room, 0.0))
+    return _Problem(
+        index, full, deviation, floor, room - spread, unmanaged, forced_on, ~could_run, unfit
+    )
 
 
 def hold_conflicts(site: Site, held_on: frozenset[str], held_off: frozenset[str]) -> frozenset[str]:
@@ -404,6 +446,13 @@ def _dependency_closure(index: _Index, start: Sequence[int]) -> _Flags:
     return reached
 
 
+def _spread(index: _Index, deviation_w: _Floats, on: _Flags) -> _Floats:
+    """Per node, the root-sum-square of the spreads of the `on` services under it."""
+    weights = np.where(on, deviation_w, 0.0)[index.feed_service] * index.feed_share
+    squares = np.bincount(index.feed_node, weights=weights**2, minlength=len(index.node_ids))
+    return cast(_Floats, np.sqrt(squares))
+
+
 def _node_loads(index: _Index, draw: _Floats) -> _Floats:
     weights = draw[index.feed_service] * index.feed_share
     return cast(
@@ -421,12 +470,12 @@ def _greedy(problem: _Problem) -> _Floats:
     Shedding a service sheds its running dependents with it (I1); forced services are never
     shed or started (held-on ones may be throttled: they keep running).
     """
-    upper, floor = problem.upper_w, problem.floor_w
+    full, floor = problem.full_w, problem.floor_w
     rank, lost_rank = problem.index.rank, problem.index.lost_rank
-    draw = np.where(problem.forced_off, 0.0, upper)
+    draw = np.where(problem.forced_off, 0.0, full)
     movable = ~(problem.forced_on | problem.forced_off)
     # Throttle the least important first, the biggest reduction first among equals. Every
-    # candidate still draws its upper quantile until throttled, so the order is fixed up front.
+    # candidate still draws its full draw until throttled, so the order is fixed up front.
     place = _places(draw > floor, rank, floor - draw)
     _relieve(problem, draw, floor, ~problem.forced_off, place, with_dependents=False)
     # Shed what takes the least important tier down with it first, the biggest draw first.
@@ -570,7 +619,7 @@ def _raise_caps(problem: _Problem, draw: _Floats) -> None:
     hands that on.
     """
     index = problem.index
-    upper = problem.upper_w
+    upper = problem.full_w
     room = problem.capacity_w - _node_loads(index, draw)
     for _ in range(RAISE_ROUNDS):
         capped = (draw > 0) & (draw < upper)
@@ -595,11 +644,12 @@ def _exact(problem: _Problem, incumbent: _Floats, time_budget_s: float) -> _Floa
     """The lexicographic optimum by a sequence of MILPs; None when the budget runs out.
 
     Variables per service i: running r_i, throttled t_i (binary) and the watts x_i it is capped
-    below its upper draw. Its draw is upper_i * r_i - x_i with 0 ≤ x_i ≤ (upper_i - floor_i) t_i.
+    below its full draw (its mean; the node's spread is already out of its capacity). Its draw is
+    upper_i * r_i - x_i with 0 ≤ x_i ≤ (upper_i - floor_i) t_i.
     """
     index = problem.index
-    n = len(problem.upper_w)
-    upper = problem.upper_w
+    n = len(problem.full_w)
+    upper = problem.full_w
     span = upper - problem.floor_w
     r, t, x = np.arange(n), np.arange(n, 2 * n), np.arange(2 * n, 3 * n)
     ones = np.ones(n)
@@ -717,11 +767,12 @@ def _result(problem: _Problem, draw: _Floats, *, optimal: bool, method: str) -> 
     loads = _node_loads(index, draw)
     slack = problem.capacity_w - loads
     off = draw <= 0
-    throttled = ~off & (draw < problem.upper_w - TOLERANCE_W)
+    throttled = ~off & (draw < problem.full_w - TOLERANCE_W)
     reasons = [_FITS] * n
     _put(reasons, problem.forced_on & ~off & ~throttled, repeat(_HELD_ON))
-    _put(reasons, problem.forced_off, repeat(_HELD_OFF))
-    shed = off & ~problem.forced_off
+    held_off = problem.forced_off & ~problem.unfit
+    _put(reasons, held_off, repeat(_HELD_OFF))
+    shed = off & ~held_off
     if shed.any():
         off_dependencies = np.bincount(
             index.edge_dependent, weights=off[index.edge_dependency], minlength=n
@@ -749,7 +800,10 @@ def _result(problem: _Problem, draw: _Floats, *, optimal: bool, method: str) -> 
                 for node, left, needs in zip(
                     cast(list[int], tightest[shed].tolist()),
                     _whole_watts(np.maximum(0.0, slack[tightest[shed]])),
-                    _whole_watts(problem.floor_w[shed]),
+                    # What is too wide for a node even alone needs its spread as well.
+                    _whole_watts(
+                        (problem.floor_w + np.where(problem.unfit, problem.deviation_w, 0.0))[shed]
+                    ),
                     strict=True,
                 )
             ),
@@ -763,7 +817,7 @@ def _result(problem: _Problem, draw: _Floats, *, optimal: bool, method: str) -> 
                 f"capped to {cap} W of {upper} W to keep {node_ids[node]} within its limit"
                 for cap, upper, node in zip(
                     _whole_watts(capped_w),
-                    _whole_watts(problem.upper_w[throttled]),
+                    _whole_watts(problem.full_w[throttled]),
                     cast(list[int], tightest[throttled].tolist()),
                     strict=True,
                 )
@@ -780,7 +834,8 @@ def _result(problem: _Problem, draw: _Floats, *, optimal: bool, method: str) -> 
         )
     )
     node_load_w = index.by_node.copy()
-    totals = cast(list[float], (loads + problem.unmanaged_w).tolist())
+    spread = _spread(index, problem.deviation_w, ~off)
+    totals = cast(list[float], (loads + problem.unmanaged_w + spread).tolist())
     node_load_w.update(zip(index.node_ids, totals, strict=True))
     within = bool(np.all(slack >= -TOLERANCE_W))
     return Allocation(decisions, node_load_w, optimal, method, within)
