@@ -4,9 +4,45 @@ The site's physics is `plant.SimulatedSite`; a policy sees what a real installat
 (through the scenario's faults: gaps, a UPS runtime that jumps) and answers with controller
 commands, which are carried out on the plant (or lost, or ignored by a stuck outlet). History runs
 at a coarse step (policies learn their loads there); from the first outage on, the physics runs at
-the scenario's step and the policy decides every `cycle_s`.
+the scenario's step and the policy decides every `cycle_s`. The run ends `tail_s` after mains
+last returns (when it never returns: once no service has been up for `tail_s`, or after
+`NEVER_RETURNS_MAX_S`).
 
-The report is DESIGN.md's "Scenario files" report: per service, per tier and for the site.
+The report is DESIGN.md's "Scenario files" report. Everything is measured at every step of the
+whole run, history included (at its coarser step); a service is *up* while it runs (throttled
+counts, booting and stopping do not) and *down* otherwise, from its stop or power loss until it
+runs again, also after mains returns: a stop costs its restart.
+
+Per service:
+- `uptime_s`, `demand_s`: seconds up, and seconds wanted, over the *scored window*: from the
+  first outage's start to the end of the run (a restore still under way at the end is down);
+- `interruptions` (up -> down), `clean_shutdown` (None if it never went down, else whether it
+  never lost power while its OS was up), `unclean_power_loss`: over the whole run;
+- `longest_mains_downtime_s`: the most time on mains within one stretch of being down (a stop
+  on mains and what it takes to come back; after an outage, the restore).
+
+Per tier: `uptime_ratio`, its services' uptime over their demand (None: no window, or no service).
+
+Site:
+- `weighted_score`: sum of weight x uptime over sum of weight x demand, tier weights critical
+  1000, high 100, medium 10, low 1 (`planner.TIER_WEIGHTS`); 1.0 with no scored window;
+- `mains_availability`: the same weights over the time on mains (history, between outages and
+  after them): 1.0 when all ran all the time on mains (and with no time on mains);
+- `mains_stops`: stops and caps (`StopService`, `Throttle` with a cap) carried out on mains that
+  begin one: a stop of a service running or booting, a cap of one that had none;
+- `false_mains_stops`: those after which no node would have gone above its limit within
+  `FALSE_STOP_WINDOW_S` had the service been kept on: at every step of that window, every node
+  above the service's outlets (outlet, PDU, UPS) draws what it measured plus what the service
+  would have drawn and did not (its demand less its draw, split equally over its outlets), at
+  most its limit (judged at the end of the run for a window cut short by it);
+- `unclean_power_losses`, `dependency_violation_s` (a service up while a dependency is down) and
+  `overload_s` (any node above its limit): over the whole run; `mains_overload_s`: the part of
+  `overload_s` on mains;
+- `trips`: how often a node's trip curve was crossed (`trips.TripCounter`), `mains_trips`: those
+  in a step that began on mains;
+- `unnecessary_sheds`: services stopped in an outage that ended while the battery could still
+  have carried them to its end; `battery_end_pct`: the lowest charge when the last outage ended;
+- and the decision log, each command with its reason.
 """
 
 from __future__ import annotations
@@ -31,6 +67,7 @@ from .model import TIERS_MOST_IMPORTANT_FIRST, Site
 from .planner import TIER_WEIGHTS
 from .plant import ServiceMode, SimulatedSite, SiteSnapshot
 from .scenario import Scenario
+from .trips import OVER_LIMIT_TOLERANCE_W, TripCounter
 
 HISTORY_STEP_S = 60.0
 # A typical Home Assistant polling interval for a UPS and its PDUs.
@@ -40,8 +77,12 @@ TAIL_S = 1800.0
 # When mains never returns, the run stops once no service has been up for `tail_s`, or after
 # this long.
 NEVER_RETURNS_MAX_S = 12 * 3600.0
-OVERLOAD_TOLERANCE_W = 1e-6
+OVERLOAD_TOLERANCE_W = OVER_LIMIT_TOLERANCE_W
+# A stop on mains is false if keeping the service on would have overloaded nothing this long.
+FALSE_STOP_WINDOW_S = 1800.0
 _UP_MODES = frozenset({ServiceMode.RUNNING, ServiceMode.STARTING, ServiceMode.STOPPING})
+# What a stop or a cap on mains begins from: a service that is, or is becoming, up.
+_STOPPABLE_MODES = frozenset({ServiceMode.RUNNING, ServiceMode.STARTING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,27 +112,34 @@ class Policy(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ServiceReport:
-    """One service over the outages."""
+    """One service over the run (see the module docstring for each figure)."""
 
     uptime_s: float
     demand_s: float
     interruptions: int
     clean_shutdown: bool | None  # None: never went down
     unclean_power_loss: int
+    longest_mains_downtime_s: float
 
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """The report of one run."""
+    """The report of one run (see the module docstring for each figure)."""
 
     scenario: str
     policy: str
     services: Mapping[str, ServiceReport]
     tier_uptime_ratio: Mapping[str, float | None]
     weighted_score: float
+    mains_availability: float
+    mains_stops: int
+    false_mains_stops: int
     unclean_power_losses: int
     dependency_violation_s: float
     overload_s: float
+    mains_overload_s: float
+    trips: int
+    mains_trips: int
     unnecessary_sheds: int
     battery_end_pct: float
     decisions: tuple[Mapping[str, Any], ...] = field(default=())
@@ -108,15 +156,22 @@ class Report:
                     "interruptions": r.interruptions,
                     "clean_shutdown": r.clean_shutdown,
                     "unclean_power_loss": r.unclean_power_loss,
+                    "longest_mains_downtime_s": r.longest_mains_downtime_s,
                 }
                 for sid, r in self.services.items()
             },
             "tiers": {tier: {"uptime_ratio": v} for tier, v in self.tier_uptime_ratio.items()},
             "site": {
                 "weighted_score": self.weighted_score,
+                "mains_availability": self.mains_availability,
+                "mains_stops": self.mains_stops,
+                "false_mains_stops": self.false_mains_stops,
                 "unclean_power_losses": self.unclean_power_losses,
                 "dependency_violation_s": self.dependency_violation_s,
                 "overload_s": self.overload_s,
+                "mains_overload_s": self.mains_overload_s,
+                "trips": self.trips,
+                "mains_trips": self.mains_trips,
                 "unnecessary_sheds": self.unnecessary_sheds,
                 "battery_end_pct": self.battery_end_pct,
             },
@@ -136,6 +191,14 @@ def simulate(
     return _Run(scenario, policy, cycle_s, history_step_s, tail_s).report()
 
 
+@dataclass(frozen=True, slots=True)
+class _PendingStop:
+    """A stop or cap on mains not yet judged: false unless a node goes over before `until_s`."""
+
+    service_id: str
+    until_s: float
+
+
 class _Run:
     def __init__(
         self,
@@ -150,17 +213,36 @@ class _Run:
         self.site = scenario.site
         self.plant = SimulatedSite(scenario, start_s=0.0, follow_timeline=True)
         self.outages = scenario.timeline.outages_s
+        self.first_s = self.outages[0][0] if self.outages else scenario.timeline.history_s
         self.decisions: list[dict[str, Any]] = []
         ids = list(self.site.service_by_id)
+        self.weight = {s.id: TIER_WEIGHTS[s.priority] for s in self.site.services}
+        self.limit_w = {n.id: n.limit_w for n in self.site.nodes if n.limit_w is not None}
+        # The scored window (first outage to the end) and the time on mains, and each service's
+        # share of them up.
+        self.window_s = 0.0
         self.uptime_s = dict.fromkeys(ids, 0.0)
+        self.mains_s = 0.0
+        self.mains_up_s = dict.fromkeys(ids, 0.0)
+        # Time on mains in each service's present stretch of being down, and its longest.
+        self.down_mains_s = dict.fromkeys(ids, 0.0)
+        self.longest_mains_down_s = dict.fromkeys(ids, 0.0)
+        self.was_running = dict.fromkeys(ids, True)
         self.interruptions = dict.fromkeys(ids, 0)
         self.went_down = dict.fromkeys(ids, False)
+        self.mains_stops = 0
+        self.false_mains_stops = 0
+        self.pending_stops: list[_PendingStop] = []
         self.shed_at_s: dict[str, float] = {}
         # Per step of the present outage: its length, each UPS's output, what each service shed
         # so far would draw and does not, and when the step began.
         self.outage_steps: list[tuple[float, list[float], dict[str, float], float]] = []
         self.dependency_violation_s = 0.0
         self.overload_s = 0.0
+        self.mains_overload_s = 0.0
+        self.trip_counter = TripCounter.for_site(self.site)
+        self.trips = 0
+        self.mains_trips = 0
         self.unnecessary = 0
         self.battery_end_soc = {u.id: 1.0 for u in self.site.ups}
         self._run(cycle_s, history_step_s, tail_s)
@@ -168,53 +250,51 @@ class _Run:
     # --- the loop ---------------------------------------------------------------------------
 
     def _run(self, cycle_s: float, history_step_s: float, tail_s: float) -> None:
-        first_s = self.outages[0][0] if self.outages else math.inf
-        t_s = 0.0
-        while t_s < first_s - 1e-9:
-            dt_s = min(history_step_s, first_s - t_s)
-            self._cycle(self.plant.snapshot())
-            self.plant.advance(dt_s)
-            t_s = self.plant.time_s
-        last_end_s = self.outages[-1][1] if self.outages else 0.0
+        first_s = self.first_s
+        last_end_s = self.outages[-1][1] if self.outages else first_s
         end_s = last_end_s + tail_s if math.isfinite(last_end_s) else first_s + NEVER_RETURNS_MAX_S
         step_s = self.scenario.step_s
-        losses_before = dict(self.plant.unclean_power_losses)
-        self.losses_before = losses_before
-        next_cycle_s = t_s
-        was_running = dict.fromkeys(self.uptime_s, True)
+        t_s = 0.0
+        next_cycle_s = 0.0
         was_mains = True
         dark_since_s: float | None = None
         while t_s < end_s - 1e-9:
+            # History: a coarse step and a decision at each; it ends exactly at the first outage.
+            history = t_s < first_s - 1e-9
+            dt_s = min(history_step_s, first_s - t_s) if history else step_s
             snapshot = self.plant.snapshot()
             if was_mains and not snapshot.mains_on:
                 # Before this step's cycle: a shed decided in an outage's first cycle counts.
                 self.shed_at_s = {}
                 self.outage_steps = []
-            if t_s >= next_cycle_s - 1e-9:
+            if history or t_s >= next_cycle_s - 1e-9:
                 self._cycle(snapshot)
-                next_cycle_s = t_s + cycle_s
+                next_cycle_s = first_s if history else t_s + cycle_s
                 snapshot = self.plant.snapshot()
             in_outage = not snapshot.mains_on
             if not was_mains and snapshot.mains_on:
                 self._count_unnecessary(snapshot)
                 self.battery_end_soc = {u: s.soc_pct / 100.0 for u, s in snapshot.ups.items()}
             was_mains = snapshot.mains_on
-            self._measure(snapshot, step_s, self._outage_overlap_s(t_s, step_s), was_running)
+            self._measure(snapshot, t_s, dt_s, scored=not history)
             if in_outage:
-                self._record_draw(snapshot, step_s)
+                self._record_draw(snapshot, dt_s)
             if not math.isfinite(last_end_s):
                 up = any(s.mode in _UP_MODES for s in snapshot.services.values())
                 dark_since_s = None if up else (dark_since_s or t_s)
                 if dark_since_s is not None and t_s - dark_since_s > tail_s:
                     break
                 self.battery_end_soc = {u: s.soc_pct / 100.0 for u, s in snapshot.ups.items()}
-            self.plant.advance(step_s)
+            self.plant.advance(dt_s)
             t_s = self.plant.time_s
+        # A stop whose window the end of the run cut short is judged on what it saw.
+        self.false_mains_stops += len(self.pending_stops)
+        self.pending_stops = []
 
     def _cycle(self, snapshot: SiteSnapshot) -> None:
         observation = self._observe(snapshot)
         for command in self.policy.decide(observation):
-            self._carry_out(command, snapshot.time_s)
+            self._carry_out(command, snapshot)
 
     def _observe(self, snapshot: SiteSnapshot) -> Observation:
         t_s = snapshot.time_s
@@ -253,7 +333,9 @@ class _Run:
             truth=snapshot,
         )
 
-    def _carry_out(self, command: Command, t_s: float) -> None:
+    def _carry_out(self, command: Command, before: SiteSnapshot) -> None:
+        """Carry out one command; `before` is the site as the policy saw it this cycle."""
+        t_s = before.time_s
         faults = [f for f in self.scenario.timeline.faults if f.active_at(t_s)]
         lost = any(f.kind == "command_fails" and f.target == command.service_id for f in faults)
         stuck = {f.target for f in faults if f.kind == "outlet_stuck"}
@@ -261,6 +343,9 @@ class _Run:
         if lost:
             return
         plant = self.plant
+        if plant.mains_on and _begins_mains_stop(command, before):
+            self.mains_stops += 1
+            self.pending_stops.append(_PendingStop(command.service_id, t_s + FALSE_STOP_WINDOW_S))
         match command:
             case StopService(service_id=sid):
                 plant.request_shutdown(sid)
@@ -302,26 +387,57 @@ class _Run:
             max(0.0, min(end_s, t_s + dt_s) - max(start_s, t_s)) for start_s, end_s in self.outages
         )
 
-    def _measure(
-        self,
-        snapshot: SiteSnapshot,
-        dt_s: float,
-        outage_dt_s: float,
-        was_running: dict[str, bool],
-    ) -> None:
+    def _measure(self, snapshot: SiteSnapshot, t_s: float, dt_s: float, scored: bool) -> None:
+        """The step [t, t + dt) as `snapshot` shows it; `scored`: inside the scored window."""
+        outage_dt_s = self._outage_overlap_s(t_s, dt_s)
+        mains_dt_s = dt_s - outage_dt_s
+        window_dt_s = dt_s if scored else 0.0
+        self.window_s += window_dt_s
+        self.mains_s += mains_dt_s
         running = {sid: s.mode is ServiceMode.RUNNING for sid, s in snapshot.services.items()}
         for sid, now_running in running.items():
             if now_running:
-                self.uptime_s[sid] += outage_dt_s
-            if was_running[sid] and not now_running:
-                self.interruptions[sid] += 1
-                self.went_down[sid] = True
-            was_running[sid] = now_running
+                self.uptime_s[sid] += window_dt_s
+                self.mains_up_s[sid] += mains_dt_s
+                self.down_mains_s[sid] = 0.0
+            else:
+                if self.was_running[sid]:
+                    self.interruptions[sid] += 1
+                    self.went_down[sid] = True
+                self.down_mains_s[sid] += mains_dt_s
+                self.longest_mains_down_s[sid] = max(
+                    self.longest_mains_down_s[sid], self.down_mains_s[sid]
+                )
+            self.was_running[sid] = now_running
         site = self.site
         if any(running[s.id] and not all(running[d] for d in s.depends_on) for s in site.services):
             self.dependency_violation_s += dt_s
-        if overloaded_nodes(snapshot, self.site):
+        draw_w = node_draws_w(snapshot, site)
+        if any(draw_w[n] > limit_w + OVERLOAD_TOLERANCE_W for n, limit_w in self.limit_w.items()):
             self.overload_s += dt_s
+            self.mains_overload_s += mains_dt_s
+        tripped = len(self.trip_counter.observe(draw_w, dt_s))
+        self.trips += tripped
+        if snapshot.mains_on:
+            self.mains_trips += tripped
+        self._judge_mains_stops(snapshot, draw_w)
+
+    def _judge_mains_stops(self, snapshot: SiteSnapshot, draw_w: Mapping[str, float]) -> None:
+        """Settle the stops on mains this step decides: justified once a node would have gone
+        over with the service kept on, false once their window has passed without."""
+        pending = []
+        for stop in self.pending_stops:
+            if snapshot.time_s >= stop.until_s:
+                self.false_mains_stops += 1
+                continue
+            withheld_w = withheld_by_node_w(snapshot, self.site, stop.service_id)
+            if not any(
+                draw_w[node] + extra_w > self.limit_w[node] + OVERLOAD_TOLERANCE_W
+                for node, extra_w in withheld_w.items()
+                if node in self.limit_w
+            ):
+                pending.append(stop)
+        self.pending_stops = pending
 
     def _count_unnecessary(self, snapshot: SiteSnapshot) -> None:
         """Sheds the battery could have carried to the end of the outage that just ended.
@@ -363,43 +479,48 @@ class _Run:
     # --- the report -------------------------------------------------------------------------
 
     def report(self) -> Report:
-        outage_s = sum(min(end, self.plant.time_s) - start for start, end in self.outages)
-        losses = {
-            sid: self.plant.unclean_power_losses[sid] - self.losses_before[sid]
-            for sid in self.uptime_s
-        }
+        losses = self.plant.unclean_power_losses
         services = {
             sid: ServiceReport(
                 uptime_s=self.uptime_s[sid],
-                demand_s=outage_s,
+                demand_s=self.window_s,
                 interruptions=self.interruptions[sid],
                 clean_shutdown=(losses[sid] == 0) if self.went_down[sid] else None,
                 unclean_power_loss=losses[sid],
+                longest_mains_downtime_s=self.longest_mains_down_s[sid],
             )
             for sid in self.uptime_s
         }
         tiers: dict[str, float | None] = {}
-        weighted = total = 0.0
         for tier in TIERS_MOST_IMPORTANT_FIRST:
             members = [s.id for s in self.site.services if s.priority is tier]
-            wanted = outage_s * len(members)
+            wanted = self.window_s * len(members)
             up = sum(self.uptime_s[sid] for sid in members)
             tiers[tier.value] = up / wanted if wanted > 0 else None
-            weighted += TIER_WEIGHTS[tier] * up
-            total += TIER_WEIGHTS[tier] * wanted
         return Report(
             scenario=self.scenario.name,
             policy=self.policy.name,
             services=services,
             tier_uptime_ratio=tiers,
-            weighted_score=weighted / total if total > 0 else 1.0,
+            weighted_score=self._weighted(self.uptime_s, self.window_s),
+            mains_availability=self._weighted(self.mains_up_s, self.mains_s),
+            mains_stops=self.mains_stops,
+            false_mains_stops=self.false_mains_stops,
             unclean_power_losses=sum(losses.values()),
             dependency_violation_s=self.dependency_violation_s,
             overload_s=self.overload_s,
+            mains_overload_s=self.mains_overload_s,
+            trips=self.trips,
+            mains_trips=self.mains_trips,
             unnecessary_sheds=self.unnecessary,
             battery_end_pct=100.0 * min(self.battery_end_soc.values(), default=1.0),
             decisions=tuple(self.decisions),
         )
+
+    def _weighted(self, up_s: Mapping[str, float], wanted_s: float) -> float:
+        """Sum of weight x seconds up over sum of weight x seconds wanted; 1.0 if none wanted."""
+        total = sum(self.weight.values()) * wanted_s
+        return sum(self.weight[sid] * up_s[sid] for sid in up_s) / total if total > 0 else 1.0
 
 
 def _logged(command: Command, t_s: float, lost: bool) -> dict[str, Any]:
@@ -418,20 +539,46 @@ def _logged(command: Command, t_s: float, lost: bool) -> dict[str, Any]:
     return entry
 
 
+def _begins_mains_stop(command: Command, before: SiteSnapshot) -> bool:
+    """Whether `command` stops or caps a service that was up and uncapped when decided."""
+    match command:
+        case StopService(service_id=sid):
+            return before.services[sid].mode in _STOPPABLE_MODES
+        case Throttle(service_id=sid, cap_w=cap_w) if cap_w is not None:
+            state = before.services[sid]
+            return state.mode in _STOPPABLE_MODES and state.cap_w is None
+    return False
+
+
+def node_draws_w(snapshot: SiteSnapshot, site: Site) -> dict[str, float]:
+    """What every outlet, PDU and UPS draws in `snapshot`."""
+    draw_w = {outlet_id: state.power_w for outlet_id, state in snapshot.outlets.items()}
+    for pdu in site.pdus:
+        draw_w[pdu.id] = sum(draw_w[outlet.id] for outlet in pdu.outlets)
+    for ups_id, state in snapshot.ups.items():
+        draw_w[ups_id] = state.output_w
+    return draw_w
+
+
+def withheld_by_node_w(snapshot: SiteSnapshot, site: Site, service_id: str) -> dict[str, float]:
+    """What a service would draw and does not (stopped or capped), on every node above it: its
+    demand less its draw, split equally over its outlets as the plant splits a draw (a service
+    kept on would have had every outlet on)."""
+    state = snapshot.services[service_id]
+    withheld_w = max(0.0, state.demand_w - state.power_w)
+    outlets = site.service_by_id[service_id].outlets
+    by_node: dict[str, float] = {}
+    for outlet in outlets:
+        for node in site.nodes_above_outlet(outlet):
+            by_node[node] = by_node.get(node, 0.0) + withheld_w / len(outlets)
+    return by_node
+
+
 def overloaded_nodes(snapshot: SiteSnapshot, site: Site) -> list[tuple[str, float, float]]:
     """The outlets, PDUs and UPS units above their limits: (node, watts, limit) each."""
-    over: list[tuple[str, float, float]] = []
-    for pdu in site.pdus:
-        total_w = 0.0
-        for outlet in pdu.outlets:
-            watts = snapshot.outlets[outlet.id].power_w
-            if outlet.limit_w is not None and watts > outlet.limit_w + OVERLOAD_TOLERANCE_W:
-                over.append((outlet.id, watts, outlet.limit_w))
-            total_w += watts
-        if total_w > pdu.limit_w + OVERLOAD_TOLERANCE_W:
-            over.append((pdu.id, total_w, pdu.limit_w))
-    for ups in site.ups:
-        output_w = snapshot.ups[ups.id].output_w
-        if output_w > ups.rated_w + OVERLOAD_TOLERANCE_W:
-            over.append((ups.id, output_w, ups.rated_w))
-    return over
+    draw_w = node_draws_w(snapshot, site)
+    return [
+        (node.id, draw_w[node.id], node.limit_w)
+        for node in site.nodes
+        if node.limit_w is not None and draw_w[node.id] > node.limit_w + OVERLOAD_TOLERANCE_W
+    ]
