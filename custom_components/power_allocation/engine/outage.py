@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -104,11 +106,11 @@ class ConditionalOutage:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    @property
+    @cached_property
     def _base(self) -> float:
         return max(self.prior.survival(self.elapsed_s), 1e-12)
 
-    @property
+    @cached_property
     def _start(self) -> int:
         return int(np.searchsorted(self.prior._grid_s, self.elapsed_s, side="right"))
 
@@ -133,31 +135,42 @@ class ConditionalOutage:
         return np.asarray((end - start) / self._base, dtype=np.float64)
 
     def times_when_worth_falls_to(
-        self, ratios: npt.NDArray[np.float64], restart_s: float
+        self, ratios: npt.NDArray[np.float64], restart_s: float | npt.NDArray[np.float64]
     ) -> npt.NDArray[np.float64]:
         """When keeping a service on is worth less than its ratio per second, for good.
 
         Keeping it on for one more second is worth that second's share of the outage (`worths`),
         plus restart_s times the share of an outage that ends in that second: stopping it then
         would have cost a restart after mains returns. The second term is why blips are ridden
-        through.
+        through. `restart_s` is one for all, or one per service (the last axis of `ratios`).
         Returns, per ratio, the time from now after which the worth stays below it (inf: never).
         """
-        envelope = self._envelope(restart_s)
-        grid = self.prior._grid_s[self._start :]
-        # `envelope` is non-increasing: count the grid points where it is still above each ratio.
-        above = np.searchsorted(-envelope, -ratios, side="left")
-        padded = np.append(grid, math.inf)
-        return np.where(above == 0, 0.0, np.maximum(padded[above] - self.elapsed_s, 0.0))
+        ratios = np.asarray(ratios, dtype=np.float64)
+        restarts = np.broadcast_to(np.asarray(restart_s, dtype=np.float64), ratios.shape[-1:])
+        values, group = np.unique(restarts, return_inverse=True)
+        above = np.empty(ratios.shape, dtype=np.intp)
+        for index, restart in enumerate(cast(list[float], values.tolist())):
+            members = group == index
+            # The negated envelope is non-decreasing: count the grid points still above a ratio.
+            falling = self._falling_envelope(restart)
+            above[..., members] = falling.searchsorted(-ratios[..., members], side="left")
+        return np.where(above == 0, 0.0, self._grid_ahead_s[above])
 
-    def _envelope(self, restart_s: float) -> npt.NDArray[np.float64]:
-        """The worth of a second from each grid time on, at its latest peak (stop for good)."""
+    @cached_property
+    def _grid_ahead_s(self) -> npt.NDArray[np.float64]:
+        """The prior's grid from now on, as times from now, and inf past its end."""
+        grid = self.prior._grid_s[self._start :] - self.elapsed_s
+        return np.append(np.maximum(grid, 0.0), math.inf)
+
+    def _falling_envelope(self, restart_s: float) -> npt.NDArray[np.float64]:
+        """Minus the worth of a second from each grid time on, at its latest peak (stop for
+        good): non-decreasing, for `searchsorted`."""
         cached = self._envelopes.get(restart_s)
         if cached is None:
             prior = self.prior
             start = self._start
             worth = (prior._worth[start:] + restart_s * prior._ending[start:]) / self._base
-            cached = np.maximum.accumulate(worth[::-1])[::-1]
+            cached = -np.maximum.accumulate(worth[::-1])[::-1]
             self._envelopes[restart_s] = cached
         return cached
 

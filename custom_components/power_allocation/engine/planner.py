@@ -1,16 +1,22 @@
 """The plan for the rest of an outage: when each service would be throttled or shut down.
 
-The objective is the expected weighted uptime ratio over the outage-duration distribution (the
-simulation report's score): a service of weight w kept on until t is worth
-w · E[min(t, remaining outage) / outage length] (engine/outage.py says why the ratio, and not
-weighted service-time). Keeping it on costs energy that the services still running at the end
-would otherwise have had. With a price μ on that energy, a service is worth its draw P while the
-worth of its next second, w · W(t), is at least μ · P: so each service stops at the time W falls
-to μ · P / w, and a throttle-capable one is first capped (it then draws less, so it stays on
-longer). The planner searches μ on a grid; for each, it walks every UPS's charge forward along
-the schedule (with the battery model) to the moment the charge left is what a clean shutdown of
-everything still on needs, and that is when the final shutdown starts (I4). The μ with the
-highest expected score wins.
+The objective is the expected weighted uptime ratio over the outage-duration distribution, counted
+as the simulation report counts it: a service is down from its stop until it runs again after
+mains returns. A service of weight w kept on until t is worth w · E[min(t, remaining outage) / D]
+(engine/outage.py says why each outage counts by its ratio), less w · E[restart / D; the outage
+outlasts t]: the restart it then owes, whether the plan or the final shutdown stopped it. A
+restart is the restore delay, the startup of whatever it needs that was stopped too (each starts
+only once what it needs runs, one start every restore stagger) and its own startup; after the
+final shutdown everything restarts, one stagger after the other, and the last wait longest.
+
+Keeping a service on costs energy that the services still running at the end would otherwise
+have had. With a price μ on that energy, a service is worth its draw P while the worth of its next
+second, w · W(t) plus the restart a stop then would cost should the outage end then, is at least
+μ · P: so each service stops at the time that worth falls to μ · P / w, and a throttle-capable one
+is first capped (it then draws less, so it stays on longer). The planner searches μ on a grid; for
+each, it walks every UPS's charge forward along the schedule (with the battery model) to the
+moment the charge left is what a clean shutdown of everything still on needs, and that is when
+the final shutdown starts (I4). The μ with the highest expected score wins.
 
 Critical services, and whatever they depend on, are never stopped before the final shutdown (I4);
 a service stops no later than anything it depends on (I1). Energy is planned on the mean draw, the
@@ -21,6 +27,7 @@ under way still costs charge, and what they depend on can begin to stop only aft
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +53,7 @@ HORIZON_S = 4 * 3600.0
 RIDE_THROUGH_S = 120.0  # how long a blip is ridden through before anything is stopped
 RIDE_THROUGH_COST_RATIO = 0.1  # ... unless it costs the last services more of their runtime
 RESTORE_DELAY_S = 60.0  # mains must be stable this long before anything restarts (I6)
+RESTORE_STAGGER_S = 15.0  # between two starts after mains returns (I6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +102,14 @@ class _Context:
     untouchable: npt.NDArray[np.bool_]  # critical, or needed by a critical service
     mean_w: npt.NDArray[np.float64]
     floor_w: npt.NDArray[np.float64]  # NaN where it cannot be throttled below its mean
-    restart_groups: tuple[tuple[float, npt.NDArray[np.int64]], ...]  # restart_s -> services
-    restart_s: npt.NDArray[np.float64]  # how long it stays down after mains returns, if stopped
+    # What stopping each service at t costs after mains returns, per unit of W(t) (tier weight
+    # times seconds): its own restart and the wait of whatever restarts behind it (0 for one
+    # already stopping: that is owed whatever the plan).
+    owed_ws: npt.NDArray[np.float64]
+    queue_ws: float  # the same for the restore's queue after a final shutdown, per unit of W(F)
+    # The restart its stop decision weighs: the owed_ws of its dependent closure (stopped with
+    # it) per unit of the closure's worth.
+    restart_s: npt.NDArray[np.float64]
     shutdown_s: npt.NDArray[np.float64]  # how long it still draws once its stop begins
     dependency_edges: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]  # (user, needed)
     # How much earlier than its own stop what depends on it must be asked: the longest chain of
@@ -122,6 +136,7 @@ def plan_outage(
     weights: Mapping[Priority, float] = TIER_WEIGHTS,
     reserve_margin_ratio: float = RESERVE_MARGIN_RATIO,
     restore_delay_s: float = RESTORE_DELAY_S,
+    restore_stagger_s: float = RESTORE_STAGGER_S,
     ride_through_s: float = RIDE_THROUGH_S,
     ride_through_cost_ratio: float = RIDE_THROUGH_COST_RATIO,
     horizon_s: float = HORIZON_S,
@@ -135,19 +150,19 @@ def plan_outage(
     """
     context = _context(
         site, batteries, soc_ratio, demand_w, outage, running, stopping or {}, unmanaged_w or {},
-        weights, reserve_margin_ratio, restore_delay_s,
+        weights, reserve_margin_ratio, restore_delay_s, restore_stagger_s,
     )  # fmt: skip
     movable = ~context.untouchable & (context.value > 0) & (context.mean_w > 0)
-    prices = [0.0]
+    prices: npt.NDArray[np.float64] = np.zeros(1)
     if movable.any():
         # A service stops once its worth per second falls below price * P / value: the grid
         # spans "keep everything" to "stop every service that may be stopped at once".
         top = float(np.max(context.value[movable] / context.mean_w[movable])) * 10.0
         top *= float(outage.worths(np.zeros(1))[0])
-        prices += [float(p) for p in np.geomspace(1e-4, 1.0, PRICE_GRID_SIZE - 1) * top]
+        prices = np.concatenate([prices, np.geomspace(1e-4, 1.0, PRICE_GRID_SIZE - 1) * top])
     # Each price's own schedule is computed once; neighbouring prices often give the same
     # schedule, which is then scored once.
-    schedules = [(price, *_schedule(context, price)) for price in prices]
+    schedules = _schedules(context, prices)
     scored: dict[bytes, _Candidate] = {}
 
     def best_riding(ride_s: float) -> _Candidate:
@@ -197,6 +212,7 @@ def _context(
     weights: Mapping[Priority, float],
     margin_ratio: float,
     restore_delay_s: float,
+    restore_stagger_s: float,
 ) -> _Context:
     planned = tuple(
         s for s in site.services if (running is None or s.id in running) and s.id not in stopping
@@ -211,9 +227,17 @@ def _context(
     # critical service needs is as untouchable as the critical service itself.
     value = np.zeros(len(on))
     untouchable = np.zeros(len(on), dtype=bool)
+    restarts = site_restarts(site, weights, restore_delay_s, restore_stagger_s)
+    owed_ws = np.array([restarts.owed_ws[s.id] for s in on], dtype=np.float64)
+    owed_ws[is_stopping] = 0.0
+    # A stop stops the dependent closure with it: its restart is that of the closure, per unit
+    # of the closure's worth (the rate at which W's fall is traded against a restart).
+    restart_s = np.zeros(len(on))
     for i, service in enumerate(planned):
         users = [position[u] for u in graph.dependent_closure_of(service.id) if u in position]
         value[i] = weight[users].sum()
+        if value[i] > 0:
+            restart_s[i] = owed_ws[users].sum() / value[i]
         untouchable[i] = any(
             on[u].priority is Priority.CRITICAL and not is_stopping[u] for u in users
         )
@@ -222,10 +246,6 @@ def _context(
         [math.nan if s.throttle_min_w is None else s.throttle_min_w for s in on], dtype=np.float64
     )
     floor_w[~(floor_w < mean_w)] = math.nan
-    restart_s = np.array([s.startup_s + restore_delay_s for s in on], dtype=np.float64)
-    groups = tuple(
-        (float(r), np.flatnonzero(restart_s == r).astype(np.int64)) for r in np.unique(restart_s)
-    )
     edges = [(position[s.id], position[d]) for s in on for d in s.depends_on if d in position]
     edge_users = np.array([u for u, _ in edges], dtype=np.int64)
     edge_needed = np.array([d for _, d in edges], dtype=np.int64)
@@ -241,7 +261,8 @@ def _context(
         untouchable=untouchable,
         mean_w=mean_w,
         floor_w=floor_w,
-        restart_groups=groups,
+        owed_ws=owed_ws,
+        queue_ws=restarts.queue_ws,
         restart_s=restart_s,
         shutdown_s=shutdown_s,
         dependency_edges=(edge_users, edge_needed),
@@ -255,6 +276,101 @@ def _context(
         ),
         margin_ratio=margin_ratio,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRestarts:
+    """How long each service of a site stays down after mains returns, if it was stopped.
+
+    The controller's restore (I6): after `restore_delay_s`, one start every `restore_stagger_s`,
+    highest priority first among the services whose dependencies run, each running `startup_s`
+    after its start (to within a controller cycle).
+    """
+
+    # From mains returning until it runs again, when it alone was stopped.
+    own_s: Mapping[str, float]
+    # Its restart behind the longest chain of its dependencies, when they were all stopped: a
+    # start waits until what it needs runs (its startup) and for the next stagger.
+    chain_s: Mapping[str, float]
+    # When everything was stopped (a final shutdown): behind that chain and in the queue.
+    full_s: Mapping[str, float]
+    # The expected-score cost of stopping each service at t, per unit of W(t): its tier weight
+    # times own_s, plus, for every service whose longest chain runs through it, that service's
+    # weight times the wait it adds. A dependency stops no earlier than what needs it (I1), so
+    # the services of a chain stopped by the time mains returns are the chain's first ones, and
+    # each adds its wait exactly then.
+    owed_ws: Mapping[str, float]
+    # Weight times the queue's own wait after a final shutdown (full_s less chain_s), summed.
+    queue_ws: float
+
+
+def site_restarts(
+    site: Site,
+    weights: Mapping[Priority, float] = TIER_WEIGHTS,
+    restore_delay_s: float = RESTORE_DELAY_S,
+    restore_stagger_s: float = RESTORE_STAGGER_S,
+) -> SiteRestarts:
+    """Every service's restart, alone, behind its chain and after a final shutdown.
+
+    Where a service's dependencies branch, only its longest chain is counted for a partial
+    restart: a lower bound, exact for chains and trees, and exact again after a final shutdown.
+    """
+    graph = site.graph
+    by_id = site.service_by_id
+    order = graph.startup_order()
+    wait_s = {sid: max(by_id[sid].startup_s, restore_stagger_s) for sid in order}
+    chain_s: dict[str, float] = {}
+    longest_via: dict[str, str] = {}
+    for sid in order:
+        chain_s[sid] = 0.0
+        for dep in graph.dependencies(sid):
+            if wait_s[dep] + chain_s[dep] > chain_s[sid]:
+                chain_s[sid] = wait_s[dep] + chain_s[dep]
+                longest_via[sid] = dep
+    weight = {sid: weights[by_id[sid].priority] for sid in order}
+    waiting_w = dict.fromkeys(order, 0.0)  # weight of what restarts behind it on its chain
+    for sid in reversed(order):
+        via = longest_via.get(sid)
+        if via is not None:
+            waiting_w[via] += weight[sid] + waiting_w[sid]
+    started_s = _restore_starts_s(site, restore_stagger_s)
+    own_s = {sid: restore_delay_s + by_id[sid].startup_s for sid in order}
+    return SiteRestarts(
+        own_s=own_s,
+        chain_s={sid: own_s[sid] + chain_s[sid] for sid in order},
+        full_s={sid: own_s[sid] + started_s[sid] for sid in order},
+        owed_ws={sid: weight[sid] * own_s[sid] + wait_s[sid] * waiting_w[sid] for sid in order},
+        queue_ws=sum(weight[sid] * (started_s[sid] - chain_s[sid]) for sid in order),
+    )
+
+
+def _restore_starts_s(site: Site, stagger_s: float) -> dict[str, float]:
+    """When each service is started after the restore delay, everything having been stopped."""
+    graph = site.graph
+    by_id = site.service_by_id
+    position = {sid: i for i, sid in enumerate(by_id)}
+    missing = {sid: len(graph.dependencies(sid)) for sid in by_id}
+    runs_s = dict.fromkeys(by_id, 0.0)  # once known: when all it needs runs
+    waiting = [(0.0, position[sid], sid) for sid, count in missing.items() if count == 0]
+    ready: list[tuple[int, int, str]] = []
+    started_s: dict[str, float] = {}
+    slot_s = 0.0
+    while waiting or ready:
+        while waiting and waiting[0][0] <= slot_s:
+            _, at, sid = heapq.heappop(waiting)
+            heapq.heappush(ready, (-by_id[sid].priority.rank, at, sid))
+        if not ready:
+            slot_s = waiting[0][0]
+            continue
+        sid = heapq.heappop(ready)[2]
+        started_s[sid] = slot_s
+        for user in graph.dependents(sid):
+            runs_s[user] = max(runs_s[user], slot_s + by_id[sid].startup_s)
+            missing[user] -= 1
+            if missing[user] == 0:
+                heapq.heappush(waiting, (runs_s[user], position[user], user))
+        slot_s += stagger_s
+    return started_s
 
 
 def clean_shutdown_soc(
@@ -300,28 +416,31 @@ def _by_score(candidate: _Candidate) -> float:
     return candidate.score
 
 
-def _schedule(
-    context: _Context, price: float
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """When each service would stop, and be capped, at the energy price `price` on its own."""
+def _schedules(
+    context: _Context, prices: npt.NDArray[np.float64]
+) -> list[tuple[float, npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+    """When each service would stop, and be capped, at each energy price on its own.
+
+    All prices at once: each restart group's envelope is searched once for every price.
+    """
     outage = context.outage
-    n = len(context.on)
     with np.errstate(divide="ignore", invalid="ignore"):
-        full_ratio = np.where(context.value > 0, price * context.mean_w / context.value, np.inf)
-        floor_ratio = np.where(context.value > 0, price * context.floor_w / context.value, np.inf)
-    throttleable = ~np.isnan(context.floor_w)
-    stop: npt.NDArray[np.float64] = np.empty(n)
-    for restart_s, members in context.restart_groups:
-        stop[members] = outage.times_when_worth_falls_to(
-            np.where(throttleable[members], floor_ratio[members], full_ratio[members]), restart_s
+        full_ratio = np.where(
+            context.value > 0, np.outer(prices, context.mean_w / context.value), np.inf
         )
+        floor_ratio = np.where(
+            context.value > 0, np.outer(prices, context.floor_w / context.value), np.inf
+        )
+    throttleable = ~np.isnan(context.floor_w)
+    stop_ratio = np.where(throttleable, floor_ratio, full_ratio)
+    stop = outage.times_when_worth_falls_to(stop_ratio, context.restart_s)
     # A cap is undone without a restart, so it is priced on the time alone.
     throttle = np.where(throttleable, outage.times_when_worth_falls_to(full_ratio, 0.0), math.inf)
-    stop[context.untouchable] = math.inf
-    throttle[context.untouchable] = math.inf
+    stop[:, context.untouchable] = math.inf
+    throttle[:, context.untouchable] = math.inf
     # A stop under way is set in `_evaluate`, after the ride-through would delay it.
-    throttle[context.stopping] = math.inf
-    return stop, throttle
+    throttle[:, context.stopping] = math.inf
+    return [(float(p), stop[k], throttle[k]) for k, p in enumerate(prices)]
 
 
 def _evaluate(
@@ -359,11 +478,14 @@ def _evaluate(
     )
     np.minimum(stop, final, out=stop)
     throttle = np.minimum(throttle, stop)
-    # The share of the outage served, less the restart a stop costs when mains returns before
-    # the final shutdown (after that, everything restarts anyway).
-    ends_between = outage.worths(stop) - outage.worths(np.array([final]))
-    lost = context.restart_s * np.maximum(0.0, ends_between)
-    score = float(context.weight @ (outage.expected_shares(stop) - lost))
+    # The share of the outage served, less the restart each stop owes should the outage outlast
+    # it: the plan's stops and the final shutdown's alike, so that schedules whose final
+    # shutdowns come at different times compare fairly.
+    owed = (
+        context.owed_ws @ outage.worths(stop)
+        + context.queue_ws * outage.worths(np.array([final]))[0]
+    )
+    score = float(context.weight @ outage.expected_shares(stop)) - float(owed)
     candidate = _Candidate(score, price, stop, throttle, final)
     scored[key] = candidate
     return candidate
