@@ -934,3 +934,64 @@ def test_an_outage_ends_when_mains_has_stayed_back_and_a_flicker_ends_none() -> 
     second = replace(back, outage_started_s=100.0 + delay_s, mains_back_s=None)
     assert ended_outage_s(back, second) == 100.0
     assert ended_outage_s(initial_state(SITE), initial_state(SITE)) is None
+
+
+def _shed_for_a_limit(site: Site, *service_ids: str) -> ControllerState:
+    """On mains, `service_ids` stopped for a limit long ago (their recheck is due)."""
+    state = initial_state(site)
+    shed = {
+        sid: replace(state.services[sid], phase=Phase.OFF, shed_for_limit_s=-1000.0)
+        for sid in service_ids
+    }
+    return replace(state, services={**state.services, **shed})
+
+
+def _give_back(
+    state: ControllerState, extra_w: float, end_s: float = 600.0
+) -> tuple[ControllerState, list[tuple[float, Command]]]:
+    """Cycles on mains where each node's own forecast is what draws now plus `extra_w`."""
+    controller = OutageController(SITE)
+    commands: list[tuple[float, Command]] = []
+    for now_s in range(0, int(end_s), 10):
+        reading = telemetry(now_s, state, mains_on=True, soc_ratio=1.0)
+        drawn_w = sum(w or 0.0 for w in reading.service_draw_w.values())
+        forecast = {"pdu-a": drawn_w + extra_w, "ups1": drawn_w + extra_w}
+        result = controller.step(state, replace(reading, node_upper_w=forecast))
+        state = result.state
+        commands += [(now_s, c) for c in result.commands]
+    return state, commands
+
+
+def test_on_mains_what_was_shed_for_a_limit_comes_back_in_order_once_its_node_fits() -> None:
+    # db and web were stopped for a limit; the UPS (800 W) forecasts 360 W now: with db's 130 W
+    # back it is within 90 % of its rating. web follows once db is up.
+    state, commands = _give_back(_shed_for_a_limit(SITE, "db", "web"), extra_w=100.0)
+    starts = [(t, c) for t, c in commands if isinstance(c, StartService)]
+    assert [c.service_id for _, c in starts] == ["db", "web"]
+    assert starts[0][1].reason == "ups1 forecast 490 W of 800 W with db back: restoring"
+    assert starts[1][1].reason.endswith("with web back: restoring")
+    db_up_s = starts[0][0] + SITE.service_by_id["db"].startup_s
+    assert starts[1][0] >= db_up_s
+    assert all(c.phase is Phase.ON for c in state.services.values())
+
+
+def test_on_mains_what_was_shed_for_a_limit_stays_off_while_its_node_would_not_fit() -> None:
+    # The UPS forecasts 650 W: db's 130 W more is over 90 % of its 800 W.
+    state, commands = _give_back(_shed_for_a_limit(SITE, "db", "web"), extra_w=390.0)
+    assert not [c for _, c in commands if isinstance(c, StartService)]
+    assert state.services["db"].phase is Phase.OFF
+    assert state.services["db"].reason == (
+        "waiting to restore: over a limit (ups1 forecast 780 W of 800 W with db back)"
+    )
+
+
+def test_on_mains_a_cap_for_a_limit_is_released_once_its_node_fits_with_the_margin() -> None:
+    capped = _capped(SITE, 120.0)
+    state, commands = _give_back(capped, extra_w=0.0, end_s=20.0)
+    assert state.services["batch"].cap_w is None
+    (release,) = [c for _, c in commands if isinstance(c, Throttle)]
+    # 440 W drawn (batch at its 120-W cap) and its 80 W above the cap back.
+    assert release.reason == "ups1 forecast 520 W of 800 W with batch uncapped back: releasing"
+    kept, commands = _give_back(capped, extra_w=250.0, end_s=20.0)
+    assert kept.services["batch"].cap_w == 120.0
+    assert not [c for _, c in commands if isinstance(c, Throttle)]

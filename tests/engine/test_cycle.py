@@ -49,6 +49,9 @@ def test_a_cycle_learns_the_draws_and_steps_on_its_forecasts() -> None:
     assert cycle.node_w["pdu-a"] == sum(DRAW_W.values())
     assert cycle.node_w["ups1"] == 470.0
     assert cycle.telemetry.demand_w["db"].mean_w == DRAW_W["db"]
+    # The controller is handed every limited node's own forecast, the draw now included.
+    assert cycle.telemetry.node_upper_w == {n: r.upper_w for n, r in cycle.guard.risks.items()}
+    assert cycle.telemetry.node_upper_w["ups1"] >= 470.0
     assert learners[0].last_w == DRAW_W
     assert cycle.step.commands == ()
 

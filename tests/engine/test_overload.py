@@ -24,7 +24,9 @@ from custom_components.power_allocation.engine.overload import (
     OverloadGuard,
     OverloadLevel,
     TripCurve,
+    confirm_s,
     exceed_probability,
+    urgent,
     watts_to_shed,
 )
 
@@ -44,11 +46,13 @@ def _site() -> Site:
     )
 
 
-def _run(wanted_by_cycle, settings: GuardSettings | None = None):
+def _run(wanted_by_cycle, settings: GuardSettings | None = None, curves=None):
     """Each cycle's wanted outlet draws; a service the guard switched off draws nothing."""
     site = _site()
     nodes = NodeForecasters.for_site(site, ForecastSettings(step_s=STEP_S, horizon_steps=12))
     guard = OverloadGuard(site, settings or GuardSettings())
+    if curves is not None:
+        guard.trip_curve_by_kind = curves
     decisions = []
     off: set[str] = set()
     for cycle, wanted_w in enumerate(wanted_by_cycle):
@@ -176,3 +180,72 @@ def test_probability_is_monotone_and_shedding_meets_its_target(values, limit_w, 
     shed = watts_to_shed(forecaster, draw_w, limit_w, 120.0, 0.01)
     assert shed >= 0.0
     assert exceed_probability(forecaster, draw_w, limit_w, 120.0, shed)[0] <= 0.01
+
+
+def _ramp_cycles(seed: int):
+    rng = random.Random(seed)
+    cycles = _noise(rng, 400) + _noise(rng, 200)
+    for i, outlet_w in enumerate(cycles[400:]):
+        outlet_w["pdu-a/3"] += 4.0 * i
+    return cycles
+
+
+def _first(decisions, test) -> int:
+    return next(i for i, d in enumerate(decisions) if test(d))
+
+
+def test_a_crossing_the_device_holds_waits_for_confirmation_one_it_does_not_is_shed_at_once():
+    # The same ramp on the same PDU: behind a breaker (1.0-1.13 In holds for good) the forecast
+    # crossing waits for confirmation as long as it may; behind a UPS's curve (100-110 % for a
+    # minute, no longer than batch's 60-s shutdown) there is no time to wait beyond the two
+    # cycles that tell a trend from one reading, and none once it is imminent.
+    cycles = _ramp_cycles(1)
+    crossing = next(i for i, o in enumerate(cycles) if sum(o.values()) > PDU_LIMIT_W)
+    breaker = _run(cycles)
+    ups_curve = _run(cycles, curves=dict.fromkeys(("ups", "pdu", "outlet"), UPS_TRIP_CURVE))
+
+    def likely(d) -> bool:
+        return d.risks["pdu-a"].exceed_probability >= 0.5
+
+    def shed(d) -> bool:
+        return "pdu-a" in d.sheds_started
+
+    confirm_cycles = GuardSettings().confirm_cycles
+    assert _first(ups_curve, shed) <= _first(ups_curve, likely) + confirm_cycles - 1
+    assert ups_curve[_first(ups_curve, shed)].risks["pdu-a"].shed_takes_s == 60.0
+    assert _first(ups_curve, shed) < _first(breaker, shed)
+    wait_cycles = GuardSettings().confirm_max_s / STEP_S
+    assert _first(breaker, shed) >= _first(breaker, likely) + wait_cycles
+    assert _first(breaker, shed) < crossing
+
+
+def test_urgency_follows_the_trip_curve_against_the_shutdown() -> None:
+    # A UPS at 105 % holds a minute: no longer than a 60-s shutdown, so now.
+    assert urgent(UPS_TRIP_CURVE.trip_after_s(1.05), 60.0)
+    assert not urgent(UPS_TRIP_CURVE.trip_after_s(1.05), 30.0)
+    # A breaker at 120 % holds an hour: wait, up to the most a confirmation may take.
+    assert not urgent(BREAKER_TRIP_CURVE.trip_after_s(1.2), 60.0)
+    assert confirm_s(BREAKER_TRIP_CURVE.trip_after_s(1.2), 60.0, False, 30.0) == 30.0
+    # At 150 % it holds 60 s: a 45-s shutdown leaves 15 s to confirm.
+    assert confirm_s(BREAKER_TRIP_CURVE.trip_after_s(1.5), 45.0, False, 30.0) == 15.0
+    # A draw already over the limit waits only for its confirmation cycles.
+    assert confirm_s(math.inf, 45.0, True, 30.0) == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.floats(min_value=0.5, max_value=6.0),
+    st.floats(min_value=0.0, max_value=600.0),
+    st.floats(min_value=0.0, max_value=600.0),
+)
+def test_a_tolerated_crossing_waits_no_longer_than_the_device_allows(
+    ratio: float, shutdown_s: float, most_s: float
+) -> None:
+    for curve in (UPS_TRIP_CURVE, BREAKER_TRIP_CURVE):
+        trip_s = curve.trip_after_s(ratio)
+        if urgent(trip_s, shutdown_s):
+            continue
+        wait_s = confirm_s(trip_s, shutdown_s, False, most_s)
+        # Confirmation plus the shutdown end before the device would trip.
+        assert 0.0 <= wait_s <= most_s
+        assert wait_s + shutdown_s <= trip_s

@@ -14,6 +14,16 @@ its outlets are cut only once its graceful stop's `shutdown_s` has run out (I3),
 and a switch that does not happen is retried with backoff and reported (I7). Holds are obeyed (I8).
 Once mains has been back for `restore_delay_s`, what was stopped comes back dependencies first,
 highest priority first, one start every `restore_stagger_s` (I6).
+
+On mains, what was stopped or capped for a limit (`shed_for_limit_s`) is given back once each node
+above it fits with it back, with a margin: the node's own forecast upper draw (`node_upper_w`, over
+the guard's lookahead) plus the service's upper draw through its share of the node within
+`(1 - give_back_margin_ratio)` of the limit (I2). The node's own series, not the allocation's
+quantile of each service's hour ahead: on mains the guard watches every node each cycle and acts
+by its trip curve, so what a start needs is room now and for the next minutes; the hour's peak is
+the guard's to meet if it comes. (On battery the allocation keeps every node's quantile of the sum
+of the services' forecasts within its limit: the plan covers the rest of the outage, over which
+the set of running services changes, and the node's band was learnt with another set running.)
 """
 
 from __future__ import annotations
@@ -32,10 +42,12 @@ from .allocator import (
     allocate,
     hold_conflicts,
     node_loads_w,
+    service_node_shares,
 )
 from .battery import BatteryModel
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
+from .overload import GIVE_BACK_MARGIN_RATIO
 from .planner import RESERVE_MARGIN_RATIO, RIDE_THROUGH_S, Plan, clean_shutdown_soc, plan_outage
 
 STATE_VERSION = 1
@@ -93,6 +105,8 @@ class ControllerSettings:
     runtime_confirm_s: float = 60.0  # a UPS reading that disagrees must persist this long
     runtime_disagree_ratio: float = 0.5  # ... by more than this share of the charge
     limit_recheck_s: float = 300.0  # a service shed for a limit waits this long to come back
+    # On mains, what comes back for a limit leaves this share of each node's limit free.
+    give_back_margin_ratio: float = GIVE_BACK_MARGIN_RATIO
     cap_hysteresis_ratio: float = 0.1  # a cap is tightened only by more than this share
     # Margin on the final shutdown's reserve, which is already planned on each service's highest
     # forecast band of the hour (engine/demand.py), not the next step's.
@@ -150,6 +164,9 @@ class Telemetry(Readings):
     overload_allocation: Allocation | None = None
     # The nodes that shed is on: nothing is restored onto them until it is released (I5).
     overload_shedding_nodes: frozenset[str] = frozenset()
+    # Each limited node's own forecast upper draw over the guard's lookahead, the draw now
+    # included; empty when no node was assessed (then the allocation decides a restore).
+    node_upper_w: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,7 +596,7 @@ class _Cycle:
         )
 
     def _ups_load_w(self, ups_id: str, drawing: frozenset[str]) -> float:
-        """The upper-quantile load on a UPS with `drawing` on, unmanaged outlets included."""
+        """The forecast upper quantile of a UPS's load with `drawing` on, unmanaged included."""
         return node_loads_w(
             self.site, self.telemetry.demand_w, drawing, self.telemetry.unmanaged_w
         )[ups_id]
@@ -853,10 +870,22 @@ class _Cycle:
         ]
         if not capped:
             return
-        misfit = self._misfit_with(capped[0], self._on())
+        demand_w = self.telemetry.demand_w
+        coming_w = {
+            sid: max(0.0, demand_w[sid].upper_w - (self.services[sid].cap_w or 0.0))
+            for sid in capped
+        }
+        forecast = self._node_forecast_fit(coming_w, f"{', '.join(capped)} uncapped")
+        if forecast is None:
+            misfit = self._misfit_with(capped[0], self._on())
+            why = "on mains, and everything fits at its full draw"
+        else:
+            fits, figure = forecast
+            misfit = None if fits else figure
+            why = f"{figure}: releasing" if figure else "on mains, and nothing limits it"
         for sid in capped:
             if misfit is None:
-                self._throttle(sid, None, "on mains, and everything fits at its full draw")
+                self._throttle(sid, None, why)
             else:
                 self.services[sid] = replace(
                     self.services[sid],
@@ -912,11 +941,9 @@ class _Cycle:
             return
         graph = self.site.graph
         held_off = self._held_off_closure()
-        guard = self.telemetry.overload_allocation
-        if guard is not None:
-            held_off |= {sid for sid, d in guard.decisions.items() if d.state is ServiceState.OFF}
         # A service started under a node the guard is shedding on would be shed again as soon
-        # as the node's forecast saw it, and the next restore would start it again.
+        # as the node's forecast saw it, and the next restore would start it again. (Elsewhere
+        # the guard's allocation holds what is off now off: that is no reason to keep it off.)
         for sid, control in self.services.items():
             node_id = self._guard_shedding_above(sid)
             if control.phase is Phase.OFF and sid not in held_off and node_id is not None:
@@ -940,7 +967,14 @@ class _Cycle:
         on = self._on()
         still_stopping = drawing(self.services) - on
         for sid in order:
-            misfit = self._misfit_with(sid, on)
+            forecast = self._node_forecast_fit({sid: self.telemetry.demand_w[sid].upper_w}, sid)
+            if forecast is None:
+                misfit = self._misfit_with(sid, on)
+                why = "mains is back and stable: restoring in dependency order"
+            else:
+                fits, figure = forecast
+                misfit = None if fits else figure
+                why = f"{figure}: restoring" if figure else "on mains, and nothing limits it"
             if misfit is not None:
                 # Checked again once loads may have changed, as after a shed for a limit: an
                 # allocation every cycle for each waiting service would cost more than the wait.
@@ -951,8 +985,13 @@ class _Cycle:
                 )
                 continue
             # What is still stopping draws until it is off, within its shutdown_s: a start
-            # that fits only without it waits for it, and is checked again next cycle.
-            if still_stopping and self._misfit_with(sid, on | still_stopping) is not None:
+            # that fits only without it waits for it, and is checked again next cycle. (A node's
+            # own forecast already carries what still draws.)
+            if (
+                forecast is None
+                and still_stopping
+                and self._misfit_with(sid, on | still_stopping) is not None
+            ):
                 self.services[sid] = replace(
                     self.services[sid],
                     reason="waiting to restore: over a limit until what is stopping is off",
@@ -960,7 +999,7 @@ class _Cycle:
                 continue
             short = self._charge_short_of(sid)
             if short is None:
-                self._start(sid, "mains is back and stable: restoring in dependency order")
+                self._start(sid, why)
             else:
                 # What comes after it in the order is less important, or needs it (I6): all
                 # of it waits for the charge, which grows on mains.
@@ -1042,6 +1081,34 @@ class _Cycle:
         """A node this service's draw counts against that the overload guard is shedding on."""
         nodes = self.telemetry.overload_shedding_nodes & self.site.service_nodes(service_id)
         return min(nodes, default=None)
+
+    def _node_forecast_fit(
+        self, coming_w: Mapping[str, float], what: str
+    ) -> tuple[bool, str] | None:
+        """Whether `coming_w` (watts per service) coming back fits every limited node above it
+        by the node's own forecast with the give-back margin, and the figure of the tightest,
+        e.g. "pdu-b forecast 812 W of 1,000 W with web back"; None where a node above it has no
+        forecast this cycle (then the allocation decides)."""
+        forecast_w = self.telemetry.node_upper_w
+        extra_w: dict[str, float] = {}
+        for sid, watts in coming_w.items():
+            for node_id, share in service_node_shares(self.fed_site, sid).items():
+                extra_w[node_id] = extra_w.get(node_id, 0.0) + share * watts
+        keep = 1.0 - self.settings.give_back_margin_ratio
+        tightest: tuple[float, str] | None = None
+        fits = True
+        for node in self.fed_site.nodes:
+            if node.limit_w is None or node.id not in extra_w:
+                continue
+            if node.id not in forecast_w:
+                return None
+            total_w = forecast_w[node.id] + extra_w[node.id]
+            fits = fits and total_w <= keep * node.limit_w
+            ratio = total_w / node.limit_w if node.limit_w > 0 else math.inf
+            if tightest is None or ratio > tightest[0]:
+                figure = f"{node.id} forecast {total_w:,.0f} W of {node.limit_w:,.0f} W"
+                tightest = (ratio, f"{figure} with {what} back")
+        return fits, "" if tightest is None else tightest[1]
 
     def _misfit_with(self, service_id: str, drawing: frozenset[str]) -> str | None:
         """Why `drawing` and this service do not all fit the limits at their upper draw; None

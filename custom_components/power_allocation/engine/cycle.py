@@ -72,5 +72,6 @@ def run_cycle(
         demand_w=demand_w,
         overload_allocation=guard.allocation,
         overload_shedding_nodes=frozenset(guard.shed_w),
+        node_upper_w={node_id: risk.upper_w for node_id, risk in guard.risks.items()},
     )
     return CycleResult(node_w, guard, telemetry, controller.step(state, telemetry))

@@ -15,16 +15,25 @@ exceeds the limit within `lookahead_s`:
   noisy ramps cross the limit before it reached the threshold: measured, see docs/forecasting.md.)
 
 A probability at or above `warning_probability` raises a warning. At or above `shed_probability`
-for `confirm_cycles` cycles in a row (hysteresis: one noisy reading sheds nothing) — or at once when
-the node is already over its limit, or the device's trip curve at the forecast upper draw leaves
-less than `urgent_trip_s` — the guard starts a pre-emptive shed: it works out how many watts must
-go for the probability of exceeding the limit within the lookahead to fall to
-`shed_target_probability` (the same estimate, with every forecast mean lowered by the shed), and
-asks the allocator for an allocation with that node's limit lowered by that much, so the allocator
-picks what goes by priority and dependencies (I1, I4). The shed holds until the node's forecast
-upper draw plus everything the shed keeps off it (the allocator's upper draw under the node
-without the lowered limit, minus with it) has stayed `release_margin_ratio` below the limit for
-`release_hold_s` (I5: no flapping).
+the device's trip curve decides how soon the guard acts (I2): a forecast crossing is not a trip.
+At the forecast upper draw (the draw now included) the breaker or UPS holds for some time; a
+shed takes effect only once a graceful shutdown has run (the longest `shutdown_s` of what could
+go under the node). A crossing the device would not hold that long, and that is imminent (the
+draw now, or the next step's band, over the limit), is acted on at once; any other waits for
+confirmation — `confirm_cycles` cycles in a row (one noisy reading sheds
+nothing) and, while the draw itself is still within the limit, as long as the device's tolerance
+leaves beyond the shutdown, up to `confirm_max_s`. A forecast that fades within that time sheds
+nothing.
+
+Then the guard starts a pre-emptive shed: it works out how many watts must go for the probability
+of exceeding the limit within the lookahead to fall to `shed_target_probability` (the same
+estimate, with every forecast mean lowered by the shed), and asks the allocator for an allocation
+with that node's limit lowered by that much (every other node unbound: those are the allocation's
+of the controller, and their own shed's), so the allocator picks what goes by priority and
+dependencies (I1, I4). The shed holds until the node's forecast upper draw plus everything the
+shed keeps off it (each service's upper draw, through its share of the node, above what the shed
+allows it) has stayed `release_margin_ratio` below the limit for `release_hold_s`; then the
+controller gives it back, in dependency order, on the same test (I2, I5: no flapping).
 """
 
 from __future__ import annotations
@@ -35,9 +44,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from .allocator import Allocation, Demand, allocate, node_loads_w
+from .allocator import Allocation, Demand, ServiceState, allocate, node_loads_w, service_node_shares
 from .forecast import LoadForecaster
 from .model import Priority, Site
+
+# What a limit keeps free before anything stopped or capped for it comes back on mains: the
+# guard's release and the controller's give-back test the node's forecast against it alike.
+GIVE_BACK_MARGIN_RATIO = 0.1
 
 
 class OverloadLevel(StrEnum):
@@ -92,10 +105,15 @@ class GuardSettings:
     warning_probability: float = 0.1
     shed_probability: float = 0.5
     confirm_cycles: int = 2
-    urgent_trip_s: float = 10.0
+    # The longest a crossing the device tolerates waits for confirmation. However long a breaker
+    # holds 1.13 In, the limit is the limit (I2): within the two-minute lookahead the shed must
+    # still come, and its graceful shutdown end, before the crossing.
+    confirm_max_s: float = 30.0
     shed_target_probability: float = 0.01
-    release_margin_ratio: float = 0.1
-    release_hold_s: float = 900.0
+    release_margin_ratio: float = GIVE_BACK_MARGIN_RATIO
+    # Five minutes of fitting with the margin before a shed is given back: minutes-long peaks
+    # are not chased, and what was shed is back well within a quarter of an hour.
+    release_hold_s: float = 300.0
     # A graceful shutdown takes minutes; until it has, the draw has not fallen yet, so more
     # shedding waits this long.
     settle_s: float = 120.0
@@ -120,6 +138,7 @@ class NodeRisk:
     exceed_probability: float
     trip_after_s: float  # by the device's trip curve, if `upper_w` came true
     level: OverloadLevel
+    shed_takes_s: float = 0.0  # the longest graceful shutdown of what could be shed under it
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,9 +206,22 @@ def watts_to_shed(
     return high_w
 
 
+def urgent(trip_after_s: float, shed_takes_s: float) -> bool:
+    """Whether the device would trip before a shed, begun now, has brought the draw down."""
+    return trip_after_s <= shed_takes_s
+
+
+def confirm_s(trip_after_s: float, shed_takes_s: float, over_now: bool, most_s: float) -> float:
+    """How long a risk the device tolerates must persist before it is acted on: the tolerance
+    left beyond the shed's own time, at most `most_s`; none once the draw is over the limit
+    (then only the confirmation cycles)."""
+    return 0.0 if over_now else max(0.0, min(most_s, trip_after_s - shed_takes_s))
+
+
 @dataclass(slots=True)
 class _NodeWatch:
     above_cycles: int = 0
+    risky_since_s: float | None = None
     shed_w: float = 0.0
     shed_at_s: float = -math.inf
     safe_since_s: float | None = None
@@ -239,14 +271,26 @@ class OverloadGuard:
             draw_w = node_draw_w[node.id]
             probability, upper_w = exceed_probability(forecaster, draw_w, limit_w, s.lookahead_s)
             trip_s = self.trip_curve_by_kind[node.kind].trip_after_s(upper_w / limit_w)
+            takes_s = self._shed_takes_s(node.id)
             watch = self._watch.setdefault(node.id, _NodeWatch())
             risky = probability >= s.shed_probability
             watch.above_cycles = watch.above_cycles + 1 if risky else 0
-            urgent = risky and (draw_w > limit_w or trip_s < s.urgent_trip_s)
+            if not risky:
+                watch.risky_since_s = None
+            elif watch.risky_since_s is None:
+                watch.risky_since_s = now_s
             # Escalating waits until the last shed has taken effect, even when urgent: a
             # graceful shutdown does not go faster for asking twice.
             settled = now_s - watch.shed_at_s >= s.settle_s
-            confirmed = urgent or watch.above_cycles >= s.confirm_cycles
+            wait_s = confirm_s(trip_s, takes_s, draw_w > limit_w, s.confirm_max_s)
+            # At once only when the crossing is also imminent (the draw now, or the next step's
+            # band, over the limit): a crossing further out leaves time to confirm it.
+            imminent = draw_w > limit_w or _next_step_over(forecaster, limit_w)
+            confirmed = (imminent and urgent(trip_s, takes_s)) or (
+                watch.above_cycles >= s.confirm_cycles
+                and watch.risky_since_s is not None
+                and now_s - watch.risky_since_s >= wait_s
+            )
             if risky and settled and confirmed:
                 if watch.shed_w == 0.0:
                     started.append(node.id)
@@ -256,6 +300,7 @@ class OverloadGuard:
                 )
                 watch.shed_at_s = now_s
                 watch.above_cycles = 0
+                watch.risky_since_s = None
                 watch.safe_since_s = None
             elif watch.shed_w > 0.0:
                 if upper_w + watch.returning_w <= (1.0 - s.release_margin_ratio) * limit_w:
@@ -274,12 +319,15 @@ class OverloadGuard:
                 level = OverloadLevel.WARNING
             else:
                 level = OverloadLevel.NORMAL
-            risks[node.id] = NodeRisk(node.id, limit_w, draw_w, upper_w, probability, trip_s, level)
+            risks[node.id] = NodeRisk(
+                node.id, limit_w, draw_w, upper_w, probability, trip_s, level, takes_s
+            )
 
         shed_w = {n: w.shed_w for n, w in self._watch.items() if w.shed_w > 0.0}
         if not shed_w:
             return GuardDecision(risks, {}, {}, None, tuple(started), tuple(released))
-        blocked = self.site.graph.dependent_closure(held_off)
+        graph = self.site.graph
+        blocked = graph.dependent_closure(held_off)
         if running is None:
             running = frozenset(sv.id for sv in self.site.services if sv.id not in blocked)
         # The shed's watts come off what drew when it was counted, at today's forecast: not off
@@ -293,7 +341,7 @@ class OverloadGuard:
                 node_id
             ]
         limit_of = {n.id: n.limit_w for n in self.site.nodes if n.limit_w is not None}
-        limits_w = {
+        lowered_w = {
             node_id: max(0.0, min(limit_of[node_id], counted_w[node_id] - watts))
             for node_id, watts in shed_w.items()
         }
@@ -302,16 +350,67 @@ class OverloadGuard:
         critical = frozenset(
             sv.id
             for sv in self.site.services
-            if sv.priority is Priority.CRITICAL and sv.id not in blocked
+            if sv.priority is Priority.CRITICAL and sv.id in running and sv.id not in blocked
+        )
+        # What is off now stays off in this allocation: the shed picks among what runs (what is
+        # off would neither start for it nor widen its nodes' spread), unless a held-on or
+        # critical service needs it.
+        kept = graph.dependency_closure(held_on | critical)
+        off_now = frozenset(
+            sv.id
+            for sv in self.site.services
+            if sv.id not in running and not graph.dependent_closure([sv.id]) & kept
         )
         allocation = allocate(
             self.site,
             demand_w,
             unmanaged_w=unmanaged_w,
-            limits_w=limits_w,
+            limits_w={n: lowered_w.get(n, math.inf) for n in limit_of},
             held_on=held_on | critical,
-            held_off=held_off,
+            held_off=held_off | off_now,
         )
-        for node_id, counted in counted_w.items():
-            self._watch[node_id].returning_w = max(0.0, counted - allocation.node_load_w[node_id])
-        return GuardDecision(risks, shed_w, limits_w, allocation, tuple(started), tuple(released))
+        for node_id in counted_w:
+            watch = self._watch[node_id]
+            watch.returning_w = _returning_w(
+                self.site, demand_w, allocation, watch.counted, node_id
+            )
+        return GuardDecision(risks, shed_w, lowered_w, allocation, tuple(started), tuple(released))
+
+    def _shed_takes_s(self, node_id: str) -> float:
+        """The longest graceful shutdown among the services a shed on this node could stop."""
+        return max(
+            (
+                sv.shutdown_s
+                for sv in self.site.services
+                if sv.priority is not Priority.CRITICAL
+                and node_id in self.site.service_nodes(sv.id)
+            ),
+            default=0.0,
+        )
+
+
+def _next_step_over(forecaster: LoadForecaster, limit_w: float) -> bool:
+    """Whether the next step's forecast upper draw is over the limit."""
+    points = forecaster.forecast()
+    return bool(points) and points[0].upper_w > limit_w
+
+
+def _returning_w(
+    site: Site,
+    demand_w: Mapping[str, Demand],
+    allocation: Allocation,
+    counted: frozenset[str],
+    node_id: str,
+) -> float:
+    """What comes back onto a node when its shed is lifted: each counted service's upper draw
+    above what the allocation allows it (all of it when off), through its share of the node."""
+    returning_w = 0.0
+    for sid in counted:
+        share = service_node_shares(site, sid).get(node_id, 0.0)
+        decision = allocation.decisions[sid]
+        upper_w = demand_w[sid].upper_w
+        if decision.state is ServiceState.OFF:
+            returning_w += share * upper_w
+        elif decision.state is ServiceState.THROTTLED and decision.cap_w is not None:
+            returning_w += share * max(0.0, upper_w - decision.cap_w)
+    return returning_w
