@@ -1,22 +1,27 @@
-"""Overload benchmark: does the guard shed before a breaker or the UPS would trip?
+"""Overload benchmark: does what ships keep every node within its limit, and stop nothing idly?
 
     python -m benchmarks.overload [--json] [--days-of-quiet D] [--only NAME] [--scenario FILE]
 
 Replays scenario files (`benchmarks/data/overload_*.yaml`, DESIGN.md format) on the simulator's
 `SimulatedSite`, with mains on throughout, once per policy:
 
-- `none`: nothing is ever shed — the baseline, measured in the same run;
-- `allocator`: every cycle the allocator keeps the sum of each service's forecast upper draw
-  within every limit (I2), without the guard;
-- `guard`: the same, plus the overload guard on each node's own forecast.
+- `none`: nothing is ever stopped or capped — the baseline, measured in the same run;
+- `predictive`: the decision path that ships (`make_decider`: the simulation's `predictive`
+  policy, the site's `SiteDecider` running `engine.cycle.run_cycle` with the service forecasters,
+  the node forecasters, the overload guard and the outage controller carried across cycles, as
+  the integration does), every telemetry cycle, its commands carried out on the site.
 
 Every simulated step, each node's draw (outlets, PDUs, the UPS output) is checked against its
 limit: `overload_s` counts the seconds any node spent above it, `trips` how often a node's trip
-curve (UPS or breaker) would have opened. Each pre-emptive shed the guard starts is matched with
-the first time that node went over its limit in the `none` run: its lead time is how much earlier
-the guard acted; a shed with no overload of its node within `FALSE_SHED_WINDOW_S` is false.
-Stepping scenarios must end with 0 overload seconds under the guard; the quiet week must have at
-most one false pre-emptive shed per simulated week.
+curve (UPS or breaker) would have opened. Every stop and every cap ordered on mains counts in
+`mains_stops` — the allocator's and the guard's alike, whatever ordered it; one is false
+(`false_mains_stops`) when, replaying the service kept on at its true draw (what it would have
+drawn minus what it drew, added to each node above it), no node would have gone above its limit
+within `FALSE_STOP_WINDOW_S`. `flaps` counts services stopped again within `FLAP_WINDOW_S` of
+being started; `late_give_back_s` is the longest a service stopped on mains stayed down after
+every node above it, with its true draw back, had fitted with the give-back margin (true draws,
+so a noisy reading resets it: a lower bound on what the forecast saw). Stepping scenarios must end
+with 0 overload seconds and 0 trips; the quiet week with no false stop.
 """
 
 from __future__ import annotations
@@ -25,33 +30,48 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from custom_components.power_allocation.drivers.scenario_file import load_scenario
-from custom_components.power_allocation.engine.allocator import Demand, ServiceState, allocate
-from custom_components.power_allocation.engine.forecast import (
-    ForecastSettings,
-    LoadForecaster,
-    NodeForecasters,
-    node_draw_w,
+from custom_components.power_allocation.engine.allocator import service_node_shares
+from custom_components.power_allocation.engine.controller import (
+    Command,
+    StartService,
+    StopService,
+    SwitchOutlets,
+    Throttle,
+    UpsReading,
 )
-from custom_components.power_allocation.engine.model import Site
+from custom_components.power_allocation.engine.forecast import node_draw_w
 from custom_components.power_allocation.engine.overload import (
+    GIVE_BACK_MARGIN_RATIO,
     TRIP_CURVE_BY_KIND,
-    GuardSettings,
-    OverloadGuard,
 )
+from custom_components.power_allocation.engine.policies import make_policy
 from custom_components.power_allocation.engine.scenario import Scenario
-from simulator.site import ServiceMode, SimulatedSite
+from custom_components.power_allocation.engine.simulate import Observation, Policy
+from simulator.site import ServiceMode, SimulatedSite, SiteSnapshot
 
 DATA = Path(__file__).parent / "data"
-WEEK_S = 7 * 86400.0
-CYCLE_S = 10.0  # telemetry cycle: the guard and the forecasters run once per cycle
-# A pre-emptive shed counts as justified if its node really went over within this time.
-FALSE_SHED_WINDOW_S = 1800.0
-POLICIES = ("none", "allocator", "guard")
+CYCLE_S = 10.0  # telemetry cycle: the decision path runs once per cycle
+# A stop counts as needed if, without it, a node would have gone over within this time.
+FALSE_STOP_WINDOW_S = 1800.0
+# A service stopped again this soon after it was started has flapped (I5).
+FLAP_WINDOW_S = 900.0
+POLICIES = ("none", "predictive")
+_UP = frozenset({ServiceMode.RUNNING, ServiceMode.STARTING})
+
+_Floats = npt.NDArray[np.float64]
+
+
+def make_decider(scenario: Scenario) -> Policy:
+    """The decision path that ships, fresh for one run: the one place to swap it."""
+    return make_policy("predictive", scenario)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +90,17 @@ CASES = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class MainsStop:
+    """A stop or a cap ordered on mains, and whether a node needed it."""
+
+    at_s: float
+    service_id: str
+    kind: str  # "stop" or "cap"
+    reason: str
+    needed: bool
+
+
 @dataclass(slots=True)
 class PolicyRun:
     """One policy on one scenario."""
@@ -80,17 +111,14 @@ class PolicyRun:
     overload_s_by_node: dict[str, float] = field(default_factory=dict)
     trips: int = 0
     overload_onsets_s: dict[str, list[float]] = field(default_factory=dict)
-    sheds_started: list[tuple[float, str]] = field(default_factory=list)
-    services_shed: int = 0  # times a running service was told to stop
+    mains_stops: list[MainsStop] = field(default_factory=list)
+    flaps: int = 0
+    late_give_back_s: float = 0.0
 
-
-@dataclass(frozen=True, slots=True)
-class ShedOutcome:
-    """A pre-emptive shed: when, where, and how early it was."""
-
-    at_s: float
-    node_id: str
-    lead_s: float | None  # None: its node did not go over near then in the `none` run: false
+    @property
+    def false_mains_stops(self) -> int:
+        """Stops and caps on mains that no node needed."""
+        return sum(not stop.needed for stop in self.mains_stops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,34 +129,99 @@ class ScenarioResult:
     stepping: bool
     simulated_days: float
     runs: dict[str, PolicyRun]
-    guard_sheds: tuple[ShedOutcome, ...]
-    false_sheds_per_week: float
 
 
-def _demand(forecaster: LoadForecaster, fallback_w: float) -> Demand:
-    points = forecaster.forecast()
-    if not points:
-        return Demand(fallback_w, fallback_w)
-    # The highest of the lookahead: what the allocator must make room for.
-    return Demand(max(0.0, *(p.mean_w for p in points)), max(0.0, *(p.upper_w for p in points)))
+def observation(site_snapshot: SiteSnapshot, scenario: Scenario) -> Observation:
+    """What the site's meters report (no faults in these scenarios)."""
+    snapshot = site_snapshot
+    return Observation(
+        now_s=snapshot.time_s,
+        mains_on=snapshot.mains_on,
+        ups={
+            u: UpsReading(soc_ratio=s.soc_pct / 100.0, runtime_s=s.runtime_s, output_w=s.output_w)
+            for u, s in snapshot.ups.items()
+        },
+        ups_low_battery={u: s.low_battery for u, s in snapshot.ups.items()},
+        service_draw_w={sid: s.power_w for sid, s in snapshot.services.items()},
+        outlet_on={o: s.is_on for o, s in snapshot.outlets.items()},
+        outlet_draw_w={o: s.power_w for o, s in snapshot.outlets.items()},
+        unmanaged_w={o: snapshot.outlets[o].power_w for o in scenario.site.unmanaged_outlets},
+        truth=snapshot,
+    )
 
 
-def simulate(
-    scenario: Scenario, policy: str, *, end_s: float, guard_settings: GuardSettings
-) -> PolicyRun:
+def carry_out(simulated: SimulatedSite, command: Command) -> None:
+    """A command on the simulated site, as the integration's drivers would."""
+    match command:
+        case StopService(service_id=sid):
+            simulated.request_shutdown(sid)
+        case SwitchOutlets(outlet_ids=outlets, on=on):
+            for outlet in outlets:
+                simulated.set_outlet(outlet, on)
+        case Throttle(service_id=sid, cap_w=cap_w):
+            simulated.throttle(sid, cap_w)
+        case StartService(service_id=sid, outlet_ids=outlets):
+            for outlet in outlets:
+                simulated.set_outlet(outlet, True)
+            simulated.request_start(sid)
+
+
+def needed_within(
+    at_s: float,
+    times_s: _Floats,
+    node_w: Mapping[str, _Floats],
+    limits_w: Mapping[str, float],
+    shares: Mapping[str, float],
+    missing_w: _Floats,
+    window_s: float = FALSE_STOP_WINDOW_S,
+) -> bool:
+    """Whether, with a service's `missing_w` (what it would have drawn, minus what it drew)
+    added back through its `shares`, a node would have gone above its limit in
+    [at_s, at_s + window_s]."""
+    span = (times_s >= at_s) & (times_s <= at_s + window_s)
+    return any(
+        bool(np.any(node_w[node_id][span] + share * missing_w[span] > limits_w[node_id]))
+        for node_id, share in shares.items()
+        if node_id in limits_w
+    )
+
+
+@dataclass(slots=True)
+class _Trace:
+    """Every step's time, limited node draw and each service's missing draw."""
+
+    times_s: list[float] = field(default_factory=list)
+    node_w: dict[str, list[float]] = field(default_factory=dict)
+    missing_w: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, snapshot: SiteSnapshot, draw_w: Mapping[str, float]) -> None:
+        self.times_s.append(snapshot.time_s)
+        for node_id, values in self.node_w.items():
+            values.append(draw_w[node_id])
+        for sid, values in self.missing_w.items():
+            state = snapshot.services[sid]
+            values.append(max(0.0, state.demand_w - state.power_w))
+
+
+def simulate(scenario: Scenario, policy: str, *, end_s: float) -> PolicyRun:
     """Runs `scenario` to `end_s` under `policy`."""
-    site: Site = scenario.site
+    site = scenario.site
     simulated = SimulatedSite(scenario)
-    horizon = math.ceil(guard_settings.lookahead_s / CYCLE_S)
-    settings = ForecastSettings(step_s=CYCLE_S, horizon_steps=horizon)
-    nodes = NodeForecasters.for_site(site, settings)
-    services = {sid: LoadForecaster(settings) for sid in site.service_by_id}
-    guard = OverloadGuard(site, guard_settings)
+    decider = make_decider(scenario) if policy != "none" else None
     kind_by_node = {n.id: n.kind for n in site.nodes}
     limit_by_node = {n.id: n.limit_w for n in site.nodes if n.limit_w is not None}
+    shares_by_service = {sid: service_node_shares(site, sid) for sid in site.service_by_id}
+    keep = 1.0 - GIVE_BACK_MARGIN_RATIO
     heat = dict.fromkeys(limit_by_node, 0.0)
     was_over = dict.fromkeys(limit_by_node, False)
     run = PolicyRun(policy, simulated_s=end_s, overload_s_by_node=dict.fromkeys(limit_by_node, 0.0))
+    trace = _Trace(
+        node_w={n: [] for n in limit_by_node}, missing_w={s: [] for s in site.service_by_id}
+    )
+    ordered: list[tuple[float, str, str, str]] = []
+    started_at_s: dict[str, float] = {}
+    down: set[str] = set()  # stopped on mains and not yet running again
+    fits_since_s: dict[str, float] = {}
     step_s = scenario.step_s
     next_cycle_s = 0.0
     while simulated.time_s < end_s:
@@ -136,6 +229,7 @@ def simulate(
         snapshot = simulated.snapshot()
         outlet_w = {o: state.power_w for o, state in snapshot.outlets.items()}
         draw = node_draw_w(site, outlet_w, {u: s.output_w for u, s in snapshot.ups.items()})
+        trace.add(snapshot, draw)
         over = False
         for node_id, limit_w in limit_by_node.items():
             ratio = draw[node_id] / limit_w
@@ -151,84 +245,90 @@ def simulate(
                 run.trips += 1
                 heat[node_id] = 0.0
         run.overload_s += step_s if over else 0.0
-        if snapshot.time_s < next_cycle_s or policy == "none":
+        for sid in list(down):
+            state = snapshot.services[sid]
+            if state.mode in _UP and state.cap_w is None:
+                down.discard(sid)
+                fits_since_s.pop(sid, None)
+                continue
+            back_w = state.demand_w - state.power_w
+            if all(
+                draw[n] + share * back_w <= keep * limit_by_node[n]
+                for n, share in shares_by_service[sid].items()
+                if n in limit_by_node
+            ):
+                since_s = fits_since_s.setdefault(sid, snapshot.time_s)
+                run.late_give_back_s = max(run.late_give_back_s, snapshot.time_s - since_s)
+            else:
+                fits_since_s.pop(sid, None)
+        if decider is None or snapshot.time_s < next_cycle_s:
             continue
         next_cycle_s = snapshot.time_s + CYCLE_S
-        nodes.observe(snapshot.time_s, draw)
-        for sid, state in snapshot.services.items():
-            # A stopped or capped service's draw says nothing of its demand: its forecaster
-            # keeps what it knew of it running free.
-            if state.mode is ServiceMode.RUNNING and state.cap_w is None:
-                services[sid].observe(snapshot.time_s, state.power_w)
-        demand = {sid: _demand(services[sid], snapshot.services[sid].power_w) for sid in services}
-        if policy == "guard":
-            decision = guard.decide(snapshot.time_s, draw, nodes.by_node, demand)
-            # With no shed under way the guard has nothing to say: what it released comes back.
-            allocation = decision.allocation or allocate(site, demand)
-            run.sheds_started.extend((snapshot.time_s, n) for n in decision.sheds_started)
-        else:
-            allocation = allocate(site, demand)
-        for sid, decided in allocation.decisions.items():
-            mode = snapshot.services[sid].mode
-            if decided.state is ServiceState.OFF and mode is ServiceMode.RUNNING:
-                simulated.request_shutdown(sid)
-                run.services_shed += 1
-            elif decided.state is not ServiceState.OFF and mode is ServiceMode.STOPPED:
-                simulated.request_start(sid)
-            if decided.state is ServiceState.THROTTLED:
-                simulated.throttle(sid, decided.cap_w)
-            elif decided.state is ServiceState.ON:
-                simulated.throttle(sid, None)
-            # Off keeps its cap: a host shutting down keeps drawing, and must stay capped.
+        for command in decider.decide(observation(snapshot, scenario)):
+            carry_out(simulated, command)
+            if isinstance(command, StartService):
+                started_at_s[command.service_id] = snapshot.time_s
+            elif snapshot.mains_on and (
+                isinstance(command, StopService)
+                or (isinstance(command, Throttle) and command.cap_w is not None)
+            ):
+                sid = command.service_id
+                kind = "stop" if isinstance(command, StopService) else "cap"
+                ordered.append((snapshot.time_s, sid, kind, command.reason))
+                down.add(sid)
+                if kind == "stop" and snapshot.time_s - started_at_s.get(sid, -math.inf) < (
+                    FLAP_WINDOW_S
+                ):
+                    run.flaps += 1
+    times_s = np.asarray(trace.times_s)
+    node_w = {n: np.asarray(v) for n, v in trace.node_w.items()}
+    run.mains_stops = [
+        MainsStop(
+            at_s,
+            sid,
+            kind,
+            reason,
+            needed_within(
+                at_s,
+                times_s,
+                node_w,
+                limit_by_node,
+                shares_by_service[sid],
+                np.asarray(trace.missing_w[sid]),
+            ),
+        )
+        for at_s, sid, kind, reason in ordered
+    ]
     return run
 
 
-def run_case(
-    case: ScenarioCase, *, end_s: float | None = None, guard_settings: GuardSettings | None = None
-) -> ScenarioResult:
+def run_case(case: ScenarioCase, *, end_s: float | None = None) -> ScenarioResult:
     """Every policy on one scenario; `end_s` cuts it short (default: its history_s)."""
     scenario = load_scenario(case.path)
     end = end_s if end_s is not None else scenario.timeline.history_s
-    settings = guard_settings or GuardSettings()
-    runs = {p: simulate(scenario, p, end_s=end, guard_settings=settings) for p in POLICIES}
-    onsets = runs["none"].overload_onsets_s
-    outcomes = []
-    for at_s, node_id in runs["guard"].sheds_started:
-        near = [t for t in onsets.get(node_id, []) if abs(t - at_s) <= FALSE_SHED_WINDOW_S]
-        # A negative lead: the node was already over (without the guard) when it acted.
-        outcomes.append(ShedOutcome(at_s, node_id, near[0] - at_s if near else None))
-    false_sheds = sum(o.lead_s is None for o in outcomes)
+    runs = {p: simulate(scenario, p, end_s=end) for p in POLICIES}
     return ScenarioResult(
-        name=case.name,
-        stepping=case.stepping,
-        simulated_days=end / 86400.0,
-        runs=runs,
-        guard_sheds=tuple(outcomes),
-        false_sheds_per_week=false_sheds * WEEK_S / end,
+        name=case.name, stepping=case.stepping, simulated_days=end / 86400.0, runs=runs
     )
 
 
 def format_table(results: Sequence[ScenarioResult]) -> str:
     """The human-readable report."""
     lines = [
-        "| scenario | days | policy | overload s | trips | services shed "
-        "| pre-emptive sheds (lead s) | false sheds / week |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| scenario | days | policy | overload s | trips | mains stops | false mains stops "
+        "| flaps | late give-back s | stops (s: service, needed) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for result in results:
         for policy, run in result.runs.items():
-            sheds = ""
-            false_rate = ""
-            if policy == "guard":
-                sheds = ", ".join(
-                    f"{o.node_id}@{o.at_s:.0f} "
-                    + ("(false)" if o.lead_s is None else f"({o.lead_s:.0f})")
-                    for o in result.guard_sheds
-                )
-                false_rate = f"{result.false_sheds_per_week:.2f}"
+            stops = ", ".join(
+                f"{s.at_s:.0f}: {s.service_id} {s.kind}{'' if s.needed else ' (false)'}"
+                for s in run.mains_stops
+            )
             lines.append(
                 f"| {result.name} | {result.simulated_days:.2f} | {policy} | {run.overload_s:.0f} "
-                f"| {run.trips} | {run.services_shed} | {sheds or '-'} | {false_rate or '-'} |"
+                f"| {run.trips} | {len(run.mains_stops)} | {run.false_mains_stops} | {run.flaps} "
+                f"| {run.late_give_back_s:.0f} | {stops or '-'} |"
             )
     return "\n".join(lines)
 
@@ -255,9 +355,23 @@ def main(argv: Sequence[str] | None = None) -> list[ScenarioResult]:
             continue
         end_s = None if case.stepping or not args.days_of_quiet else args.days_of_quiet * 86400.0
         results.append(run_case(case, end_s=end_s))
-    print(
-        json.dumps([asdict(r) for r in results], indent=2) if args.json else format_table(results)
-    )
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        **asdict(r),
+                        "false_mains_stops": {
+                            p: run.false_mains_stops for p, run in r.runs.items()
+                        },
+                    }
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
+    else:
+        print(format_table(results))
     return results
 
 
