@@ -7,9 +7,9 @@ from homeassistant.core import HomeAssistant
 
 from custom_components.power_allocation.engine.allocator import Demand
 from custom_components.power_allocation.engine.battery import BatteryModel
+from custom_components.power_allocation.engine.decider import conservative_prior
 from custom_components.power_allocation.engine.outage import OutagePrior
 from custom_components.power_allocation.engine.planner import plan_outage
-from custom_components.power_allocation.site_control import conservative_prior
 from custom_components.power_allocation.topology import load_yaml_document, parse_topology
 from tests.fixtures.modbus_site import ModbusSite
 from tests.site_entry import SiteRun
@@ -56,18 +56,20 @@ async def test_switch_sets_the_prior_and_survives_in_the_state(
     entry = run.entry
     control = entry.runtime_data.control
     assert hass.states.get(SWITCH).state == "off"
-    assert control.prior is control.normal_prior
+    assert control.decider.prior is control.decider.normal_prior
 
     await hass.services.async_call("switch", "turn_on", {"entity_id": SWITCH}, blocking=True)
     assert hass.states.get(SWITCH).state == "on"
-    assert control.prior is control.conservative_prior
-    assert control.to_state()["conservative"] is True
+    assert control.decider.prior is control.decider.conservative_prior
+    assert control.decider.to_state()["conservative"] is True
 
     assert await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()
     assert hass.states.get(SWITCH).state == "on"
     await hass.services.async_call("switch", "turn_off", {"entity_id": SWITCH}, blocking=True)
-    assert entry.runtime_data.control.prior is entry.runtime_data.control.normal_prior
+    assert (
+        entry.runtime_data.control.decider.prior is entry.runtime_data.control.decider.normal_prior
+    )
 
 
 async def test_plan_settings_reach_the_running_site(
@@ -78,9 +80,9 @@ async def test_plan_settings_reach_the_running_site(
     run = SiteRun.small(hass, modbus_site)
     await run.set_up()
     entry = run.entry
-    assert entry.runtime_data.control.normal_prior == OutagePrior()
+    assert entry.runtime_data.control.decider.normal_prior == OutagePrior()
     # What the site has seen is shown beside the settings it informs.
-    entry.runtime_data.control.outages_s = [30.0, 600.0, 1200.0]
+    entry.runtime_data.control.decider.outages_s = [30.0, 600.0, 1200.0]
     result = await hass.config_entries.options.async_init(entry.entry_id)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {"next_step_id": "planner"}
@@ -96,10 +98,12 @@ async def test_plan_settings_reach_the_running_site(
     )
     await hass.async_block_till_done()
     control = entry.runtime_data.control
-    assert control.normal_prior == OutagePrior(momentary_ratio=0.5, sustained_median_s=1200.0)
-    assert control.prior is control.normal_prior
-    assert control.conservative_prior == OutagePrior(
+    assert control.decider.normal_prior == OutagePrior(
+        momentary_ratio=0.5, sustained_median_s=1200.0
+    )
+    assert control.decider.prior is control.decider.normal_prior
+    assert control.decider.conservative_prior == OutagePrior(
         momentary_ratio=0.2, sustained_median_s=4 * 3600.0
     )
     assert control.topology.ride_through_s == 60.0
-    assert control.outages_s == [30.0, 600.0, 1200.0]  # kept across the reload
+    assert control.decider.outages_s == [30.0, 600.0, 1200.0]  # kept across the reload

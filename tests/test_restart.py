@@ -15,7 +15,8 @@ from homeassistant.core import HomeAssistant
 
 from custom_components.power_allocation.const import DOMAIN, STORAGE_VERSION
 from custom_components.power_allocation.engine.controller import Mode
-from custom_components.power_allocation.site_control import STATE_VERSION, SiteControl
+from custom_components.power_allocation.engine.decider import STATE_VERSION
+from custom_components.power_allocation.site_control import SiteControl
 from tests.fixtures.modbus_site import ModbusSite
 from tests.site_entry import BATCH_OUTLET, CRITICAL_OUTLETS, CYCLE_S, SiteRun
 
@@ -58,7 +59,7 @@ async def test_a_restart_mid_outage_keeps_the_shed_service_off_until_mains_retur
     # What was learnt survives: batch has been off since, so its demand is the learnt one,
     # not a new site's.
     assert after.demand.demand_w()["batch"] == demand_before
-    assert SiteControl(after.topology).demand.demand_w()["batch"] != demand_before
+    assert SiteControl(after.topology).decider.demand.demand_w()["batch"] != demand_before
     assert after.nodes.to_state().keys() == before.nodes.to_state().keys()
     assert after.state.outage_started_s == before.state.outage_started_s
 
@@ -99,7 +100,10 @@ async def test_a_state_it_cannot_read_is_ignored(
     store_unreadable = stored["version"] != STORAGE_VERSION
     assert ("ignoring a stored state of another version" in caplog.text) is store_unreadable
     fresh = SiteControl(run.coordinator.topology)
-    assert run.coordinator.control.demand.to_state().keys() == fresh.demand.to_state().keys()
+    assert (
+        run.coordinator.control.decider.demand.to_state().keys()
+        == fresh.decider.demand.to_state().keys()
+    )
     await run.cycle()
     assert all(run.outlet_on(o) for o in (*CRITICAL_OUTLETS, BATCH_OUTLET))
     await run.unload()

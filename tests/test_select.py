@@ -87,13 +87,13 @@ async def test_raising_a_priority_takes_the_service_off_the_plan(
 
         await _select(hass, "select.rack_a_batch_priority", "critical")
         assert site.state("select.rack_a_batch_priority") == "critical"
-        assert site.coordinator.control.priority_overrides == {"batch": "critical"}
+        assert site.coordinator.control.decider.priority_overrides == {"batch": "critical"}
         planned_critical = site.state("sensor.rack_a_batch_planned_shed_in")
         assert planned_critical != planned_low
         assert planned_critical == site.state("sensor.rack_a_db_planned_shed_in")
 
         await _select(hass, "select.rack_a_batch_priority", "low")
-        assert site.coordinator.control.priority_overrides == {}
+        assert site.coordinator.control.decider.priority_overrides == {}
         assert site.state("sensor.rack_a_batch_planned_shed_in") == planned_low
 
 

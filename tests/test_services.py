@@ -185,7 +185,7 @@ async def test_set_priority_changes_who_is_shed(run: SiteRun) -> None:
     await run.call("set_priority", service="batch", priority="low")
     await run.cycle_until(lambda: not run.outlet_on(BATCH_OUTLET))
     assert run.state("select.rack_a_batch_priority") == "low"
-    assert run.coordinator.control.priority_overrides == {}, "its own tier is no override"
+    assert run.coordinator.control.decider.priority_overrides == {}, "its own tier is no override"
 
 
 def _entry_with_batch_actions(modbus_site: ModbusSite, **actions: Any) -> MockConfigEntry:
@@ -301,8 +301,8 @@ async def test_hold_conflict_is_refused_and_changes_nothing(run: SiteRun) -> Non
     message = raised.value.translation_placeholders["error"]
     assert "holding db on contradicts the holds on" in message
     assert "network" in message
-    assert run.coordinator.control.state.held_on == frozenset()
-    assert run.coordinator.control.state.held_off == frozenset({"network"})
+    assert run.coordinator.control.decider.state.held_on == frozenset()
+    assert run.coordinator.control.decider.state.held_off == frozenset({"network"})
 
 
 @pytest.mark.parametrize(
@@ -343,7 +343,7 @@ async def test_malformed_calls_are_refused_by_the_schema(
 ) -> None:
     with pytest.raises(vol.Invalid):
         await run.call(action, **data)
-    assert run.coordinator.control.state.held_off == frozenset()
+    assert run.coordinator.control.decider.state.held_off == frozenset()
 
 
 async def test_unknown_config_entry(hass: HomeAssistant, run: SiteRun) -> None:

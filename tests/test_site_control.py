@@ -14,9 +14,10 @@ from custom_components.power_allocation.drivers.interface import (
     TelemetrySnapshot,
     UpsReading,
 )
-from custom_components.power_allocation.engine import controller, planner
+from custom_components.power_allocation.engine import controller, decider, planner
 from custom_components.power_allocation.engine.controller import Mode, StopService
-from custom_components.power_allocation.site_control import CYCLE_S, SiteControl
+from custom_components.power_allocation.engine.decider import CYCLE_S, OUTAGES_KEPT
+from custom_components.power_allocation.site_control import SiteControl
 from custom_components.power_allocation.topology import parse_topology
 
 SOURCE = {"kind": "modbus", "host": "127.0.0.1"}
@@ -67,7 +68,7 @@ def plans_made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def counted(self: controller.OutageController, *args: Any, **kwargs: Any) -> planner.Plan:
         caller = sys._getframe(1).f_globals["__name__"]
-        calls.append("view" if caller == site_control.__name__ else "controller")
+        calls.append("view" if caller == decider.__name__ else "controller")
         return plan(self, *args, **kwargs)
 
     monkeypatch.setattr(controller.OutageController, "plan", counted)
@@ -135,14 +136,14 @@ def test_the_sites_outages_are_kept_for_its_plan_settings() -> None:
     for _ in range(31):  # 310 s on battery: a sustained outage
         now_s += CYCLE_S
         control.cycle(snapshot(now_s, on_battery=True, soc_pct=90), now_s)
-    while control.state.outage_started_s is not None:
+    while control.decider.state.outage_started_s is not None:
         now_s += CYCLE_S
         control.cycle(snapshot(now_s, on_battery=False, soc_pct=90), now_s)
-    assert control.outages_s == [310.0]
+    assert control.decider.outages_s == [310.0]
     # Kept across a restart; what a stored state holds that is no length is left out.
-    assert SiteControl(topology, control.to_state()).outages_s == [310.0]
-    stored = {**control.to_state(), "outages_s": ["x", -1, math.nan, True, 20, 900.5]}
-    assert SiteControl(topology, stored).outages_s == [20.0, 900.5]
-    assert SiteControl(topology, {**stored, "outages_s": "310"}).outages_s == []
-    kept = {**stored, "outages_s": [float(n) for n in range(site_control.OUTAGES_KEPT + 5)]}
-    assert SiteControl(topology, kept).outages_s[0] == 5.0
+    assert SiteControl(topology, control.decider.to_state()).decider.outages_s == [310.0]
+    stored = {**control.decider.to_state(), "outages_s": ["x", -1, math.nan, True, 20, 900.5]}
+    assert SiteControl(topology, stored).decider.outages_s == [20.0, 900.5]
+    assert SiteControl(topology, {**stored, "outages_s": "310"}).decider.outages_s == []
+    kept = {**stored, "outages_s": [float(n) for n in range(OUTAGES_KEPT + 5)]}
+    assert SiteControl(topology, kept).decider.outages_s[0] == 5.0

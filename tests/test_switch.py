@@ -125,9 +125,9 @@ async def test_conservative_plan_expects_longer_outages(
         usual = goes_on_pct()
         await _switch(hass, SERVICE_TURN_ON, CONSERVATIVE)
         assert site.state(CONSERVATIVE) == STATE_ON
-        assert site.coordinator.control.conservative
+        assert site.coordinator.control.decider.conservative
         assert goes_on_pct() > usual
         await _switch(hass, SERVICE_TURN_OFF, CONSERVATIVE)
         assert site.state(CONSERVATIVE) == STATE_OFF
-        assert not site.coordinator.control.conservative
+        assert not site.coordinator.control.decider.conservative
         assert goes_on_pct() == usual

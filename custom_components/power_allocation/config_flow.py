@@ -528,7 +528,7 @@ class PowerAllocationOptionsFlow(OptionsFlow):
     def _outages_seen(self) -> dict[str, str]:
         """The site's own outages so far, beside the settings they inform (none when unloaded)."""
         coordinator = getattr(self.config_entry, "runtime_data", None)
-        seen = OutagesSeen.of(coordinator.control.outages_s if coordinator else [])
+        seen = OutagesSeen.of(coordinator.control.decider.outages_s if coordinator else [])
         median = seen.sustained_median_s
         return {
             "outages": str(seen.count),

@@ -103,7 +103,7 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         # Before the stored state was read, there is nothing of ours to save: saving would
         # replace what a restart in the middle of an outage must resume from.
         if self._restored:
-            await self.store.async_save(self.control.to_state())
+            await self.store.async_save(self.control.decider.to_state())
         await self.drivers.stop()
 
     async def _async_update_data(self) -> SiteView:
@@ -208,7 +208,7 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
                 },
             )
         self.store.async_delay_save(
-            self.control.to_state, 0 if outcome.commands else STORAGE_SAVE_DELAY_S
+            self.control.decider.to_state, 0 if outcome.commands else STORAGE_SAVE_DELAY_S
         )
 
     async def _execute(self, command: Command) -> tuple[bool, str | None]:

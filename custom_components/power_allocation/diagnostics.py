@@ -18,7 +18,7 @@ async def async_get_config_entry_diagnostics(
 ) -> dict[str, Any]:
     """What a bug report needs, and no secret."""
     coordinator = entry.runtime_data
-    state = coordinator.control.to_state()
+    state = coordinator.control.decider.to_state()
     return {
         "entry": {
             "title": entry.title,

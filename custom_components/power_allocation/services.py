@@ -85,7 +85,7 @@ async def async_hold(
     sid = _service_id(coordinator, service_id)
     async with coordinator.lock:
         try:
-            coordinator.control.hold(sid, on)
+            coordinator.control.decider.hold(sid, on)
         except ValueError as error:
             raise ServiceValidationError(
                 translation_domain=DOMAIN,
@@ -101,7 +101,7 @@ async def async_set_priority(
     """Change a service's tier from now on, then run a cycle."""
     sid = _service_id(coordinator, service_id)
     async with coordinator.lock:
-        coordinator.control.set_priority(sid, priority)
+        coordinator.control.decider.set_priority(sid, priority)
     await coordinator.async_refresh()
 
 
@@ -113,7 +113,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
         if not call.data[ATTR_DRY_RUN]:
             await coordinator.async_refresh()
         async with coordinator.lock:
-            allocation = await hass.async_add_executor_job(coordinator.control.allocate_now)
+            allocation = await hass.async_add_executor_job(coordinator.control.decider.allocate_now)
         return {
             "optimal": allocation.optimal,
             "method": allocation.method,
@@ -158,7 +158,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
     async def restore_all(call: ServiceCall) -> None:
         coordinator = _coordinator(hass, call)
         async with coordinator.lock:
-            coordinator.control.release_all()
+            coordinator.control.decider.release_all()
         await coordinator.async_refresh()
 
     async def load_topology(call: ServiceCall) -> ServiceResponse:

@@ -1,9 +1,10 @@
 """One site's decisions between the drivers and Home Assistant: no Home Assistant import here.
 
-Each cycle `SiteControl.cycle` turns the drivers' `TelemetrySnapshot` into the controller's
-`Telemetry`, learns every service's and every node's draw, runs the overload guard and the outage
-controller, and returns the controller's commands with a `SiteView` for the entities. Everything
-it learns and decides is in `to_state()` (JSON), so a restart in the middle of an outage resumes.
+Each cycle `SiteControl.cycle` turns the drivers' `TelemetrySnapshot` into the decider's
+`Readings`, runs one cycle of the site's decider (`engine/decider.py`: the same object the
+simulated `predictive` policy runs), and returns its commands with a `SiteView` for the entities.
+Everything learnt and decided is in `decider.to_state()` (JSON), so a restart in the middle of an
+outage resumes.
 
 Times are seconds on the caller's clock. The coordinator passes wall-clock epoch seconds: the
 controller's state must mean the same after a reboot, which a monotonic clock does not.
@@ -13,68 +14,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from .drivers.interface import TelemetrySnapshot
-from .engine.allocator import Allocation, allocate
-from .engine.battery import BatteryModel, PeukertFit, RuntimeReading
 from .engine.controller import (
     Command,
-    ControllerSettings,
-    ControllerState,
     Fault,
     Mode,
-    OutageController,
     Phase,
     Readings,
     Telemetry,
     UpsReading,
-    ended_outage_s,
-    hold,
-    initial_state,
 )
-from .engine.cycle import run_cycle
-from .engine.demand import ServiceDemand
-from .engine.forecast import ForecastSettings, NodeForecasters
+from .engine.decider import SiteDecider, SiteSettings
 from .engine.model import Priority, Service, Site
-from .engine.outage import ConditionalOutage, OutagePrior
-from .engine.overload import GuardDecision, NodeRisk, OverloadGuard, OverloadLevel
+from .engine.outage import OutagePrior
+from .engine.overload import GuardDecision, NodeRisk, OverloadLevel
 from .engine.planner import Plan
 from .topology import SiteTopology
 
-STATE_VERSION = 1
-CYCLE_S = 10.0
-# The guard looks two minutes ahead (a graceful shutdown's time) in cycle-sized steps.
-NODE_FORECAST_SETTINGS = ForecastSettings(step_s=CYCLE_S, horizon_steps=12)
 # `simulate_outage` knows the outage's length: the prior becomes that length, this narrow.
 KNOWN_OUTAGE_SIGMA = 0.02
-# While the grid is in trouble (a storm warning, planned works), outages are seldom blips and last
-# longer: the plan then sheds the lower tiers sooner and keeps more for the critical ones.
-# The site's own outages, for its Plan settings: enough for a median, few enough to show.
-OUTAGES_KEPT = 100
-CONSERVATIVE_MOMENTARY_RATIO = 0.2
-CONSERVATIVE_SUSTAINED_MEDIAN_S = 4 * 3600.0
-
-
-def conservative_prior(usual: OutagePrior) -> OutagePrior:
-    """The site's prior with fewer blips and longer outages, never more of one nor shorter."""
-    return replace(
-        usual,
-        momentary_ratio=min(usual.momentary_ratio, CONSERVATIVE_MOMENTARY_RATIO),
-        sustained_median_s=max(usual.sustained_median_s, CONSERVATIVE_SUSTAINED_MEDIAN_S),
-    )
-
-
-def _outages_s(stored: Any) -> list[float]:
-    """The outage lengths a stored state kept; whatever is not one is left out."""
-    if not isinstance(stored, list):
-        return []
-    return [
-        float(d)
-        for d in stored[-OUTAGES_KEPT:]
-        if isinstance(d, int | float) and not isinstance(d, bool) and math.isfinite(d) and d >= 0
-    ]
 
 
 class AllocationState:
@@ -214,103 +175,23 @@ class SiteControl:
         state: Mapping[str, Any] | None = None,
     ) -> None:
         self.topology = topology
-        self.normal_prior = topology.outage_prior
-        self.conservative_prior = conservative_prior(topology.outage_prior)
-        stored = dict(state or {})
-        if stored and stored.get("version") != STATE_VERSION:
-            stored = {}
-        base = topology.site
-        self.priority_overrides: dict[str, Priority] = {
-            sid: Priority(p)
-            for sid, p in stored.get("priority_overrides", {}).items()
-            if sid in base.service_by_id
-        }
-        self.site = self._site_with_overrides()
-        ids = [s.id for s in base.services]
-        self.demand = ServiceDemand.from_state(stored.get("demand", {}), ids)
-        node_ids = [n.id for n in base.nodes if n.limit_w is not None]
-        nodes = NodeForecasters.from_state(stored.get("nodes", {}), NODE_FORECAST_SETTINGS)
-        nodes.by_node = {
-            n: nodes.by_node.get(n) or NodeForecasters([n], NODE_FORECAST_SETTINGS).by_node[n]
-            for n in node_ids
-        }
-        self.nodes = nodes
-        self.fits = {u.id: PeukertFit(BatteryModel.from_ups(u)) for u in base.ups}
-        for ups_id, fit_state in stored.get("battery_fits", {}).items():
-            if ups_id in self.fits:
-                self.fits[ups_id].load_state(fit_state)
-        self.state = self._restored_controller_state(stored.get("controller"))
-        self.conservative = bool(stored.get("conservative", False))
-        self.outages_s = _outages_s(stored.get("outages_s"))
-        self.guard = OverloadGuard(self.site)
+        self.decider = SiteDecider.from_state(
+            topology.site,
+            state,
+            SiteSettings(prior=topology.outage_prior, ride_through_s=topology.ride_through_s),
+        )
         self._no_stop_channel = frozenset(
             sid for sid, c in topology.controls.items() if not c.agent and c.stop is None
         )
         self.view: SiteView | None = None
         self._warned_nodes: set[str] = set()
 
-    # --- configuration at run time ----------------------------------------------------------
-
-    def _site_with_overrides(self) -> Site:
-        base = self.topology.site
-        if not self.priority_overrides:
-            return base
-        services = tuple(
-            replace(s, priority=self.priority_overrides.get(s.id, s.priority))
-            for s in base.services
-        )
-        return Site(ups=base.ups, pdus=base.pdus, services=services)
-
-    def _restored_controller_state(self, stored: Mapping[str, Any] | None) -> ControllerState:
-        fresh = initial_state(self.site)
-        if not stored:
-            return fresh
-        try:
-            state = ControllerState.from_dict(stored)
-        except (KeyError, TypeError, ValueError):
-            return fresh
-        # Services added to or removed from the topology since the state was saved.
-        services = {sid: state.services.get(sid, fresh.services[sid]) for sid in fresh.services}
-        known = frozenset(services)
-        return replace(
-            state,
-            services=services,
-            held_on=state.held_on & known,
-            held_off=state.held_off & known,
-        )
-
-    def set_priority(self, service_id: str, priority: Priority) -> None:
-        """Change a service's tier from now on (kept across restarts)."""
-        if priority is self.topology.site.service_by_id[service_id].priority:
-            self.priority_overrides.pop(service_id, None)
-        else:
-            self.priority_overrides[service_id] = priority
-        self.site = self._site_with_overrides()
-        self.guard = OverloadGuard(self.site)
-
-    def hold(self, service_id: str, on: bool | None) -> None:
-        """Hold a service on or off (I8); None releases it. A conflict raises
-        `HoldConflictError` (a `ValueError`) and changes nothing."""
-        self.state = hold(self.site, self.state, service_id, on)
-
-    def release_all(self) -> None:
-        """Release every hold."""
-        self.state = replace(self.state, held_on=frozenset(), held_off=frozenset())
+    @property
+    def site(self) -> Site:
+        """The site as decided on now: the topology with the administrator's tier changes."""
+        return self.decider.site
 
     # --- the cycle --------------------------------------------------------------------------
-
-    @property
-    def prior(self) -> OutagePrior:
-        """The outage prior the plan uses now: the conservative one while it is switched on."""
-        return self.conservative_prior if self.conservative else self.normal_prior
-
-    def _controller(self) -> OutageController:
-        return OutageController(
-            self.site,
-            {u: fit.model() for u, fit in self.fits.items()},
-            self.prior,
-            ControllerSettings(cycle_s=CYCLE_S, ride_through_s=self.topology.ride_through_s),
-        )
 
     def _service_draw_w(self, snapshot: TelemetrySnapshot, service: Service) -> float | None:
         agent_w = snapshot.service_power_w.get(service.id)
@@ -354,10 +235,6 @@ class SiteControl:
                 continue
             soc = None if reading.soc_pct is None else reading.soc_pct / 100.0
             ups_readings[ups_id] = UpsReading(soc, reading.runtime_s, reading.output_w)
-            if None not in (soc, reading.runtime_s, reading.output_w):
-                self.fits[ups_id].learn_one(
-                    RuntimeReading(reading.output_w, reading.runtime_s, soc)  # type: ignore[arg-type]
-                )
 
         readings = Readings(
             now_s=now_s,
@@ -375,16 +252,10 @@ class SiteControl:
             no_stop_channel=self._no_stop_channel,
             stops_undelivered=stops_undelivered,
         )
-        controller = self._controller()
-        before = self.state.mode
-        cycle = run_cycle(
-            site, controller, self.state, readings, (self.demand, self.nodes, self.guard)
-        )
+        decider = self.decider
+        before = decider.state.mode
+        cycle = decider.decide(readings)
         result, decision, telemetry, node_w = cycle.step, cycle.guard, cycle.telemetry, cycle.node_w
-        ended_s = ended_outage_s(self.state, result.state)
-        if ended_s is not None:
-            self.outages_s = [*self.outages_s, ended_s][-OUTAGES_KEPT:]
-        self.state = result.state
         predicted = tuple(
             risk
             for node_id, risk in decision.risks.items()
@@ -396,12 +267,8 @@ class SiteControl:
         # On battery the view shows the plan the controller acted on; where it made none (on
         # mains, in the final shutdown) the view's is the plan if the outage goes on, or if
         # mains failed now.
-        plan = result.plan
-        if plan is None:
-            plan = self._plan(controller, controller.outage_given(self._elapsed_s(now_s)))
-        self.view = self._view(
-            snapshot, now_s, controller, telemetry, decision, node_w, draw_w, plan
-        )
+        plan = result.plan if result.plan is not None else decider.plan(now_s=now_s)
+        self.view = self._view(snapshot, now_s, telemetry, decision, node_w, draw_w, plan)
         return CycleOutcome(
             view=self.view,
             commands=result.commands,
@@ -412,37 +279,19 @@ class SiteControl:
 
     # --- plans ------------------------------------------------------------------------------
 
-    def _running(self) -> frozenset[str]:
-        return frozenset(
-            sid
-            for sid, c in self.state.services.items()
-            if c.phase in (Phase.ON, Phase.STARTING, Phase.PENDING_STOP)
-        )
-
-    def _elapsed_s(self, now_s: float) -> float:
-        started = self.state.outage_started_s
-        return 0.0 if started is None or self.state.mains_back_s is not None else now_s - started
-
-    def _plan(self, controller: OutageController, outage: ConditionalOutage) -> Plan | None:
-        """The plan for what runs now, under `outage`; None when nothing runs."""
-        running = self._running()
-        if not running:
-            return None
-        return controller.plan(self.state.soc_ratio, self.demand.demand_w(), outage, running)
-
     def simulate_outage(self, now_s: float, duration_s: float) -> dict[str, Any]:
         """What the plan does if mains fails now and stays off for `duration_s`.
 
         The plan is made knowing the duration (as the oracle policy does), from the present
         charge and forecasts; steps due after mains returns never happen.
         """
-        running = self._running()
+        running = self.decider.running()
         known = OutagePrior(
             momentary_ratio=0.0,
             sustained_median_s=max(1.0, duration_s),
             sustained_sigma=KNOWN_OUTAGE_SIGMA,
         )
-        plan = self._plan(self._controller(), known.given(0.0))
+        plan = self.decider.plan(known.given(0.0))
         timeline: list[dict[str, Any]] = []
         tier_runtime: dict[str, float] = {}
         final_s: float | None = None
@@ -472,17 +321,8 @@ class SiteControl:
             "final_shutdown_at_s": None if final_s is None else round(final_s, 1),
             "survives": sorted(running - stopped),
             "shut_down": sorted(stopped),
-            "soc_pct": {u: round(100.0 * s, 1) for u, s in self.state.soc_ratio.items()},
+            "soc_pct": {u: round(100.0 * s, 1) for u, s in self.decider.state.soc_ratio.items()},
         }
-
-    def allocate_now(self) -> Allocation:
-        """The allocation of this instant under every limit, holds included."""
-        return allocate(
-            self.site,
-            self.demand.demand_w(),
-            held_on=self.state.held_on,
-            held_off=self.state.held_off,
-        )
 
     # --- the view ---------------------------------------------------------------------------
 
@@ -490,7 +330,6 @@ class SiteControl:
         self,
         snapshot: TelemetrySnapshot,
         now_s: float,
-        controller: OutageController,
         telemetry: Telemetry,
         decision: GuardDecision,
         node_w: Mapping[str, float],
@@ -498,8 +337,9 @@ class SiteControl:
         plan: Plan | None,
     ) -> SiteView:
         site = self.site
+        state = self.decider.state
         # What is held on, and what it needs, is never stopped (I8): not part of the plan shown.
-        kept_on = site.graph.dependency_closure(self.state.held_on)
+        kept_on = site.graph.dependency_closure(state.held_on)
         steps = () if plan is None else tuple(s for s in plan.steps if s.service_id not in kept_on)
         critical_runtime = None if plan is None else plan.tier_runtime_s[Priority.CRITICAL]
         shed_in = (
@@ -509,8 +349,8 @@ class SiteControl:
         budget_w = 0.0
         for u in site.ups:
             reading = snapshot.ups.get(u.id)
-            soc = self.state.soc_ratio.get(u.id)
-            model = controller.batteries[u.id]
+            soc = state.soc_ratio.get(u.id)
+            model = self.decider.controller.batteries[u.id]
             load_w = node_w.get(u.id, 0.0)
             energy_wh = None if soc is None else model.energy_left_wh(soc, load_w)
             last_stop = max(
@@ -550,7 +390,7 @@ class SiteControl:
             )
         outlet_forecast = {
             o: points[0].mean_w
-            for o, points in self.nodes.forecasts().items()
+            for o, points in self.decider.nodes.forecasts().items()
             if points and o in site.outlet_by_id
         }
         outlets = {}
@@ -571,13 +411,13 @@ class SiteControl:
             )
         services = {}
         for service in site.services:
-            control = self.state.services[service.id]
+            control = state.services[service.id]
             demand = telemetry.demand_w[service.id]
             held = (
                 True
-                if service.id in self.state.held_on
+                if service.id in state.held_on
                 else False
-                if service.id in self.state.held_off
+                if service.id in state.held_off
                 else None
             )
             shed_at = shed_in.get(service.id)
@@ -594,7 +434,7 @@ class SiteControl:
             )
         return SiteView(
             now_s=now_s,
-            mode=self.state.mode,
+            mode=state.mode,
             on_battery=telemetry.mains_on is False if telemetry.mains_on is not None else None,
             critical_runtime_s=(
                 None
@@ -612,18 +452,3 @@ class SiteControl:
 
     def _feeds(self, ups_id: str, service: Service) -> bool:
         return any(self.site.nodes_above_outlet(o)[2] == ups_id for o in service.outlets)
-
-    # --- persistence ------------------------------------------------------------------------
-
-    def to_state(self) -> dict[str, Any]:
-        """Everything learnt and decided, JSON-able."""
-        return {
-            "version": STATE_VERSION,
-            "controller": self.state.to_dict(),
-            "demand": self.demand.to_state(),
-            "nodes": self.nodes.to_state(),
-            "battery_fits": {u: fit.to_state() for u, fit in self.fits.items()},
-            "priority_overrides": {s: p.value for s, p in self.priority_overrides.items()},
-            "conservative": self.conservative,
-            "outages_s": list(self.outages_s),
-        }

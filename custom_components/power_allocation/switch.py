@@ -50,7 +50,7 @@ class ConservativePlanSwitch(PowerAllocationEntity, SwitchEntity):
     @property
     def is_on(self) -> bool:
         """Whether the conservative outage prior is in use."""
-        return self.coordinator.control.conservative
+        return self.coordinator.control.decider.conservative
 
     async def async_turn_on(self, **kwargs: Any) -> None:
         """Plan for long outages."""
@@ -62,7 +62,7 @@ class ConservativePlanSwitch(PowerAllocationEntity, SwitchEntity):
 
     async def _set(self, conservative: bool) -> None:
         async with self.coordinator.lock:
-            self.coordinator.control.conservative = conservative
+            self.coordinator.control.decider.conservative = conservative
         await self.coordinator.async_refresh()
 
 

@@ -11,9 +11,9 @@
   budget = UPS rating x remaining runtime (watts times seconds), walk the services subtracting
   their draw (watts) from that budget, and throttle the first one that does not fit (stop it when
   it cannot be throttled). It ignores dependencies.
-- `predictive`: this project's controller, on loads it forecasts online, with the overload guard
-  (engine/overload.py) on every node's own forecast, as the integration runs them.
-- `oracle`: the same controller told the true remaining outage and the true loads: the bound.
+- `predictive`: this project's site decider (engine/decider.py), the very object the Home
+  Assistant integration runs, on loads it forecasts online.
+- `oracle`: the same decider told the true remaining outage and the true loads: the bound.
 """
 
 from __future__ import annotations
@@ -23,23 +23,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .allocator import Demand
+from .battery import BatteryModel
 from .controller import (
     Command,
-    ControllerState,
+    ControllerSettings,
     OutageController,
     Readings,
     StartService,
     StopService,
     SwitchOutlets,
     Throttle,
-    initial_state,
 )
-from .cycle import run_cycle
-from .demand import SERVICE_FORECAST_SETTINGS, ServiceDemand
-from .forecast import ForecastSettings, NodeForecasters
+from .decider import SiteDecider, SiteSettings
+from .demand import SERVICE_FORECAST_SETTINGS
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
-from .overload import OverloadGuard
 from .scenario import Scenario
 from .simulate import Observation, Policy
 
@@ -59,9 +57,6 @@ ORACLE_SAMPLE_S = 60.0
 # The oracle's outage "prior": the known duration, as a lognormal this narrow.
 ORACLE_SIGMA = 0.02
 NEVER_RETURNS_S = 10 * 86400.0  # within the outage prior's grid
-# The integration's node forecasters learn every 10 s; the simulation's history is stepped every
-# minute, so here they learn at that step, two steps covering the guard's two-minute lookahead.
-SIMULATED_NODE_FORECAST = ForecastSettings(step_s=60.0, horizon_steps=2)
 
 
 def _low_battery(observation: Observation) -> bool:
@@ -235,55 +230,50 @@ class SeedGreedyPolicy:
 
 
 class PredictivePolicy:
-    """The outage controller on loads it forecasts online."""
+    """The site's decider, as the integration runs it, on loads it forecasts online."""
 
     name = "predictive"
 
-    def __init__(self, site: Site, controller: OutageController | None = None) -> None:
-        self.site = site
-        self.controller = controller or OutageController(site)
-        self.state: ControllerState = initial_state(site)
-        self.demand = ServiceDemand(s.id for s in site.services)
-        self.nodes = NodeForecasters.for_site(site, SIMULATED_NODE_FORECAST)
-        self.guard = OverloadGuard(site)
+    def __init__(self, decider: SiteDecider) -> None:
+        self.decider = decider
 
     def decide(self, observation: Observation) -> Sequence[Command]:
-        """Learn what ran freely, guard the limits, then one controller cycle."""
-        readings = Readings(
-            now_s=observation.now_s,
-            mains_on=observation.mains_on,
-            ups=observation.ups,
-            service_draw_w=observation.service_draw_w,
-            outlet_on=observation.outlet_on,
-            outlet_w={o: w for o, w in observation.outlet_draw_w.items() if w is not None},
-            ups_w={u: r.output_w for u, r in observation.ups.items() if r.output_w is not None},
-            unmanaged_w=observation.unmanaged_w,
-        )
-        learners = (self.demand, self.nodes, self.guard)
-        cycle = run_cycle(
-            self.site,
-            self.controller,
-            self.state,
-            readings,
-            learners,
-            self.known_demand_w(observation),
-        )
-        self.state = cycle.step.state
+        """One cycle of the decider on what a real installation would read."""
+        cycle = self.decider.decide(readings_of(observation), self.known_demand_w())
         return cycle.step.commands
 
-    def known_demand_w(self, observation: Observation) -> dict[str, Demand] | None:
+    def known_demand_w(self) -> dict[str, Demand] | None:
         """The loads if known beforehand; None: each service's forecast (engine/demand.py), as
         the Home Assistant integration has."""
         return None
+
+
+def readings_of(observation: Observation) -> Readings:
+    """What the decider is handed: the observation less the truth only an oracle may use."""
+    return Readings(
+        now_s=observation.now_s,
+        mains_on=observation.mains_on,
+        ups=observation.ups,
+        service_draw_w=observation.service_draw_w,
+        outlet_on=observation.outlet_on,
+        outlet_w={o: w for o, w in observation.outlet_draw_w.items() if w is not None},
+        ups_w={u: r.output_w for u, r in observation.ups.items() if r.output_w is not None},
+        unmanaged_w=observation.unmanaged_w,
+    )
 
 
 class _KnownOutageController(OutageController):
     """A controller that knows when mains returns: its prior is the true outage, nearly exact."""
 
     def __init__(
-        self, site: Site, current_outage_s: Callable[[], tuple[float, float, float]]
+        self,
+        site: Site,
+        batteries: Mapping[str, BatteryModel],
+        prior: OutagePrior,
+        settings: ControllerSettings,
+        current_outage_s: Callable[[], tuple[float, float, float]],
     ) -> None:
-        super().__init__(site)
+        super().__init__(site, batteries, prior, settings)
         self.current_outage_s = current_outage_s
         self._priors: dict[float, OutagePrior] = {}
 
@@ -309,9 +299,16 @@ class OraclePolicy(PredictivePolicy):
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
         self.now_s = 0.0
-        super().__init__(
-            scenario.site, _KnownOutageController(scenario.site, self._current_outage_s)
-        )
+
+        def knowing_the_outage(
+            site: Site,
+            batteries: Mapping[str, BatteryModel],
+            prior: OutagePrior,
+            settings: ControllerSettings,
+        ) -> OutageController:
+            return _KnownOutageController(site, batteries, prior, settings, self._current_outage_s)
+
+        super().__init__(SiteDecider(scenario.site, controller_factory=knowing_the_outage))
         self._demand_cache: tuple[float, dict[str, Demand]] | None = None
 
     def _current_outage_s(self) -> tuple[float, float, float]:
@@ -329,7 +326,7 @@ class OraclePolicy(PredictivePolicy):
         self.now_s = observation.now_s
         return super().decide(observation)
 
-    def known_demand_w(self, observation: Observation) -> dict[str, Demand] | None:
+    def known_demand_w(self) -> dict[str, Demand] | None:
         """The true loads (`true_demand_w`) now."""
         return self.true_demand_w(self.now_s)
 
@@ -365,7 +362,9 @@ def make_policy(name: str, scenario: Scenario, prior: OutagePrior | None = None)
         "nut": lambda: NutPolicy(site),
         "static_timers": lambda: StaticTimersPolicy(site),
         "seed_greedy": lambda: SeedGreedyPolicy(site),
-        "predictive": lambda: PredictivePolicy(site, OutageController(site, prior=prior)),
+        "predictive": lambda: PredictivePolicy(
+            SiteDecider(site, SiteSettings(prior=prior or OutagePrior()))
+        ),
         "oracle": lambda: OraclePolicy(scenario),
     }
     if name not in factories:
