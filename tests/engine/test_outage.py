@@ -81,6 +81,19 @@ def test_a_restart_cost_keeps_a_service_on_through_the_blips() -> None:
     )
 
 
+def test_a_restart_per_service_is_its_own_restart_for_every_price() -> None:
+    """One search for every price and service gives what one search per restart gives."""
+    outage = PRIOR.given(45)
+    ratios = np.outer([0.5, 1.0, 2.0], outage.worths(np.array([30.0, 300.0, 3000.0, 60.0])))
+    restarts = np.array([0.0, 240.0, 240.0, 3600.0])
+    together = outage.times_when_worth_falls_to(ratios, restarts)
+    for column, restart_s in enumerate(restarts):
+        alone = outage.times_when_worth_falls_to(ratios[:, column], float(restart_s))
+        np.testing.assert_array_equal(together[:, column], alone)
+    # The same ratio with no restart to pay: it stops sooner.
+    assert outage.times_when_worth_falls_to(ratios[1, 3:], 0.0)[0] < together[1, 3]
+
+
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="momentary_ratio"):
         OutagePrior(momentary_ratio=1.5)

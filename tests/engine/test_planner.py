@@ -1,10 +1,13 @@
-"""The outage plan: I1 and I4 as properties, a safe final shutdown, blips ridden through."""
+"""The outage plan: I1 and I4 as properties, a safe final shutdown, blips ridden through, every
+stop paying its restart."""
 
 from __future__ import annotations
 
 import itertools
 import math
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +15,7 @@ from custom_components.power_allocation.engine.allocator import Demand
 from custom_components.power_allocation.engine.battery import BatteryModel, shutdown_reserve
 from custom_components.power_allocation.engine.model import Pdu, Priority, Service, Site, Ups
 from custom_components.power_allocation.engine.outage import OutagePrior
-from custom_components.power_allocation.engine.planner import plan_outage
+from custom_components.power_allocation.engine.planner import plan_outage, site_restarts
 
 from .sites import RandomCase, random_cases
 
@@ -189,3 +192,91 @@ def test_a_stop_under_way_is_walked_and_reserved_but_not_planned() -> None:
     assert plan({"batch": 0.0}) == untouched  # its stop is over: nothing more to carry
     assert plan({"batch": 60.0}) < untouched - 60
     assert plan({"batch": 600.0}) == 0.0  # ten more minutes of it leave too little to wait
+
+
+def tiny() -> Site:
+    """Two critical services in a chain and one low one, on a battery of about 20 minutes."""
+    return Site(
+        ups=(Ups("ups1", rated_w=1000, capacity_wh=864, runtime_full_load_s=360),),
+        pdus=(Pdu.numbered("a", "ups1", 1800, 8),),
+        services=(
+            Service("net", Priority.CRITICAL, ("a/1",), shutdown_s=10, startup_s=30),
+            Service("db", Priority.CRITICAL, ("a/2",), ("net",), shutdown_s=30, startup_s=120),
+            Service("lab", Priority.LOW, ("a/3",), shutdown_s=10, startup_s=30),
+        ),
+    )
+
+
+TINY_DEMAND = {"net": Demand(100, 110), "db": Demand(300, 330), "lab": Demand(200, 220)}
+
+
+def test_restarts_replay_the_restore_after_mains_returns() -> None:
+    """Restore delay 60 s, a start every 15 s, highest priority first among those ready."""
+    restarts = site_restarts(tiny(), restore_delay_s=60, restore_stagger_s=15)
+    assert restarts.own_s == {"net": 90, "db": 180, "lab": 90}
+    # db starts once net runs (30 s after its start), and runs 120 s later.
+    assert restarts.chain_s == {"net": 90, "db": 210, "lab": 90}
+    # After a final shutdown: net at 0, lab at 15 (db is not ready yet), db at 30.
+    assert restarts.full_s == {"net": 90, "db": 210, "lab": 105}
+    # net's stop costs its own restart, and the 30 s db waits behind it.
+    assert restarts.owed_ws == {"net": 1000 * 90 + 1000 * 30, "db": 1000 * 180, "lab": 90}
+    assert restarts.queue_ws == 1 * 15  # lab's place in the queue
+
+
+def test_the_expected_score_counts_every_restart_as_computed_by_hand() -> None:
+    """Uptime share of each service, less each restart times the chance it is owed (per 1/D):
+    lab's from its stop, the critical chain's and the queue's from the final shutdown."""
+    site = tiny()
+    outage = PRIOR.given(30)
+    plan = plan_outage(site, batteries(site), {"ups1": 0.8}, TINY_DEMAND, outage)
+    final, lab_s = plan.final_shutdown_at_s, plan.stop_at_s["lab"]
+    assert 0 < lab_s < final < math.inf  # lab is shed, and the final shutdown comes
+
+    def share(t_s: float) -> float:
+        return float(outage.expected_shares(np.array([t_s]))[0])
+
+    def worth(t_s: float) -> float:
+        return float(outage.worths(np.array([t_s]))[0])
+
+    served = 2 * 1000 * share(final) + 1 * share(lab_s)
+    owed = (1000 * 90 + 1000 * 210 + 1 * 15) * worth(final) + 1 * 90 * worth(lab_s)
+    assert plan.expected_score == pytest.approx(served - owed, rel=1e-9)
+
+
+def chain_site(cache_startup_s: float, app_startup_s: float = 60.0) -> Site:
+    """app (high) runs behind cache (low, heavy): stopping cache stops app too (I1)."""
+    return Site(
+        ups=(Ups("ups1", rated_w=1000, capacity_wh=864, runtime_full_load_s=360),),
+        pdus=(Pdu.numbered("a", "ups1", 1800, 8),),
+        services=(
+            Service("net", Priority.CRITICAL, ("a/1",), shutdown_s=10, startup_s=30),
+            Service("cache", Priority.LOW, ("a/2",), shutdown_s=10, startup_s=cache_startup_s),
+            Service(
+                "app", Priority.HIGH, ("a/3",), ("cache",), shutdown_s=10, startup_s=app_startup_s
+            ),
+        ),
+    )
+
+
+CHAIN_DEMAND = {"net": Demand(150, 160), "cache": Demand(300, 320), "app": Demand(60, 70)}
+
+
+def test_a_service_behind_a_long_restart_chain_is_kept_on_longer() -> None:
+    """After mains returns app waits for cache to start: the longer that takes, the more its stop
+    costs, and the later the plan makes it (the same service, the same draws)."""
+    stops = {}
+    for cache_startup_s in (30.0, 900.0):
+        site = chain_site(cache_startup_s)
+        plan = plan_outage(site, batteries(site), {"ups1": 0.7}, CHAIN_DEMAND, PRIOR.given(150))
+        assert plan.stop_at_s["app"] <= plan.stop_at_s["cache"] < plan.final_shutdown_at_s
+        stops[cache_startup_s] = plan.stop_at_s["app"]
+    assert stops[900.0] > stops[30.0] + 30
+
+
+def test_a_long_own_restart_keeps_a_service_on_longer() -> None:
+    stops = {}
+    for app_startup_s in (60.0, 900.0):
+        site = chain_site(30.0, app_startup_s)
+        plan = plan_outage(site, batteries(site), {"ups1": 0.7}, CHAIN_DEMAND, PRIOR.given(150))
+        stops[app_startup_s] = plan.stop_at_s["app"]
+    assert stops[900.0] > stops[60.0] + 30
