@@ -5,12 +5,18 @@ IEEE 1366's US figures, SAIDI about 2 h a year over SAIFI about 1.3 sustained in
 the sustained ones last about 1.5 h *on average* (CAIDI); a lognormal of sigma 1.2 with that mean
 has a median of about 45 min (with a 1.5 h median its mean would be 3 h).
 
-What the planner maximises is the expected weighted uptime *ratio* of the outage, the report's
-own score: a second of service in an outage of length D is 1/D of it, so that a rare day-long
-outage does not outvote every ordinary one. With f the density of D and S its survival function,
-a second at time x is worth W(x) = E[1/D; D > x] = ∫ f(D)/D dD over D > x, and a service kept on
-until t serves an expected share ∫ W of the outage over 0..t. S, W and ∫ W are tabulated once
-on a log-spaced grid, so that the planner's many look-ups are interpolations.
+What the planner maximises is the expected weighted uptime *ratio* of the outage: a second of
+service in an outage of length D is 1/D of it, so that a rare day-long outage does not outvote
+every ordinary one (the report scores each run as a ratio, and a suite is the mean of those). A
+restart is counted in the same units: the seconds a service needs to run again after an outage of
+length D are that many 1/D of it, so a 3-minute restart after a 3-minute blip doubles what the
+blip cost, and after a 3-hour outage barely shows, as for the people who wait on it. (The report
+scores a window that runs on past mains returning, to the end of the run; the plan knows no such
+window, only the outage.) With f the density of D and S its survival function, a second at time x
+is worth W(x) = E[1/D; D > x] = ∫ f(D)/D dD over D > x, a service kept on until t serves an
+expected share ∫ W of the outage over 0..t, and a restart of r seconds owed by a stop at t costs
+r · W(t). S, W and ∫ W are tabulated once on a log-spaced grid, so that the planner's many
+look-ups are interpolations.
 """
 
 from __future__ import annotations
