@@ -37,7 +37,7 @@ async def test_a_restart_mid_outage_keeps_the_shed_service_off_until_mains_retur
     await run.cycle_until(lambda: not run.outlet_on(BATCH_OUTLET))
     await run.cycle()
     assert run.coordinator.data.mode is Mode.CRITICAL_ONLY
-    before = run.coordinator.control
+    before = run.coordinator.control.decider
     demand_before = before.demand.demand_w()["batch"]
 
     await run.unload()
@@ -50,7 +50,7 @@ async def test_a_restart_mid_outage_keeps_the_shed_service_off_until_mains_retur
     modbus_site.server.refresh()
     await run.set_up()
     assert run.entry.state is ConfigEntryState.LOADED
-    after = run.coordinator.control
+    after = run.coordinator.control.decider
     assert after is not before
     assert run.coordinator.data.mode is Mode.CRITICAL_ONLY
     assert run.coordinator.data.services["batch"].state == "off"
@@ -59,7 +59,7 @@ async def test_a_restart_mid_outage_keeps_the_shed_service_off_until_mains_retur
     # What was learnt survives: batch has been off since, so its demand is the learnt one,
     # not a new site's.
     assert after.demand.demand_w()["batch"] == demand_before
-    assert SiteControl(after.topology).decider.demand.demand_w()["batch"] != demand_before
+    assert SiteControl(run.coordinator.topology).decider.demand.demand_w()["batch"] != demand_before
     assert after.nodes.to_state().keys() == before.nodes.to_state().keys()
     assert after.state.outage_started_s == before.state.outage_started_s
 
