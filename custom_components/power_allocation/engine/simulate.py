@@ -74,8 +74,7 @@ HISTORY_STEP_S = 60.0
 CYCLE_S = 10.0
 # After the last outage, long enough for a restore to finish: a restore waits for the pack to
 # hold a clean shutdown's charge again. In the suite the longest took 65 minutes (deep-chain, a
-# 1-hour outage); in the extra scenarios a pack that cannot stop everything even when full waits
-# for 95 %, 2 h 2 min after a 10-minute outage. What is still down at the end counts as down.
+# 1-hour outage); in the extra scenarios 15. What is still down at the end counts as down.
 TAIL_S = 7200.0
 # When mains never returns, the run stops once no service has been up for this long (or for
 # `tail_s`, if shorter: nothing comes back), or after `NEVER_RETURNS_MAX_S`.
