@@ -41,10 +41,18 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from .allocator import Allocation, Demand, ServiceState, allocate, node_loads_w, service_node_shares
+from .allocator import (
+    Allocation,
+    Decision,
+    Demand,
+    ServiceState,
+    allocate,
+    node_loads_w,
+    service_node_shares,
+)
 from .forecast import LoadForecaster
 from .model import Priority, Site
 
@@ -222,6 +230,9 @@ def confirm_s(trip_after_s: float, shed_takes_s: float, over_now: bool, most_s: 
 class _NodeWatch:
     above_cycles: int = 0
     risky_since_s: float | None = None
+    # The draw when the risk began: a crossing further out is acted on only once the draw has
+    # climbed from it (a ramp), not after one jump the forecast extrapolates.
+    risky_from_w: float = 0.0
     shed_w: float = 0.0
     shed_at_s: float = -math.inf
     safe_since_s: float | None = None
@@ -242,6 +253,10 @@ class OverloadGuard:
         default_factory=lambda: dict(TRIP_CURVE_BY_KIND)
     )
     _watch: dict[str, _NodeWatch] = field(default_factory=dict, init=False)
+    # The lowered limits and the allocation chosen when a shed last began, grew or was lifted in
+    # part: kept until the next such change, so that a service's forecast moving (a ramp its own
+    # forecaster extrapolates an hour ahead) stops nothing the node's own series does not ask for.
+    _chosen: tuple[dict[str, float], Allocation] | None = field(default=None, init=False)
 
     def decide(
         self,
@@ -263,6 +278,7 @@ class OverloadGuard:
         risks: dict[str, NodeRisk] = {}
         started: list[str] = []
         released: list[str] = []
+        grown = False
         for node in self.site.nodes:
             forecaster = forecasters.get(node.id)
             if node.limit_w is None or forecaster is None or node.id not in node_draw_w:
@@ -279,6 +295,7 @@ class OverloadGuard:
                 watch.risky_since_s = None
             elif watch.risky_since_s is None:
                 watch.risky_since_s = now_s
+                watch.risky_from_w = draw_w
             # Escalating waits until the last shed has taken effect, even when urgent: a
             # graceful shutdown does not go faster for asking twice.
             settled = now_s - watch.shed_at_s >= s.settle_s
@@ -286,14 +303,20 @@ class OverloadGuard:
             # At once only when the crossing is also imminent (the draw now, or the next step's
             # band, over the limit): a crossing further out leaves time to confirm it.
             imminent = draw_w > limit_w or _next_step_over(forecaster, limit_w)
+            # I9: a crossing only the far horizons see must be borne out by the draw itself,
+            # climbing by more than a step's noise since the risk began; a step that settles
+            # below the limit leaves it flat, and its extrapolation fades.
+            rising = draw_w - watch.risky_from_w > _step_noise_w(forecaster)
             confirmed = (imminent and urgent(trip_s, takes_s)) or (
-                watch.above_cycles >= s.confirm_cycles
+                (imminent or rising)
+                and watch.above_cycles >= s.confirm_cycles
                 and watch.risky_since_s is not None
                 and now_s - watch.risky_since_s >= wait_s
             )
             if risky and settled and confirmed:
                 if watch.shed_w == 0.0:
                     started.append(node.id)
+                grown = True
                 # What is still coming comes on top of what is already shed.
                 watch.shed_w += watts_to_shed(
                     forecaster, draw_w, limit_w, s.lookahead_s, s.shed_target_probability
@@ -325,6 +348,7 @@ class OverloadGuard:
 
         shed_w = {n: w.shed_w for n, w in self._watch.items() if w.shed_w > 0.0}
         if not shed_w:
+            self._chosen = None
             return GuardDecision(risks, {}, {}, None, tuple(started), tuple(released))
         graph = self.site.graph
         blocked = graph.dependent_closure(held_off)
@@ -340,6 +364,31 @@ class OverloadGuard:
             counted_w[node_id] = node_loads_w(self.site, demand_w, watch.counted, unmanaged_w)[
                 node_id
             ]
+        if self._chosen is None or grown or released:
+            self._chosen = self._choose(
+                shed_w, counted_w, demand_w, unmanaged_w, held_on, held_off, running, blocked
+            )
+        lowered_w, allocation = self._chosen
+        for node_id in counted_w:
+            watch = self._watch[node_id]
+            watch.returning_w = _returning_w(
+                self.site, demand_w, allocation, watch.counted, node_id
+            )
+        return GuardDecision(risks, shed_w, lowered_w, allocation, tuple(started), tuple(released))
+
+    def _choose(
+        self,
+        shed_w: Mapping[str, float],
+        counted_w: Mapping[str, float],
+        demand_w: Mapping[str, Demand],
+        unmanaged_w: Mapping[str, float] | None,
+        held_on: frozenset[str],
+        held_off: frozenset[str],
+        running: frozenset[str],
+        blocked: frozenset[str],
+    ) -> tuple[dict[str, float], Allocation]:
+        """The lowered limits and the allocation under them: what the shed stops or caps."""
+        graph = self.site.graph
         limit_of = {n.id: n.limit_w for n in self.site.nodes if n.limit_w is not None}
         lowered_w = {
             node_id: max(0.0, min(limit_of[node_id], counted_w[node_id] - watts))
@@ -369,12 +418,15 @@ class OverloadGuard:
             held_on=held_on | critical,
             held_off=held_off | off_now,
         )
-        for node_id in counted_w:
-            watch = self._watch[node_id]
-            watch.returning_w = _returning_w(
-                self.site, demand_w, allocation, watch.counted, node_id
-            )
-        return GuardDecision(risks, shed_w, lowered_w, allocation, tuple(started), tuple(released))
+        # What was off when the shed was chosen is not the shed's: started later (under another
+        # node), it is on as far as the shed goes.
+        decisions = {
+            sid: decision
+            if sid in running or decision.state is ServiceState.ON
+            else Decision(ServiceState.ON, demand_w[sid].mean_w, None, "not part of the shed")
+            for sid, decision in allocation.decisions.items()
+        }
+        return lowered_w, replace(allocation, decisions=decisions)
 
     def _shed_takes_s(self, node_id: str) -> float:
         """The longest graceful shutdown among the services a shed on this node could stop."""
@@ -393,6 +445,13 @@ def _next_step_over(forecaster: LoadForecaster, limit_w: float) -> bool:
     """Whether the next step's forecast upper draw is over the limit."""
     points = forecaster.forecast()
     return bool(points) and points[0].upper_w > limit_w
+
+
+def _step_noise_w(forecaster: LoadForecaster) -> float:
+    """How far the node's draw moves in one step without meaning anything: the next step's
+    band above its mean (0 while there is no forecast)."""
+    points = forecaster.forecast()
+    return max(0.0, points[0].upper_w - points[0].mean_w) if points else 0.0
 
 
 def _returning_w(
