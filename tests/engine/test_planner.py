@@ -15,7 +15,7 @@ from custom_components.power_allocation.engine.allocator import Demand
 from custom_components.power_allocation.engine.battery import BatteryModel, shutdown_reserve
 from custom_components.power_allocation.engine.model import Pdu, Priority, Service, Site, Ups
 from custom_components.power_allocation.engine.outage import OutagePrior
-from custom_components.power_allocation.engine.planner import plan_outage, site_restarts
+from custom_components.power_allocation.engine.planner import Plan, plan_outage, site_restarts
 
 from .sites import RandomCase, random_cases
 
@@ -280,3 +280,31 @@ def test_a_long_own_restart_keeps_a_service_on_longer() -> None:
         plan = plan_outage(site, batteries(site), {"ups1": 0.7}, CHAIN_DEMAND, PRIOR.given(150))
         stops[app_startup_s] = plan.stop_at_s["app"]
     assert stops[900.0] > stops[60.0] + 30
+
+
+@pytest.mark.parametrize(
+    ("capacity_wh", "soc", "duration_s"),
+    [(600, 1.0, 600), (864, 1.0, 1200), (1200, 0.5, 600), (2000, 0.8, 2700), (2000, 1.0, 2700)],
+)
+def test_an_outage_of_known_length_is_ridden_through_only_where_that_scores_no_worse(
+    capacity_wh: float, soc: float, duration_s: float
+) -> None:
+    """No blip to ride out: a ride is taken when the restarts it spares pay for it, and never
+    bought by stopping other services sooner to keep the final shutdown where it was."""
+    site = rack(capacity_wh)
+    known = OutagePrior(momentary_ratio=0.0, sustained_median_s=duration_s, sustained_sigma=0.02)
+
+    def plan(ride_through_s: float) -> Plan:
+        return plan_outage(
+            site,
+            batteries(site),
+            {"ups1": soc},
+            DEMAND,
+            known.given(0),
+            ride_through_s=ride_through_s,
+        )
+
+    ridden, unridden = plan(120.0), plan(0.0)
+    assert ridden.expected_score >= unridden.expected_score - 1e-9
+    if ridden.ride_through_s == 0:
+        assert ridden.stop_at_s == unridden.stop_at_s

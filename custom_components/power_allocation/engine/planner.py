@@ -180,18 +180,24 @@ def plan_outage(
     first_ask_s = float(np.min(asks_s, initial=math.inf))
     if ride_s > 0 and first_ask_s < ride_s:
         riding = best_riding(ride_s)
-        if riding.final_at_s >= best.final_at_s:
-            best = riding
+        if riding.score >= best.score:
+            best = riding  # the restarts a blip would cost pay for the ride
         elif not math.isfinite(best.final_at_s):
             # The schedule stops everything it may in time, and riding would leave too little
             # to: the final shutdown it would bring on is no price for riding out a blip.
             ridden_s = 0.0
         else:
-            cost_per_s = (best.final_at_s - riding.final_at_s) / ride_s
+            # What riding costs is what it costs the schedule chosen: the same stops, delayed,
+            # bring its final shutdown sooner (the best schedule under the ride may keep the
+            # final shutdown where it was only by stopping other services sooner: a cost too).
+            delayed = _evaluate(
+                context, *next(s for s in schedules if s[0] == best.price), ride_s, scored
+            )
+            cost_per_s = (best.final_at_s - delayed.final_at_s) / ride_s
             # Paid only as far as it may pay off: by the prior's chance that an outage is over
             # within the ride-through (none, for an outage known to be long).
             share = ride_through_cost_ratio * (1.0 - outage.prior.survival(ride_through_s))
-            affordable_s = share * best.final_at_s / cost_per_s
+            affordable_s = share * best.final_at_s / cost_per_s if cost_per_s > 0 else math.inf
             ridden_s = min(ride_s, max(0.0, affordable_s - outage.elapsed_s))
             if ridden_s == ride_s:
                 best = riding
