@@ -421,6 +421,7 @@ class OutageController:
             stopping=stopping_s,
             unmanaged_w=unmanaged_w,
             restore_delay_s=self.settings.restore_delay_s,
+            restore_stagger_s=self.settings.restore_stagger_s,
             reserve_margin_ratio=self.settings.reserve_margin_ratio,
             ride_through_s=self.settings.ride_through_s,
         )
