@@ -248,3 +248,38 @@ def test_a_tolerated_crossing_waits_no_longer_than_the_device_allows(
         # Confirmation plus the shutdown end before the device would trip.
         assert 0.0 <= wait_s <= most_s
         assert wait_s + shutdown_s <= trip_s
+
+
+@settings(max_examples=5, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=10_000),
+    st.floats(min_value=0.75, max_value=0.88),
+)
+def test_a_step_that_settles_below_the_limit_sheds_nothing(seed: int, settles_ratio: float) -> None:
+    # batch jumps at once to where the PDU settles, 75-88 % of its limit, and stays: the node's
+    # forecasters extrapolate the jump for a few cycles, but the draw never climbs again (I9).
+    rng = random.Random(seed)
+    history = _noise(rng, 400)
+    jump_w = settles_ratio * PDU_LIMIT_W - 700.0
+    after = _noise(rng, 200, batch_w=300.0 + jump_w)
+    decisions = _run(history + after)
+    assert not any(d.sheds_started for d in decisions)
+
+
+@settings(max_examples=5, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=10_000),
+    st.floats(min_value=4.0, max_value=8.0),
+)
+def test_a_ramp_that_keeps_rising_is_shed_before_it_crosses(seed: int, slope_w: float) -> None:
+    # 0.4-0.8 W/s, each cycle a little more: the draw climbs past its noise, and the shed
+    # begins at the latest in the cycle the noisy draw first reaches the limit (measured: with
+    # the draw's climb as the evidence, a steep noisy ramp is confirmed only about then).
+    rng = random.Random(seed)
+    cycles = _noise(rng, 400) + _noise(rng, 400)
+    for i, outlet_w in enumerate(cycles[400:]):
+        outlet_w["pdu-a/3"] += slope_w * i
+    crossing = next(i for i, o in enumerate(cycles) if sum(o.values()) > PDU_LIMIT_W)
+    decisions = _run(cycles)
+    started = next(i for i, d in enumerate(decisions) if "pdu-a" in d.sheds_started)
+    assert started <= crossing

@@ -142,9 +142,12 @@ def test_a_second_outage_soon_after_a_drained_first_one_is_shut_down_cleanly() -
     assert all(r.clean_shutdown for r in report.services.values())
 
 
-def test_on_mains_the_overload_guard_sheds_before_a_breaker_would_long_carry_too_much() -> None:
+def test_on_mains_a_breaker_is_kept_from_long_carrying_too_much() -> None:
     # web comes back from the outage wanting 150 W more than its forecast knew: with batch
-    # restored too the PDU would carry 660 W on a 560-W breaker until the step ends (1120 s).
+    # restored too the PDU would carry 660 W on a 560-W breaker (1.18 In) until the step ends
+    # (1120 s). The breaker's curve tolerates that, but every second over the limit counts: on
+    # mains at most a tenth of what nothing at all lets through, whether the give-back keeps
+    # batch off or the guard sheds it.
     config = copy.deepcopy(RACK)
     config["pdus"][0]["limit_w"] = 560
     scenario = rack(
@@ -160,13 +163,13 @@ def test_on_mains_the_overload_guard_sheds_before_a_breaker_would_long_carry_too
         ],
         pdus=config["pdus"],
     )
+    unguarded = simulate(scenario, make_policy("none", scenario))
     report = simulate(scenario, make_policy("predictive", scenario))
+    assert unguarded.mains_overload_s >= 600.0  # the case is what it says
+    assert report.mains_overload_s <= unguarded.mains_overload_s / 10.0
     guarded = [d for d in report.decisions if d["reason"].startswith("overload predicted")]
-    # The least important goes, and nothing else: once it is dark the shed's watts are not
-    # taken off what is left a second time.
-    assert [d["service"] for d in guarded if d["action"] == "StopService"] == ["batch"]
-    # What is left is the time the guard's shed takes: batch's 20-s stop, seen a cycle late.
-    assert report.overload_s <= 40
+    # If the guard sheds, the least important goes, and nothing else.
+    assert {d["service"] for d in guarded if d["action"] == "StopService"} <= {"batch"}
     assert report.unclean_power_losses == 0
 
 

@@ -61,6 +61,10 @@ class ServiceDemand:
                     self._above_band_since_s.setdefault(sid, now_s)
                 else:
                     self._above_band_since_s.pop(sid, None)
+        # A step is evidence only while it is seen: a service stopped or capped says nothing of
+        # it any more, and its demand comes back to what was learnt (the give-back tests that).
+        for sid in set(self._above_band_since_s) - set(running_free):
+            del self._above_band_since_s[sid]
         self._now_s = now_s
 
     def demand_w(self) -> dict[str, Demand]:
