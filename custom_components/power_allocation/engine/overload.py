@@ -23,7 +23,9 @@ draw now, or the next step's band, over the limit), is acted on at once; any oth
 confirmation — `confirm_cycles` cycles in a row (one noisy reading sheds
 nothing) and, while the draw itself is still within the limit, as long as the device's tolerance
 leaves beyond the shutdown, up to `confirm_max_s`. A forecast that fades within that time sheds
-nothing.
+nothing, and neither does a crossing only the far horizons see until the draw has climbed since
+the risk began by more than a step's noise (I9: a step that settles below the limit is
+extrapolated for a few cycles, a ramp keeps climbing).
 
 Then the guard starts a pre-emptive shed: it works out how many watts must go for the probability
 of exceeding the limit within the lookahead to fall to `shed_target_probability` (the same
