@@ -949,14 +949,15 @@ def _shed_for_a_limit(site: Site, *service_ids: str) -> ControllerState:
 def _give_back(
     state: ControllerState, extra_w: float, end_s: float = 600.0
 ) -> tuple[ControllerState, list[tuple[float, Command]]]:
-    """Cycles on mains where each node's own forecast is what draws now plus `extra_w`."""
+    """Cycles on mains where each node's own forecast upper is what draws now plus `extra_w`."""
     controller = OutageController(SITE)
     commands: list[tuple[float, Command]] = []
     for now_s in range(0, int(end_s), 10):
         reading = telemetry(now_s, state, mains_on=True, soc_ratio=1.0)
         drawn_w = sum(w or 0.0 for w in reading.service_draw_w.values())
         forecast = {"pdu-a": drawn_w + extra_w, "ups1": drawn_w + extra_w}
-        result = controller.step(state, replace(reading, node_upper_w=forecast))
+        drawn = {"pdu-a": drawn_w, "ups1": drawn_w}
+        result = controller.step(state, replace(reading, node_upper_w=forecast, node_draw_w=drawn))
         state = result.state
         commands += [(now_s, c) for c in result.commands]
     return state, commands
@@ -968,7 +969,7 @@ def test_on_mains_what_was_shed_for_a_limit_comes_back_in_order_once_its_node_fi
     state, commands = _give_back(_shed_for_a_limit(SITE, "db", "web"), extra_w=100.0)
     starts = [(t, c) for t, c in commands if isinstance(c, StartService)]
     assert [c.service_id for _, c in starts] == ["db", "web"]
-    assert starts[0][1].reason == "ups1 forecast 490 W of 800 W with db back: restoring"
+    assert starts[0][1].reason == "ups1 forecast 480 W of 800 W with db back: restoring"
     assert starts[1][1].reason.endswith("with web back: restoring")
     db_up_s = starts[0][0] + SITE.service_by_id["db"].startup_s
     assert starts[1][0] >= db_up_s
@@ -981,7 +982,7 @@ def test_on_mains_what_was_shed_for_a_limit_stays_off_while_its_node_would_not_f
     assert not [c for _, c in commands if isinstance(c, StartService)]
     assert state.services["db"].phase is Phase.OFF
     assert state.services["db"].reason == (
-        "waiting to restore: over a limit (ups1 forecast 780 W of 800 W with db back)"
+        "waiting to restore: over a limit (ups1 forecast 770 W of 800 W with db back)"
     )
 
 

@@ -16,8 +16,9 @@ Once mains has been back for `restore_delay_s`, what was stopped comes back depe
 highest priority first, one start every `restore_stagger_s` (I6).
 
 On mains, what was stopped or capped for a limit (`shed_for_limit_s`) is given back once each node
-above it fits with it back, with a margin: the node's own forecast upper draw (`node_upper_w`, over
-the guard's lookahead) plus the service's upper draw through its share of the node within
+above it fits with it back, with a margin: the node's draw now plus the service's mean through its
+share of the node, plus the root-sum-square of the node's own forecast spread (`node_upper_w` over
+the guard's lookahead, above `node_draw_w`) and the service's, within
 `(1 - give_back_margin_ratio)` of the limit (I2). The node's own series, not the allocation's
 quantile of each service's hour ahead: on mains the guard watches every node each cycle and acts
 by its trip curve, so what a start needs is room now and for the next minutes; the hour's peak is
@@ -165,8 +166,10 @@ class Telemetry(Readings):
     # The nodes that shed is on: nothing is restored onto them until it is released (I5).
     overload_shedding_nodes: frozenset[str] = frozenset()
     # Each limited node's own forecast upper draw over the guard's lookahead, the draw now
-    # included; empty when no node was assessed (then the allocation decides a restore).
+    # included, and its draw now; empty when no node was assessed (then the allocation decides
+    # a restore).
     node_upper_w: Mapping[str, float] = field(default_factory=dict)
+    node_draw_w: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -872,11 +875,14 @@ class _Cycle:
         if not capped:
             return
         demand_w = self.telemetry.demand_w
-        coming_w = {
-            sid: max(0.0, demand_w[sid].upper_w - (self.services[sid].cap_w or 0.0))
+        coming = {
+            sid: Demand(
+                max(0.0, demand_w[sid].mean_w - (self.services[sid].cap_w or 0.0)),
+                max(0.0, demand_w[sid].upper_w - (self.services[sid].cap_w or 0.0)),
+            )
             for sid in capped
         }
-        forecast = self._node_forecast_fit(coming_w, f"{', '.join(capped)} uncapped")
+        forecast = self._node_forecast_fit(coming, f"{', '.join(capped)} uncapped")
         if forecast is None:
             misfit = self._misfit_with(capped[0], self._on())
             why = "on mains, and everything fits at its full draw"
@@ -968,7 +974,7 @@ class _Cycle:
         on = self._on()
         still_stopping = drawing(self.services) - on
         for sid in order:
-            forecast = self._node_forecast_fit({sid: self.telemetry.demand_w[sid].upper_w}, sid)
+            forecast = self._node_forecast_fit({sid: self.telemetry.demand_w[sid]}, sid)
             if forecast is None:
                 misfit = self._misfit_with(sid, on)
                 why = "mains is back and stable: restoring in dependency order"
@@ -1084,26 +1090,41 @@ class _Cycle:
         return min(nodes, default=None)
 
     def _node_forecast_fit(
-        self, coming_w: Mapping[str, float], what: str
+        self, coming: Mapping[str, Demand], what: str
     ) -> tuple[bool, str] | None:
-        """Whether `coming_w` (watts per service) coming back fits every limited node above it
-        by the node's own forecast with the give-back margin, and the figure of the tightest,
-        e.g. "pdu-b forecast 812 W of 1,000 W with web back"; None where a node above it has no
-        forecast this cycle (then the allocation decides)."""
-        forecast_w = self.telemetry.node_upper_w
-        extra_w: dict[str, float] = {}
-        for sid, watts in coming_w.items():
+        """Whether `coming` (the draw of each service coming back) fits every limited node above
+        it with the give-back margin, and the figure of the tightest, e.g. "pdu-b forecast
+        812 W of 1,000 W with web back"; None where a node above it has no forecast this cycle
+        (then the allocation decides).
+
+        The node's total with it back is a quantile of the sum, as the allocator's (I2): the
+        draw now plus the means coming back, plus the root-sum-square of the node's own spread
+        (its forecast upper over the lookahead above its draw) and each one's spread. Adding
+        the node's upper to each service's hour-ahead upper counted every peak at once and
+        kept a service off long after its node had room again.
+        """
+        upper_w, draw_w = self.telemetry.node_upper_w, self.telemetry.node_draw_w
+        mean_w: dict[str, float] = {}
+        spread_sq_w: dict[str, float] = {}
+        for sid, demand in coming.items():
             for node_id, share in service_node_shares(self.fed_site, sid).items():
-                extra_w[node_id] = extra_w.get(node_id, 0.0) + share * watts
+                mean_w[node_id] = mean_w.get(node_id, 0.0) + share * demand.mean_w
+                spread_w = share * max(0.0, demand.upper_w - demand.mean_w)
+                spread_sq_w[node_id] = spread_sq_w.get(node_id, 0.0) + spread_w**2
         keep = 1.0 - self.settings.give_back_margin_ratio
         tightest: tuple[float, str] | None = None
         fits = True
         for node in self.fed_site.nodes:
-            if node.limit_w is None or node.id not in extra_w:
+            if node.limit_w is None or node.id not in mean_w:
                 continue
-            if node.id not in forecast_w:
+            if node.id not in upper_w or node.id not in draw_w:
                 return None
-            total_w = forecast_w[node.id] + extra_w[node.id]
+            node_spread_w = max(0.0, upper_w[node.id] - draw_w[node.id])
+            total_w = (
+                draw_w[node.id]
+                + mean_w[node.id]
+                + math.sqrt(node_spread_w**2 + spread_sq_w[node.id])
+            )
             fits = fits and total_w <= keep * node.limit_w
             ratio = total_w / node.limit_w if node.limit_w > 0 else math.inf
             if tightest is None or ratio > tightest[0]:

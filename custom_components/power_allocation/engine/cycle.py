@@ -47,7 +47,12 @@ def run_cycle(
     """One cycle; `demand_w` stands in for the forecasts (the oracle's true loads)."""
     demand, nodes, overload_guard = learners
     now_s = readings.now_s
-    demand.learn(now_s, readings.service_draw_w, running_free(state.services))
+    demand.learn(
+        now_s,
+        readings.service_draw_w,
+        running_free(state.services),
+        off=frozenset(state.services) - drawing(state.services),
+    )
     if demand_w is None:
         demand_w = demand.demand_w()
     # With no reading at all (a telemetry gap) no node is assessed; a shed under way holds.
@@ -73,5 +78,6 @@ def run_cycle(
         overload_allocation=guard.allocation,
         overload_shedding_nodes=frozenset(guard.shed_w),
         node_upper_w={node_id: risk.upper_w for node_id, risk in guard.risks.items()},
+        node_draw_w={node_id: risk.draw_w for node_id, risk in guard.risks.items()},
     )
     return CycleResult(node_w, guard, telemetry, controller.step(state, telemetry))
