@@ -111,10 +111,11 @@ def planned_stop_in_s(service_id: str, planner_options: dict[str, Any] | None = 
 
 
 def test_the_sites_ride_through_decides_when_the_lowest_tier_is_shed() -> None:
-    # The default rides a blip through for two minutes; with 0 the plan's own reckoning decides,
+    # The default rides a blip through for up to two minutes (less where riding would bring the
+    # final shutdown sooner, as on this small pack); with 0 the plan's own reckoning decides,
     # and it sheds the lowest tier sooner.
     default_s = planned_stop_in_s("batch")
-    assert default_s == pytest.approx(planner.RIDE_THROUGH_S)
+    assert 0.5 * planner.RIDE_THROUGH_S < default_s <= planner.RIDE_THROUGH_S
     assert not any(isinstance(c, StopService) for c in first_outage_cycle().commands)
     assert planned_stop_in_s("batch", {"ride_through_s": 0}) < default_s
 
