@@ -48,7 +48,7 @@ from .allocator import (
 from .battery import BatteryModel
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
-from .overload import GIVE_BACK_MARGIN_RATIO
+from .overload import GIVE_BACK_MARGIN_RATIO, Returning, node_total_with_w
 from .planner import RESERVE_MARGIN_RATIO, RIDE_THROUGH_S, Plan, clean_shutdown_soc, plan_outage
 
 STATE_VERSION = 1
@@ -874,15 +874,8 @@ class _Cycle:
         ]
         if not capped:
             return
-        demand_w = self.telemetry.demand_w
-        coming = {
-            sid: Demand(
-                max(0.0, demand_w[sid].mean_w - (self.services[sid].cap_w or 0.0)),
-                max(0.0, demand_w[sid].upper_w - (self.services[sid].cap_w or 0.0)),
-            )
-            for sid in capped
-        }
-        forecast = self._node_forecast_fit(coming, f"{', '.join(capped)} uncapped")
+        allowed_w = {sid: self.services[sid].cap_w or 0.0 for sid in capped}
+        forecast = self._node_forecast_fit(allowed_w, f"{', '.join(capped)} uncapped")
         if forecast is None:
             misfit = self._misfit_with(capped[0], self._on())
             why = "on mains, and everything fits at its full draw"
@@ -974,7 +967,7 @@ class _Cycle:
         on = self._on()
         still_stopping = drawing(self.services) - on
         for sid in order:
-            forecast = self._node_forecast_fit({sid: self.telemetry.demand_w[sid]}, sid)
+            forecast = self._node_forecast_fit({sid: 0.0}, sid)
             if forecast is None:
                 misfit = self._misfit_with(sid, on)
                 why = "mains is back and stable: restoring in dependency order"
@@ -1090,41 +1083,30 @@ class _Cycle:
         return min(nodes, default=None)
 
     def _node_forecast_fit(
-        self, coming: Mapping[str, Demand], what: str
+        self, allowed_w: Mapping[str, float], what: str
     ) -> tuple[bool, str] | None:
-        """Whether `coming` (the draw of each service coming back) fits every limited node above
-        it with the give-back margin, and the figure of the tightest, e.g. "pdu-b forecast
+        """Whether the services of `allowed_w` coming back (each to its demand, from the draw it
+        is allowed now: 0 when off, its cap when capped) fit every limited node above them with
+        the give-back margin, and the figure of the tightest, e.g. "pdu-b forecast
         812 W of 1,000 W with web back"; None where a node above it has no forecast this cycle
-        (then the allocation decides).
-
-        The node's total with it back is a quantile of the sum, as the allocator's (I2): the
-        draw now plus the means coming back, plus the root-sum-square of the node's own spread
-        (its forecast upper over the lookahead above its draw) and each one's spread. Adding
-        the node's upper to each service's hour-ahead upper counted every peak at once and
-        kept a service off long after its node had room again.
-        """
+        (then the allocation decides). The node's total is the guard's (`node_total_with_w`)."""
         upper_w, draw_w = self.telemetry.node_upper_w, self.telemetry.node_draw_w
-        mean_w: dict[str, float] = {}
-        spread_sq_w: dict[str, float] = {}
-        for sid, demand in coming.items():
+        returning: dict[str, Returning] = {}
+        for sid, allowed in allowed_w.items():
+            demand = self.telemetry.demand_w[sid]
             for node_id, share in service_node_shares(self.fed_site, sid).items():
-                mean_w[node_id] = mean_w.get(node_id, 0.0) + share * demand.mean_w
-                spread_w = share * max(0.0, demand.upper_w - demand.mean_w)
-                spread_sq_w[node_id] = spread_sq_w.get(node_id, 0.0) + spread_w**2
+                returning[node_id] = returning.get(node_id, Returning()).plus(
+                    share, demand, allowed
+                )
         keep = 1.0 - self.settings.give_back_margin_ratio
         tightest: tuple[float, str] | None = None
         fits = True
         for node in self.fed_site.nodes:
-            if node.limit_w is None or node.id not in mean_w:
+            if node.limit_w is None or node.id not in returning:
                 continue
             if node.id not in upper_w or node.id not in draw_w:
                 return None
-            node_spread_w = max(0.0, upper_w[node.id] - draw_w[node.id])
-            total_w = (
-                draw_w[node.id]
-                + mean_w[node.id]
-                + math.sqrt(node_spread_w**2 + spread_sq_w[node.id])
-            )
+            total_w = node_total_with_w(draw_w[node.id], upper_w[node.id], returning[node.id])
             fits = fits and total_w <= keep * node.limit_w
             ratio = total_w / node.limit_w if node.limit_w > 0 else math.inf
             if tightest is None or ratio > tightest[0]:

@@ -33,9 +33,10 @@ estimate, with every forecast mean lowered by the shed), and asks the allocator 
 with that node's limit lowered by that much (every other node unbound: those are the allocation's
 of the controller, and their own shed's), so the allocator picks what goes by priority and
 dependencies (I1, I4). The shed holds until the node's forecast upper draw plus everything the
-shed keeps off it (each service's upper draw, through its share of the node, above what the shed
-allows it) has stayed `release_margin_ratio` below the limit for `release_hold_s`; then the
-controller gives it back, in dependency order, on the same test (I2, I5: no flapping).
+shed keeps off it (each service's draw, through its share of the node, above what the shed allows
+it), a quantile of the sum (`node_total_with_w`), has stayed `release_margin_ratio` below the
+limit for `release_hold_s`; then the controller gives it back, in dependency order, on the same
+test (I2, I5: no flapping).
 """
 
 from __future__ import annotations
@@ -239,7 +240,7 @@ class _NodeWatch:
     shed_at_s: float = -math.inf
     safe_since_s: float | None = None
     # What the shed keeps off this node: it comes back on release.
-    returning_w: float = 0.0
+    returning: Returning = field(default_factory=lambda: Returning())
     # Every service that drew since the shed began: its watts are taken off what they drew, so
     # the lowered limit stays put as the shed services go dark (and as others come on).
     counted: frozenset[str] = frozenset()
@@ -328,7 +329,8 @@ class OverloadGuard:
                 watch.risky_since_s = None
                 watch.safe_since_s = None
             elif watch.shed_w > 0.0:
-                if upper_w + watch.returning_w <= (1.0 - s.release_margin_ratio) * limit_w:
+                total_w = node_total_with_w(draw_w, upper_w, watch.returning)
+                if total_w <= (1.0 - s.release_margin_ratio) * limit_w:
                     if watch.safe_since_s is None:
                         watch.safe_since_s = now_s
                     elif now_s - watch.safe_since_s >= s.release_hold_s:
@@ -373,9 +375,7 @@ class OverloadGuard:
         lowered_w, allocation = self._chosen
         for node_id in counted_w:
             watch = self._watch[node_id]
-            watch.returning_w = _returning_w(
-                self.site, demand_w, allocation, watch.counted, node_id
-            )
+            watch.returning = _returning(self.site, demand_w, allocation, watch.counted, node_id)
         return GuardDecision(risks, shed_w, lowered_w, allocation, tuple(started), tuple(released))
 
     def _choose(
@@ -456,22 +456,45 @@ def _step_noise_w(forecaster: LoadForecaster) -> float:
     return max(0.0, points[0].upper_w - points[0].mean_w) if points else 0.0
 
 
-def _returning_w(
+@dataclass(frozen=True, slots=True)
+class Returning:
+    """What would come back onto a node: the sum of the means, and of the squared spreads."""
+
+    mean_w: float = 0.0
+    spread_sq_w: float = 0.0
+
+    def plus(self, share: float, demand: Demand, allowed_w: float = 0.0) -> Returning:
+        """With `share` of a service's demand above the `allowed_w` it draws now."""
+        mean_w = max(0.0, demand.mean_w - allowed_w)
+        spread_w = max(0.0, demand.upper_w - max(demand.mean_w, allowed_w))
+        return Returning(self.mean_w + share * mean_w, self.spread_sq_w + (share * spread_w) ** 2)
+
+
+def node_total_with_w(draw_w: float, upper_w: float, returning: Returning) -> float:
+    """A node's forecast total with `returning` back, as a quantile of the sum (I2): its draw
+    now and the means coming back, plus the root-sum-square of the node's own spread (its
+    forecast upper above its draw) and theirs. Adding the node's upper to each returning
+    service's upper counted every peak at once, and kept what was shed off long after its node
+    had room again."""
+    node_spread_w = max(0.0, upper_w - draw_w)
+    return draw_w + returning.mean_w + math.sqrt(node_spread_w**2 + returning.spread_sq_w)
+
+
+def _returning(
     site: Site,
     demand_w: Mapping[str, Demand],
     allocation: Allocation,
     counted: frozenset[str],
     node_id: str,
-) -> float:
-    """What comes back onto a node when its shed is lifted: each counted service's upper draw
-    above what the allocation allows it (all of it when off), through its share of the node."""
-    returning_w = 0.0
+) -> Returning:
+    """What comes back onto a node when its shed is lifted: each counted service's draw above
+    what the allocation allows it (all of it when off), through its share of the node."""
+    returning = Returning()
     for sid in counted:
         share = service_node_shares(site, sid).get(node_id, 0.0)
         decision = allocation.decisions[sid]
-        upper_w = demand_w[sid].upper_w
         if decision.state is ServiceState.OFF:
-            returning_w += share * upper_w
+            returning = returning.plus(share, demand_w[sid])
         elif decision.state is ServiceState.THROTTLED and decision.cap_w is not None:
-            returning_w += share * max(0.0, upper_w - decision.cap_w)
-    return returning_w
+            returning = returning.plus(share, demand_w[sid], decision.cap_w)
+    return returning
