@@ -101,9 +101,16 @@ def _figures(**overrides: Any) -> dict[str, Any]:
         "weighted_score": 1.0,
         "oracle_ratio": None,
         "critical_uptime_ratio": 1.0,
+        "mains_availability": 1.0,
+        "mains_stops": 0,
+        "false_mains_stops": 0,
+        "longest_mains_downtime_s": 0.0,
         "unclean_power_losses": 0,
         "dependency_violation_s": 0.0,
         "overload_s": 0.0,
+        "mains_overload_s": 0.0,
+        "trips": 0,
+        "mains_trips": 0,
         "unnecessary_sheds": 0,
     }
     return clean | overrides
