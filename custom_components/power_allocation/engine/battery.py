@@ -194,11 +194,19 @@ class PeukertFit:
         r2 = self._sxy + lam * b0
         det = m11 * m22 - m12 * m12
         a = (r1 * m22 - m12 * r2) / det
-        b = (m11 * r2 - m12 * r1) / det
+        b = min(3.0, max(1.0, (m11 * r2 - m12 * r1) / det))
+        # Never more runtime than the published curve, between the lightest load fitted and the
+        # rating: a pack only loses runtime as it ages, and a UPS's estimate that jumps up (a
+        # load change, a firmware's guess) taught the fit a battery that died before the final
+        # shutdown was done (I9). log runtime is linear in x = log(P_ref / P), so holding both
+        # ends of that span holds all of it.
+        x_max = math.log(1.0 / self.min_load_ratio)
+        a = min(a, a0)
+        b = max(1.0, min(b, b0 + (a0 - a) / x_max))
         return BatteryModel(
             t_ref_s=math.exp(a),
             p_ref_w=self.prior.p_ref_w,
-            peukert_k=min(3.0, max(1.0, b)),
+            peukert_k=b,
             capacity_wh=self.prior.capacity_wh,
             efficiency=self.prior.efficiency,
         )
