@@ -54,6 +54,8 @@ def test_overload_benchmark_runs_what_ships_on_a_tiny_scenario(tmp_path: Path, c
     assert predictive.false_mains_stops == 0
     assert printed[0]["false_mains_stops"] == {"none": 0, "predictive": 0}
     assert predictive.flaps == 0
+    # Once its step is over and the PDU has room, batch is back within 15 minutes.
+    assert predictive.late_give_back_s <= 900.0
 
 
 def test_a_stop_is_false_when_its_service_kept_on_would_have_overloaded_nothing() -> None:
