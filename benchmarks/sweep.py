@@ -416,8 +416,16 @@ def run_policies(
 
 
 def unsafe(row: Row) -> bool:
-    """Whether a run missed the target of no unclean loss, violation or overload at all."""
-    return row.unclean_power_losses > 0 or row.dependency_violation_s > 0 or row.overload_s > 0
+    """Whether a run missed the target of no unclean loss, no violation, no overload during an
+    outage and no trip on mains. (A random site may start over a limit on mains: the seconds
+    until the guard has shed are the mains overload, which the policy table reports, not a
+    safety miss.)"""
+    return (
+        row.unclean_power_losses > 0
+        or row.dependency_violation_s > 0
+        or row.overload_s - row.mains_overload_s > 0
+        or row.mains_trips > 0
+    )
 
 
 def run_seed(seed: int, policies: Sequence[str], harsh: bool = False) -> SeedRun:
