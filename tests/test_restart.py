@@ -109,3 +109,28 @@ async def test_a_state_it_cannot_read_is_ignored(
     await run.unload()
     assert hass_storage[_storage_key(run)]["version"] == STORAGE_VERSION
     assert hass_storage[_storage_key(run)]["data"]["version"] == STATE_VERSION
+
+
+async def test_what_is_shed_or_held_is_on_disk_before_the_next_cycle(
+    hass: HomeAssistant, modbus_site: ModbusSite, hass_storage: dict[str, Any]
+) -> None:
+    """No unload here: a crash (kill -9) may come at any moment, so every cycle that changes
+    what is shed, held, capped or stopping writes at once, ahead of the commands it orders."""
+    run = SiteRun.small(hass, modbus_site)
+    await run.set_up()
+    await run.cycle(3)
+
+    def stored_controller() -> dict[str, Any]:
+        return hass_storage[_storage_key(run)]["data"]["controller"]
+
+    modbus_site.site.set_mains(False)
+    await run.cycle_until(
+        lambda: run.coordinator.control.decider.state.services["batch"].phase.value != "on"
+    )
+    decided = run.coordinator.control.decider.state.to_dict()
+    assert stored_controller()["services"]["batch"] == decided["services"]["batch"]
+    assert stored_controller()["outage_started_s"] == decided["outage_started_s"]
+
+    modbus_site.site.set_mains(True)
+    await run.call("hold_service", service="batch", state="off")
+    assert stored_controller()["held_off"] == ["batch"]

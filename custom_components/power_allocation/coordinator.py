@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,9 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         # The cycle runs in an executor thread; actions that change the site's state wait for it.
         self.lock = asyncio.Lock()
         self._restored = False
+        # What was last written, and when: see `_save`.
+        self._saved_powered: tuple[Any, ...] | None = None
+        self._saved_at_s = -math.inf
         # Epoch seconds: the controller's stored state must mean the same after a reboot.
         self.clock: Callable[[], float] = lambda: dt_util.utcnow().timestamp()
 
@@ -106,6 +110,16 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
             await self.store.async_save(self.control.decider.to_state())
         await self.drivers.stop()
 
+    async def _save(self, now_s: float) -> None:
+        """Write the site's state at once when what decides what is powered changed, and what
+        was learnt every `STORAGE_SAVE_DELAY_S`. A write at once, not `Store`'s delayed save: a
+        delayed save asked for every cycle is pushed back by the next request and never comes."""
+        powered = self.control.decider.powered_state()
+        if powered == self._saved_powered and now_s - self._saved_at_s < STORAGE_SAVE_DELAY_S:
+            return
+        await self.store.async_save(self.control.decider.to_state())
+        self._saved_powered, self._saved_at_s = powered, now_s
+
     async def _async_update_data(self) -> SiteView:
         now_s = self.clock()
         snapshot = await self.drivers.read(now_s)
@@ -115,6 +129,9 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
             outcome = await self.hass.async_add_executor_job(
                 self.control.cycle, snapshot, now_s, self._stops_undelivered
             )
+        # Written ahead of the commands it ordered: killed while carrying them out, the site
+        # restarts knowing what it asked for (I10).
+        await self._save(now_s)
         await self._carry_out(outcome)
         if (
             not any(r.available for r in snapshot.ups.values())
@@ -207,9 +224,6 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
                     "limit_w": risk.limit_w,
                 },
             )
-        self.store.async_delay_save(
-            self.control.decider.to_state, 0 if outcome.commands else STORAGE_SAVE_DELAY_S
-        )
 
     async def _execute(self, command: Command) -> tuple[bool, str | None]:
         """Carry out one controller command on the devices and hosts it names."""

@@ -231,6 +231,25 @@ class SiteDecider:
 
     # --- persistence ------------------------------------------------------------------------
 
+    def powered_state(self) -> tuple[Any, ...]:
+        """What decides what is powered: what is shed, held, capped or stopping, the mode and the
+        outage under way, tiers and the plan's prior. A change of it must be on disk before the
+        next cycle (I10); what is only learnt (forecasts, fits) may wait for the next save."""
+        state = self.state
+        return (
+            state.mode,
+            state.outage_started_s,
+            state.mains_back_s,
+            state.held_on,
+            state.held_off,
+            tuple(
+                (sid, c.phase, c.cap_w, c.shed_in_outage, c.shed_for_limit_s)
+                for sid, c in sorted(state.services.items())
+            ),
+            tuple(sorted(self.priority_overrides.items())),
+            self._conservative,
+        )
+
     def to_state(self) -> dict[str, Any]:
         """Everything learnt and decided, JSON-able."""
         return {
