@@ -54,6 +54,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .allocator import service_node_shares
 from .battery import BatteryModel
 from .controller import (
     Command,
@@ -63,6 +64,7 @@ from .controller import (
     Throttle,
     UpsReading,
 )
+from .forecast import node_draw_w
 from .model import TIERS_MOST_IMPORTANT_FIRST, Site
 from .planner import TIER_WEIGHTS
 from .plant import ServiceMode, SimulatedSite, SiteSnapshot
@@ -556,26 +558,20 @@ def _begins_mains_stop(command: Command, before: SiteSnapshot) -> bool:
 
 def node_draws_w(snapshot: SiteSnapshot, site: Site) -> dict[str, float]:
     """What every outlet, PDU and UPS draws in `snapshot`."""
-    draw_w = {outlet_id: state.power_w for outlet_id, state in snapshot.outlets.items()}
-    for pdu in site.pdus:
-        draw_w[pdu.id] = sum(draw_w[outlet.id] for outlet in pdu.outlets)
-    for ups_id, state in snapshot.ups.items():
-        draw_w[ups_id] = state.output_w
-    return draw_w
+    return node_draw_w(
+        site,
+        {outlet_id: state.power_w for outlet_id, state in snapshot.outlets.items()},
+        {ups_id: state.output_w for ups_id, state in snapshot.ups.items()},
+    )
 
 
 def withheld_by_node_w(snapshot: SiteSnapshot, site: Site, service_id: str) -> dict[str, float]:
     """What a service would draw and does not (stopped or capped), on every node above it: its
-    demand less its draw, split equally over its outlets as the plant splits a draw (a service
-    kept on would have had every outlet on)."""
+    demand less its draw, through each node's share of it (a service kept on would have had
+    every outlet on)."""
     state = snapshot.services[service_id]
     withheld_w = max(0.0, state.demand_w - state.power_w)
-    outlets = site.service_by_id[service_id].outlets
-    by_node: dict[str, float] = {}
-    for outlet in outlets:
-        for node in site.nodes_above_outlet(outlet):
-            by_node[node] = by_node.get(node, 0.0) + withheld_w / len(outlets)
-    return by_node
+    return {n: share * withheld_w for n, share in service_node_shares(site, service_id).items()}
 
 
 def overloaded_nodes(snapshot: SiteSnapshot, site: Site) -> list[tuple[str, float, float]]:
