@@ -267,7 +267,11 @@ class SiteControl:
         # On battery the view shows the plan the controller acted on; where it made none (on
         # mains, in the final shutdown) the view's is the plan if the outage goes on, or if
         # mains failed now.
-        plan = result.plan if result.plan is not None else decider.plan(now_s=now_s)
+        plan = (
+            result.plan
+            if result.plan is not None
+            else decider.plan(now_s=now_s, demand_w=telemetry.demand_w)
+        )
         self.view = self._view(snapshot, now_s, telemetry, decision, node_w, draw_w, plan)
         return CycleOutcome(
             view=self.view,

@@ -210,15 +210,24 @@ class SiteDecider:
         started = self.state.outage_started_s
         return 0.0 if started is None or self.state.mains_back_s is not None else now_s - started
 
-    def plan(self, outage: ConditionalOutage | None = None, *, now_s: float = 0.0) -> Plan | None:
+    def plan(
+        self,
+        outage: ConditionalOutage | None = None,
+        *,
+        now_s: float = 0.0,
+        demand_w: Mapping[str, Demand] | None = None,
+    ) -> Plan | None:
         """The plan for what runs now under `outage` (by default the outage under way, or one
-        beginning now, as the prior sees it); None when nothing runs."""
+        beginning now, as the prior sees it); None when nothing runs. `demand_w`: the cycle's
+        forecasts, when it has them (else they are computed anew)."""
         running = self.running()
         if not running:
             return None
         if outage is None:
             outage = self.controller.outage_given(self.elapsed_s(now_s))
-        return self.controller.plan(self.state.soc_ratio, self.demand.demand_w(), outage, running)
+        if demand_w is None:
+            demand_w = self.demand.demand_w()
+        return self.controller.plan(self.state.soc_ratio, demand_w, outage, running)
 
     def allocate_now(self) -> Allocation:
         """The allocation of this instant under every limit, holds included."""
