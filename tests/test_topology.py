@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from custom_components.power_allocation.drivers.bounded_yaml import MAX_DEPTH, MAX_EXPANDED_SIZE
 from custom_components.power_allocation.engine.model import Priority, TopologyError
 from custom_components.power_allocation.engine.outage import OutagePrior
 from custom_components.power_allocation.engine.planner import RIDE_THROUGH_S
@@ -19,6 +20,7 @@ from custom_components.power_allocation.topology import (
     load_yaml_document,
     parse_topology,
 )
+from tests.drivers.test_bounded_yaml import anchor_bomb
 
 DOCUMENT: dict[str, Any] = {
     "name": "Rack A",
@@ -346,3 +348,38 @@ def test_yaml_that_does_not_parse(text: str) -> None:
 def test_yaml_that_is_not_a_mapping(text: str) -> None:
     with pytest.raises(TopologyError, match="a topology must be a mapping"):
         load_yaml_document(text)
+
+
+def _with_stop_action_data(data_yaml: str) -> str:
+    """A valid site whose one service's stop action carries `data_yaml` (indented 8)."""
+    return (
+        "ups:\n"
+        "  - {id: ups1, rated_w: 1000, capacity_wh: 500, runtime_full_load_s: 300,\n"
+        "     source: {kind: modbus, host: 10.0.0.5}}\n"
+        "services:\n"
+        "  - id: lab\n"
+        "    priority: low\n"
+        "    outlets: [ups1/1]\n"
+        "    stop_action:\n"
+        "      action: script.stop_lab\n"
+        "      data:\n" + data_yaml
+    )
+
+
+def test_an_anchor_bomb_in_an_actions_data_is_refused() -> None:
+    # The report's 3 KB document grew its config entry from 3.6 KB to 46.9 MB.
+    text = _with_stop_action_data(anchor_bomb(indent="        "))
+    with pytest.raises(TopologyError, match=f"^refused: .* {MAX_EXPANDED_SIZE} characters"):
+        load_yaml_document(text)
+
+
+def test_deep_nesting_in_an_actions_data_is_refused_not_a_recursion_error() -> None:
+    text = _with_stop_action_data(f"        deep: {'[' * 5000}{']' * 5000}\n")
+    with pytest.raises(TopologyError, match=f"^refused: .*deeper than {MAX_DEPTH} levels"):
+        load_yaml_document(text)
+
+
+def test_an_action_sharing_data_through_an_anchor_is_read() -> None:
+    text = _with_stop_action_data("        common: &common {delay: 5}\n        again: *common\n")
+    data = load_yaml_document(text)["services"][0]["stop_action"]["data"]
+    assert data == {"common": {"delay": 5}, "again": {"delay": 5}}

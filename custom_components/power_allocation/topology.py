@@ -27,6 +27,7 @@ from typing import Any
 import voluptuous as vol
 import yaml  # type: ignore[import-untyped]
 
+from .drivers.bounded_yaml import YamlBoundError, load_bounded_yaml
 from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import PDU_KEYS, SERVICE_KEYS, UPS_KEYS, Site, TopologyError
 from .engine.outage import MOMENTARY_MAX_S, SITE_PRIOR_KEYS, OutagePrior
@@ -345,9 +346,12 @@ def _pick(item: Mapping[str, Any], keys: frozenset[str]) -> dict[str, Any]:
 
 
 def load_yaml_document(text: str) -> dict[str, Any]:
-    """A site document from YAML text (the bulk import), not yet validated."""
+    """A site document from YAML text (the bulk import), not yet validated; text past the
+    bounds of `load_bounded_yaml` is refused."""
     try:
-        document = yaml.safe_load(text)
+        document = load_bounded_yaml(text)
+    except YamlBoundError as error:
+        raise TopologyError(f"refused: {error}") from None
     except yaml.YAMLError as error:
         raise TopologyError(f"not valid YAML: {error}") from None
     if not isinstance(document, Mapping):

@@ -21,6 +21,7 @@ import yaml  # type: ignore[import-untyped]
 
 from ..engine.model import TopologyError
 from ..engine.scenario import Scenario, ScenarioError, Trace, build_scenario
+from .bounded_yaml import YamlBoundError, load_bounded_yaml
 
 
 class ScenarioFileError(ValueError):
@@ -251,9 +252,11 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file (blocking: run it in an executor inside a loop)."""
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        config = load_bounded_yaml(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ScenarioFileError(f"{path}: cannot be read ({error.strerror})") from None
+    except YamlBoundError as error:
+        raise ScenarioFileError(f"{path}: refused ({error})") from None
     except yaml.YAMLError as error:
         raise ScenarioFileError(f"{path}: not valid YAML ({error})") from None
     return scenario_from_mapping(config, path.parent, str(path))
