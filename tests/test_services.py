@@ -15,16 +15,23 @@ import pytest
 import voluptuous as vol
 import yaml  # type: ignore[import-untyped]
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.core import HomeAssistant, ServiceCall
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.core import Context, HomeAssistant, ServiceCall
+from homeassistant.exceptions import ServiceValidationError, Unauthorized
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
+    MockUser,
     async_capture_events,
 )
 from syrupy.assertion import SnapshotAssertion
 
 from custom_components.power_allocation.const import DOMAIN, EVENT_DECISION
+from custom_components.power_allocation.drivers.bounded_yaml import (
+    MAX_DEPTH,
+    MAX_EXPANDED_SIZE,
+    MAX_TEXT_CHARS,
+)
 from custom_components.power_allocation.engine.controller import Mode
+from tests.drivers.test_bounded_yaml import anchor_bomb
 from tests.fixtures.modbus_site import ModbusSite
 from tests.site_entry import (
     BATCH_OUTLET,
@@ -453,3 +460,148 @@ async def test_load_topology_keeps_the_configured_broker(
         assert run.entry.data["topology"]["mqtt"] == {**broker, "tls": False}
         assert run.entry.state is ConfigEntryState.LOADED
         await run.unload()
+
+
+async def test_load_topology_refuses_an_anchor_bomb_before_storing_anything(run: SiteRun) -> None:
+    # 3 KB of YAML in a stop action's data grew the stored entry from 3.6 KB to 46.9 MB.
+    services = [dict(s) for s in run.entry.options["services"]]
+    text = _topology_yaml(run, services) + "bomb:\n" + anchor_bomb(indent="  ")
+    data, options = dict(run.entry.data), dict(run.entry.options)
+    with pytest.raises(ServiceValidationError) as raised:
+        await run.call("load_topology", topology=text)
+    assert raised.value.translation_key == "invalid_topology"
+    assert f"larger than {MAX_EXPANDED_SIZE} characters" in str(raised.value)
+    assert (dict(run.entry.data), dict(run.entry.options)) == (data, options)
+
+
+async def test_load_topology_refuses_deep_nesting_with_a_message_not_a_crash(run: SiteRun) -> None:
+    text = "services: " + "[" * 20_000 + "]" * 20_000
+    with pytest.raises(ServiceValidationError, match=f"deeper than {MAX_DEPTH} levels"):
+        await run.call("load_topology", topology=text)
+    assert run.entry.state is ConfigEntryState.LOADED
+
+
+async def test_load_topology_refuses_text_longer_than_the_bound(run: SiteRun) -> None:
+    with pytest.raises(vol.Invalid, match=f"at most {MAX_TEXT_CHARS}"):
+        await run.call("load_topology", topology="#" * (MAX_TEXT_CHARS + 1))
+
+
+async def test_load_topology_checks_the_sources_as_setup_does(run: SiteRun) -> None:
+    # The schema takes a NUT source without its prefix; setup then refused the site.
+    ups = dict(run.entry.data["topology"]["ups"][0])
+    ups["source"] = {"kind": "mqtt", "profile": "nut"}
+    text = yaml.safe_dump(
+        {
+            "mqtt": {"host": "127.0.0.1", "port": 1883},
+            "ups": [ups],
+            "pdus": list(run.entry.options["pdus"]),
+            "services": [dict(s) for s in run.entry.options["services"]],
+        }
+    )
+    data, coordinator = dict(run.entry.data), run.coordinator
+    with pytest.raises(ServiceValidationError) as raised:
+        await run.call("load_topology", topology=text)
+    assert raised.value.translation_key == "invalid_topology"
+    assert "nut ups1: variable 'prefix' is required" in str(raised.value)
+    assert dict(run.entry.data) == data
+    assert run.coordinator is coordinator, "nothing stored, nothing reloaded"
+
+
+# --- who may call what ----------------------------------------------------------------------
+
+# Every action that changes what runs or the site, with a valid call.
+ADMIN_ACTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("shed_service", {"service": "batch"}),
+    ("restore_service", {"service": "batch"}),
+    ("hold_service", {"service": "batch", "state": "off"}),
+    ("release_service", {"service": "batch"}),
+    ("set_priority", {"service": "batch", "priority": "critical"}),
+    ("restore_all", {}),
+    ("load_topology", {"topology": "services: []"}),
+]
+
+
+@pytest.mark.parametrize(("action", "data"), ADMIN_ACTIONS, ids=[a for a, _ in ADMIN_ACTIONS])
+async def test_a_user_who_is_not_an_administrator_cannot_change_what_runs(
+    hass: HomeAssistant,
+    run: SiteRun,
+    hass_read_only_user: MockUser,
+    action: str,
+    data: dict[str, Any],
+) -> None:
+    assert not hass_read_only_user.is_admin
+    await run.call("hold_service", service="db", state="on")
+    decider = run.coordinator.control.decider
+    before = (decider.state.held_on, decider.state.held_off, dict(decider.priority_overrides))
+    options, coordinator = dict(run.entry.options), run.coordinator
+    with pytest.raises(Unauthorized):
+        await hass.services.async_call(
+            DOMAIN,
+            action,
+            {"config_entry_id": run.entry.entry_id, **data},
+            blocking=True,
+            context=Context(user_id=hass_read_only_user.id),
+        )
+    await hass.async_block_till_done()
+    assert run.coordinator is coordinator
+    assert (decider.state.held_on, decider.state.held_off, dict(decider.priority_overrides)) == (
+        before
+    )
+    assert dict(run.entry.options) == options
+
+
+@pytest.mark.parametrize(
+    ("action", "data"), ADMIN_ACTIONS[:-1], ids=[a for a, _ in ADMIN_ACTIONS[:-1]]
+)
+async def test_an_administrator_may_change_what_runs(
+    hass: HomeAssistant,
+    run: SiteRun,
+    hass_admin_user: MockUser,
+    action: str,
+    data: dict[str, Any],
+) -> None:
+    await hass.services.async_call(
+        DOMAIN,
+        action,
+        {"config_entry_id": run.entry.entry_id, **data},
+        blocking=True,
+        context=Context(user_id=hass_admin_user.id),
+    )
+
+
+async def test_an_administrator_may_load_a_topology_and_gets_its_summary(
+    hass: HomeAssistant, run: SiteRun, hass_admin_user: MockUser
+) -> None:
+    response = await hass.services.async_call(
+        DOMAIN,
+        "load_topology",
+        {
+            "config_entry_id": run.entry.entry_id,
+            "topology": _topology_yaml(run, [dict(s) for s in run.entry.options["services"]]),
+        },
+        blocking=True,
+        context=Context(user_id=hass_admin_user.id),
+        return_response=True,
+    )
+    assert response == {"ups": 1, "pdus": 2, "services": 3}
+
+
+@pytest.mark.parametrize(
+    ("action", "data"), [("allocate", {"dry_run": True}), ("simulate_outage", {"duration": 5})]
+)
+async def test_what_only_reads_is_open_to_every_user(
+    hass: HomeAssistant,
+    run: SiteRun,
+    hass_read_only_user: MockUser,
+    action: str,
+    data: dict[str, Any],
+) -> None:
+    response = await hass.services.async_call(
+        DOMAIN,
+        action,
+        {"config_entry_id": run.entry.entry_id, **data},
+        blocking=True,
+        context=Context(user_id=hass_read_only_user.id),
+        return_response=True,
+    )
+    assert response

@@ -49,7 +49,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 
 def _import_glue() -> None:
-    from . import coordinator, services, sources, topology  # noqa: F401
+    from . import coordinator, services, site_check, sources, topology  # noqa: F401
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: PowerAllocationConfigEntry) -> bool:
@@ -61,14 +61,12 @@ async def async_setup_entry(hass: HomeAssistant, entry: PowerAllocationConfigEnt
     from .const import DOMAIN, ISSUE_TOPOLOGY
     from .coordinator import PowerAllocationCoordinator
     from .engine.model import TopologyError
-    from .sources import async_build_drivers
-    from .topology import parse_topology
+    from .site_check import async_check_site
 
     issue_id = f"{ISSUE_TOPOLOGY}_{entry.entry_id}"
     try:
-        topology: SiteTopology = parse_topology(entry_topology(entry))
-        drivers = await async_build_drivers(hass, topology)
-    except (TopologyError, ValueError) as error:
+        topology, drivers = await async_check_site(hass, entry_topology(entry))
+    except TopologyError as error:
         ir.async_create_issue(
             hass,
             DOMAIN,

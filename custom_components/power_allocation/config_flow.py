@@ -19,7 +19,7 @@ from homeassistant.config_entries import (
     ConfigFlowResult,
     OptionsFlow,
 )
-from homeassistant.core import callback
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import selector
 from homeassistant.util import slugify
 
@@ -29,6 +29,7 @@ from .const import CONF_SITE_NAME, CONF_TOPOLOGY, DOMAIN
 from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import TopologyError
 from .engine.outage import OutagesSeen
+from .site_check import async_check_site
 from .topology import (
     MAX_SUSTAINED_MEDIAN_S,
     MIN_SUSTAINED_MEDIAN_S,
@@ -130,10 +131,10 @@ def _one_mains_entity(source: Mapping[str, Any]) -> bool:
     return bool(source.get("on_battery")) != bool(source.get("status"))
 
 
-def _topology_error(document: Mapping[str, Any]) -> str | None:
-    """Why the site document is not valid, or None."""
+async def _topology_error(hass: HomeAssistant, document: Mapping[str, Any]) -> str | None:
+    """Why setup would refuse the site document, or None."""
     try:
-        parse_topology(document)
+        await async_check_site(hass, document)
     except TopologyError as error:
         return str(error)
     return None
@@ -332,7 +333,7 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
             document: dict[str, Any] = {"ups": [ups]}
             if self._broker is not None:
                 document["mqtt"] = self._broker
-            problem = _topology_error(document)
+            problem = await _topology_error(self.hass, document)
             if problem is not None:
                 errors["base"] = "invalid_topology"
                 self._error = problem
@@ -381,7 +382,7 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
             if broker is not None:
                 new_topology["mqtt"] = broker
             # What is saved must still be a site the integration can set up.
-            problem = _topology_error(new_topology)
+            problem = await _topology_error(self.hass, new_topology)
             if kind == SOURCE_ENTITIES and not _one_mains_entity(source):
                 errors["base"] = "one_mains_entity"
             elif problem is not None:
@@ -434,7 +435,7 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         if user_input is not None:
             new_topology = {**topology, "mqtt": {**topology.get("mqtt", {}), **user_input}}
-            problem = _topology_error(new_topology)
+            problem = await _topology_error(self.hass, new_topology)
             if problem is not None:
                 errors["base"] = "invalid_topology"
                 self._error = problem

@@ -1,23 +1,30 @@
 """Actions: allocate, simulate an outage, shed / restore / hold / release, priorities, topology.
 
 Every action names its site by config entry; every call is validated, and a bad one raises
-`ServiceValidationError` with a message that says what is wrong.
+`ServiceValidationError` with a message that says what is wrong. What changes what runs or the
+site itself (shed, restore, hold, release, tiers, restore all, load a topology) is for
+administrators: a call from any other user raises `Unauthorized`. What only reads (`allocate`,
+whose cycle is the one the site runs every 10 s anyway, and `simulate_outage`) is open.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import voluptuous as vol
-from homeassistant.config_entries import ConfigEntryState
+from homeassistant.config_entries import ConfigEntry, ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.exceptions import ServiceValidationError, Unauthorized, UnknownUser
 from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.service import async_register_admin_service
 
 from . import entry_topology
 from .const import ATTR_SERVICE, CONF_TOPOLOGY, DOMAIN
+from .drivers.bounded_yaml import MAX_TEXT_CHARS
 from .engine.model import TIERS_MOST_IMPORTANT_FIRST, Priority, TopologyError
-from .topology import OPTION_KEYS, load_yaml_document, parse_topology
+from .site_check import async_check_site
+from .topology import OPTION_KEYS, load_yaml_document
 
 if TYPE_CHECKING:
     from .coordinator import PowerAllocationCoordinator
@@ -45,7 +52,7 @@ _SERVICE: dict[vol.Marker, Any] = {**_SITE, vol.Required(ATTR_SERVICE): cv.strin
 MAX_SIMULATED_MINUTES = 7 * 24 * 60
 
 
-def _coordinator(hass: HomeAssistant, call: ServiceCall) -> PowerAllocationCoordinator:
+def _entry(hass: HomeAssistant, call: ServiceCall) -> ConfigEntry:
     entry_id = call.data[ATTR_CONFIG_ENTRY_ID]
     entry = hass.config_entries.async_get_entry(entry_id)
     if entry is None or entry.domain != DOMAIN:
@@ -54,6 +61,11 @@ def _coordinator(hass: HomeAssistant, call: ServiceCall) -> PowerAllocationCoord
             translation_key="unknown_site",
             translation_placeholders={"entry_id": entry_id},
         )
+    return entry
+
+
+def _coordinator(hass: HomeAssistant, call: ServiceCall) -> PowerAllocationCoordinator:
+    entry = _entry(hass, call)
     if entry.state is not ConfigEntryState.LOADED:
         raise ServiceValidationError(
             translation_domain=DOMAIN,
@@ -93,6 +105,24 @@ async def async_hold(
                 translation_placeholders={"error": str(error)},
             ) from error
     await coordinator.async_refresh()
+
+
+def _admin_only(
+    hass: HomeAssistant, handler: Callable[[ServiceCall], Coroutine[Any, Any, ServiceResponse]]
+) -> Callable[[ServiceCall], Coroutine[Any, Any, ServiceResponse]]:
+    """`async_register_admin_service`'s check, for an action with a response: the Home
+    Assistant this integration supports (2025.4) drops an admin action's response."""
+
+    async def admin_handler(call: ServiceCall) -> ServiceResponse:
+        if call.context.user_id:
+            user = await hass.auth.async_get_user(call.context.user_id)
+            if user is None:
+                raise UnknownUser(context=call.context)
+            if not user.is_admin:
+                raise Unauthorized(context=call.context)
+        return await handler(call)
+
+    return admin_handler
 
 
 async def async_set_priority(
@@ -162,8 +192,9 @@ def async_setup_services(hass: HomeAssistant) -> None:
         await coordinator.async_refresh()
 
     async def load_topology(call: ServiceCall) -> ServiceResponse:
-        coordinator = _coordinator(hass, call)
-        entry = coordinator.config_entry
+        # Any site, loaded or not: this is how a site whose stored topology setup refuses is
+        # repaired.
+        entry = _entry(hass, call)
         try:
             document = load_yaml_document(call.data[ATTR_TOPOLOGY])
             # What the YAML leaves out (the UPS units, the broker, the planner's settings)
@@ -172,7 +203,9 @@ def async_setup_services(hass: HomeAssistant) -> None:
             for key in ("ups", "mqtt", "planner"):
                 if key not in document and key in configured:
                     document[key] = configured[key]
-            checked = parse_topology(document).document
+            # Checked as setup checks it: nothing is stored that setup would refuse.
+            topology, _drivers = await async_check_site(hass, document)
+            checked = topology.document
         except TopologyError as error:
             raise ServiceValidationError(
                 translation_domain=DOMAIN,
@@ -182,12 +215,15 @@ def async_setup_services(hass: HomeAssistant) -> None:
         site_part: dict[str, Any] = {"ups": checked["ups"]}
         if "mqtt" in checked:
             site_part["mqtt"] = checked["mqtt"]
-        # The entry reloads with the new topology (its update listener).
+        # A loaded entry reloads with the new topology (its update listener); one that failed
+        # to set up has no listener, and is set up anew here.
         hass.config_entries.async_update_entry(
             entry,
             data={**entry.data, CONF_TOPOLOGY: site_part},
             options={key: checked[key] for key in OPTION_KEYS if key in checked},
         )
+        if entry.state is not ConfigEntryState.LOADED:
+            hass.config_entries.async_schedule_reload(entry.entry_id)
         return {
             "ups": len(checked["ups"]),
             "pdus": len(checked["pdus"]),
@@ -216,16 +252,18 @@ def async_setup_services(hass: HomeAssistant) -> None:
         supports_response=SupportsResponse.ONLY,
     )
     service_schema = vol.Schema(_SERVICE)
-    hass.services.async_register(DOMAIN, SERVICE_SHED, shed, schema=service_schema)
-    hass.services.async_register(DOMAIN, SERVICE_RESTORE, release, schema=service_schema)
-    hass.services.async_register(DOMAIN, SERVICE_RELEASE, release, schema=service_schema)
-    hass.services.async_register(
+    async_register_admin_service(hass, DOMAIN, SERVICE_SHED, shed, schema=service_schema)
+    async_register_admin_service(hass, DOMAIN, SERVICE_RESTORE, release, schema=service_schema)
+    async_register_admin_service(hass, DOMAIN, SERVICE_RELEASE, release, schema=service_schema)
+    async_register_admin_service(
+        hass,
         DOMAIN,
         SERVICE_HOLD,
         hold_service,
         schema=vol.Schema({**_SERVICE, vol.Required(ATTR_STATE): vol.In(("on", "off"))}),
     )
-    hass.services.async_register(
+    async_register_admin_service(
+        hass,
         DOMAIN,
         SERVICE_SET_PRIORITY,
         set_priority,
@@ -236,11 +274,18 @@ def async_setup_services(hass: HomeAssistant) -> None:
             }
         ),
     )
-    hass.services.async_register(DOMAIN, SERVICE_RESTORE_ALL, restore_all, schema=vol.Schema(_SITE))
+    async_register_admin_service(
+        hass, DOMAIN, SERVICE_RESTORE_ALL, restore_all, schema=vol.Schema(_SITE)
+    )
     hass.services.async_register(
         DOMAIN,
         SERVICE_LOAD_TOPOLOGY,
-        load_topology,
-        schema=vol.Schema({**_SITE, vol.Required(ATTR_TOPOLOGY): cv.string}),
+        _admin_only(hass, load_topology),
+        schema=vol.Schema(
+            {
+                **_SITE,
+                vol.Required(ATTR_TOPOLOGY): vol.All(cv.string, vol.Length(max=MAX_TEXT_CHARS)),
+            }
+        ),
         supports_response=SupportsResponse.OPTIONAL,
     )
