@@ -18,6 +18,7 @@ from custom_components.power_allocation.drivers.modbus import (
     ReadBlock,
     plan_reads,
 )
+from custom_components.power_allocation.drivers.plausibility import ups_max_power_w
 from custom_components.power_allocation.drivers.profile import (
     Function,
     RegisterSpec,
@@ -25,6 +26,7 @@ from custom_components.power_allocation.drivers.profile import (
     ValueType,
     load_profile,
 )
+from simulator.modbus_server import SiteModbusServer
 from simulator.site import UPS_GROUP_OFF_DELAY_S
 from tests.fixtures.modbus_site import HOST, ModbusSite
 
@@ -158,6 +160,26 @@ def test_a_read_never_exceeds_the_protocol_limit() -> None:
 )
 def test_decoding(spec: RegisterSpec, words: list[int], expected: float | bool) -> None:
     assert spec.decode(words) == expected
+
+
+@pytest.mark.parametrize(
+    ("value_type", "words"),
+    [
+        (ValueType.U16, [0xFFFF]),
+        (ValueType.S16, [0x8000]),
+        (ValueType.S16, [0x7FFF]),
+        (ValueType.U32, [0xFFFF, 0xFFFF]),
+        (ValueType.S32, [0x8000, 0x0000]),
+        (ValueType.S32, [0x7FFF, 0xFFFF]),
+        (ValueType.S32, [0xFFFF, 0xFFFF]),
+    ],
+)
+@pytest.mark.parametrize("bit", [None, 1])
+def test_not_available_patterns_decode_as_missing(
+    value_type: ValueType, words: list[int], bit: int | None
+) -> None:
+    """Neither a number nor a set of status bits: a bit field of all ones is no status."""
+    assert RegisterSpec(Function.HOLDING, 0, value_type, scale=0.1, bit=bit).decode(words) is None
 
 
 async def test_reads_what_the_simulated_site_shows(modbus_site: ModbusSite) -> None:
@@ -396,7 +418,7 @@ def test_any_words_decode_without_raising(
     function = Function.COIL if value_type is ValueType.BOOL else Function.HOLDING
     spec = RegisterSpec(function, 0, value_type, bit=bit, word_order=word_order)
     value = spec.decode(words[: spec.width])
-    assert isinstance(value, bool | float)
+    assert value is None or isinstance(value, bool | float)
 
 
 async def test_impossible_readings_are_reported_unknown(modbus_site: ModbusSite) -> None:
@@ -416,3 +438,117 @@ async def test_impossible_readings_are_reported_unknown(modbus_site: ModbusSite)
     assert reading.available
     assert reading.soc_pct is None
     assert reading.runtime_s is not None
+
+
+def fill_every_register(server: SiteModbusServer, word: int) -> None:
+    """Every register of every simulated device holds `word`, every coil and input is set: a
+    device answering with a blank or garbled map."""
+    for context in server._contexts.values():  # the simulator's own tables, as served
+        for table, value in (("h", word), ("i", word), ("c", True), ("d", True)):
+            block = context.store[table]
+            addresses = list(block.values) if isinstance(block.values, dict) else None
+            if addresses is None:
+                block.setValues(block.address, [value] * len(block.values))
+            else:
+                for address in addresses:
+                    block.setValues(address, [value])
+
+
+@pytest.mark.parametrize("word", [0xFFFF, 0xFFFE])
+async def test_a_device_answering_all_ones_gives_no_power_and_gets_no_command(
+    modbus_site: ModbusSite, word: int
+) -> None:
+    """0xFFFF is "not available"; 0xFFFE reads 6,553.4 W per outlet and 167 kW at the UPS, past
+    every ceiling. Either way no power is reported, and reading writes nothing."""
+    fill_every_register(modbus_site.server, word)
+    proxies = {device_id: FaultyLink(port) for device_id, port in modbus_site.server.ports.items()}
+    for proxy in proxies.values():
+        await proxy.open()
+    devices = [
+        ModbusDevice(
+            d.device_id,
+            HOST,
+            d.profile,
+            port=proxies[d.device_id].port,
+            outlet_count=d.outlet_count,
+        )
+        for d in modbus_site.devices()
+    ]
+    driver = ModbusDriver(devices)
+    await driver.start()
+    try:
+        snapshots = [await driver.read(now_s) for now_s in (1.0, 11.0)]
+    finally:
+        await driver.stop()
+        for proxy in proxies.values():
+            await proxy.close()
+
+    for snapshot in snapshots:
+        ups = snapshot.ups["ups1"]
+        assert ups.available
+        assert (ups.output_w, ups.soc_pct, ups.runtime_s) == (None, None, None)
+        assert [o.power_w for o in snapshot.outlets.values()] == [None] * len(snapshot.outlets)
+    if word == 0xFFFF:  # missing, not implausible
+        assert ups.online is None
+        assert ups.on_battery is None
+        assert driver.implausible_counts == {}
+    else:  # garbage: counted per device every cycle
+        assert driver.implausible_counts["pdu-a"] == 2 * 4
+        assert driver.implausible_counts["ups1"] >= 2
+    requests = {code for proxy in proxies.values() for code in proxy.function_codes()}
+    assert requests <= {0x01, 0x02, 0x03, 0x04}  # reads only
+
+
+async def test_power_ceilings_come_from_the_profile_or_the_site(modbus_site: ModbusSite) -> None:
+    site, server = modbus_site.site, modbus_site.server
+    site.advance(60)
+    server.refresh()
+    truth = site.snapshot()
+    ups_w = truth.ups["ups1"].output_w
+    db_w = truth.outlets["pdu-a/2"].power_w
+    assert 0 < db_w < ups_w
+    narrow = [
+        ModbusDevice(
+            d.device_id,
+            HOST,
+            d.profile,
+            port=d.port,
+            outlet_count=d.outlet_count,
+            # The site's word: each outlet of pdu-a draws under half of db's share; the UPS,
+            # rated for less than two thirds of what it gives.
+            max_power_w=db_w / 2 if d.device_id == "pdu-a" else ups_max_power_w(ups_w / 2),
+        )
+        for d in modbus_site.devices()
+    ]
+    default = ModbusDriver(modbus_site.devices())
+    site_limited = ModbusDriver(narrow)
+    for driver in (default, site_limited):
+        await driver.start()
+    try:
+        wide, tight = await default.read(1.0), await site_limited.read(1.0)
+    finally:
+        for driver in (default, site_limited):
+            await driver.stop()
+
+    assert wide.outlets["pdu-a/2"].power_w == pytest.approx(db_w, abs=0.05)
+    assert wide.ups["ups1"].output_w is not None
+    assert tight.outlets["pdu-a/2"].power_w is None
+    assert tight.outlets["pdu-a/1"].power_w is not None  # 40 W, under the ceiling
+    assert tight.ups["ups1"].output_w is None
+    assert site_limited.implausible_counts == {"pdu-a": 1, "ups1": 1}
+
+
+async def test_a_ups_saying_both_on_line_and_on_battery_is_on_battery(
+    modbus_site: ModbusSite,
+) -> None:
+    holding = modbus_site.server._contexts["ups1"].store["h"]
+    holding.setValues(1, [0, 0b110])  # UPSStatus_BF: online and on battery at once
+    holding.setValues(1 + 18, [0b10])  # ShutdownImminent
+    driver = ModbusDriver([ups_device(modbus_site.server.ports["ups1"])])
+    await driver.start()
+    try:
+        ups = (await driver.read(1.0)).ups["ups1"]
+    finally:
+        await driver.stop()
+    assert (ups.online, ups.on_battery) == (False, True)
+    assert (ups.low_battery, ups.forced_shutdown) == (True, True)

@@ -35,6 +35,8 @@ class UpsReading:
     soc_pct: float | None = None
     output_w: float | None = None
     output_voltage_v: float | None = None
+    # The UPS is going down whatever the battery holds (NUT's FSD, APC's ShutdownImminent).
+    forced_shutdown: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,10 @@ background reconnect is off, so nothing runs between polls). The driver only eve
 
 UPS outlet groups appear in the snapshot's `outlets` as `<ups>/<group>` (e.g. `ups1/main`), the
 same id a `UPS_GROUP_*` command targets.
+
+A register holding its type's "not available" pattern is a missing value, and a number outside
+what the device can physically report (`plausibility`: above its `max_power_w`, a negative power,
+a charge outside 0-100 %) is reported as None for that cycle and counted per device.
 """
 
 from __future__ import annotations
@@ -31,6 +35,15 @@ from .interface import (
     OutletReading,
     TelemetrySnapshot,
     UpsReading,
+)
+from .plausibility import (
+    PERCENT,
+    RUNTIME,
+    VOLTAGE,
+    ImplausibleReadings,
+    Span,
+    mains_online,
+    power_span,
 )
 from .profile import Function, PduProfile, RegisterSpec, UpsProfile, ValueType
 
@@ -58,6 +71,14 @@ class ModbusDevice:
     unit_id: int = 1
     outlet_count: int = 0  # PDUs: outlets 1..outlet_count
     timeout_s: float = 1.0
+    # The site's own ceiling for power readings (per outlet; a UPS's output), over the profile's:
+    # for a UPS, `plausibility.ups_max_power_w` of its rating.
+    max_power_w: float | None = None
+
+    def power_span(self) -> Span:
+        """Where a power reading of this device must lie."""
+        ceiling = self.profile.max_power_w if self.max_power_w is None else self.max_power_w
+        return power_span(ceiling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +128,15 @@ def plan_reads(
 class _DeviceLink:
     """The connection to one device, its read plan, and its failure bookkeeping."""
 
-    def __init__(self, device: ModbusDevice, backoff_initial_s: float, backoff_max_s: float):
+    def __init__(
+        self,
+        device: ModbusDevice,
+        backoff_initial_s: float,
+        backoff_max_s: float,
+        implausible: ImplausibleReadings,
+    ):
         self.device = device
+        self.implausible = implausible
         self.client = AsyncModbusTcpClient(
             device.host,
             port=device.port,
@@ -149,9 +177,22 @@ class _DeviceLink:
         values: dict[str, float | bool] = {}
         for name, spec in self.specs.items():
             block, words = next((b, w) for b, w in responses if b.holds(spec))
-            values[name] = spec.decode(block.slice(words, spec))
+            value = spec.decode(block.slice(words, spec))
+            if value is not None:
+                values[name] = value
         self.succeeded()
         return values
+
+    def admit(
+        self, reading: str, value: float | bool | None, span: Span, now_s: float
+    ) -> float | None:
+        """A number within `span`, or None; a number outside it is counted as implausible."""
+        if value is None or isinstance(value, bool) or not math.isfinite(value):
+            return None
+        admitted = span.admit(value)
+        if admitted is None:
+            self.implausible.record(self.device.device_id, reading, value, now_s)
+        return admitted
 
     async def read_block(self, block: ReadBlock) -> Sequence[int]:
         """The raw words (bits as 0/1) of one block; raises on any fault."""
@@ -231,48 +272,51 @@ def _specs_to_read(device: ModbusDevice) -> dict[str, RegisterSpec]:
     }
 
 
-def _number(values: Mapping[str, float | bool], name: str) -> float | None:
-    value = values.get(name)
-    if value is None or isinstance(value, bool) or not math.isfinite(value):
-        return None
-    return value
-
-
-def _percent(values: Mapping[str, float | bool], name: str) -> float | None:
-    value = _number(values, name)
-    return value if value is not None and 0.0 <= value <= 100.0 else None
-
-
 def _flag(values: Mapping[str, float | bool], name: str) -> bool | None:
     value = values.get(name)
     return None if value is None else bool(value)
 
 
-def _ups_reading(device: ModbusDevice, values: Mapping[str, float | bool] | None) -> UpsReading:
+def _derived_output_w(values: Mapping[str, float | bool]) -> float | None:
+    """A UPS's output from its load percentage and rating, when it has no watt reading."""
+    load_pct, rated_w = values.get("output_load_pct"), values.get("rated_w")
+    if load_pct is None or rated_w is None or isinstance(load_pct, bool):
+        return None
+    return load_pct / 100.0 * rated_w
+
+
+def _ups_reading(
+    link: _DeviceLink, values: Mapping[str, float | bool] | None, now_s: float
+) -> UpsReading:
+    device = link.device
     if values is None:
         return UpsReading(device.device_id, available=False)
-    output_w = _number(values, "output_w")
-    load_pct, rated_w = _number(values, "output_load_pct"), _number(values, "rated_w")
-    if output_w is not None and output_w < 0:
-        output_w = None
-    if output_w is None and load_pct is not None and rated_w is not None and load_pct >= 0:
-        output_w = load_pct / 100.0 * rated_w
+    power = device.power_span()
+    direct_w = values.get("output_w")
+    output_w = link.admit(
+        "output_w", _derived_output_w(values) if direct_w is None else direct_w, power, now_s
+    )
+    on_battery = _flag(values, "on_battery")
     return UpsReading(
         ups_id=device.device_id,
         available=True,
-        on_battery=_flag(values, "on_battery"),
-        online=_flag(values, "online"),
+        on_battery=on_battery,
+        online=mains_online(_flag(values, "online"), on_battery),
         low_battery=_flag(values, "low_battery"),
-        runtime_s=_number(values, "runtime_s"),
-        soc_pct=_percent(values, "soc_pct"),
+        forced_shutdown=_flag(values, "forced_shutdown"),
+        runtime_s=link.admit("runtime_s", values.get("runtime_s"), RUNTIME, now_s),
+        soc_pct=link.admit("soc_pct", values.get("soc_pct"), PERCENT, now_s),
         output_w=output_w,
-        output_voltage_v=_number(values, "output_voltage_v"),
+        output_voltage_v=link.admit(
+            "output_voltage_v", values.get("output_voltage_v"), VOLTAGE, now_s
+        ),
     )
 
 
 def _outlet_readings(
-    device: ModbusDevice, values: Mapping[str, float | bool] | None
+    link: _DeviceLink, values: Mapping[str, float | bool] | None, now_s: float
 ) -> dict[str, OutletReading]:
+    device = link.device
     profile = device.profile
     if isinstance(profile, UpsProfile):
         return {
@@ -284,17 +328,17 @@ def _outlet_readings(
             for group in profile.outlet_groups
         }
     readings = {}
+    power = device.power_span()
     for number in range(1, device.outlet_count + 1):
         outlet_id = f"{device.device_id}/{number}"
         if values is None:
             readings[outlet_id] = OutletReading(outlet_id, available=False)
             continue
-        power_w = _number(values, f"power_w:{number}")
+        power_w = link.admit(
+            f"outlet {number} power_w", values.get(f"power_w:{number}"), power, now_s
+        )
         readings[outlet_id] = OutletReading(
-            outlet_id,
-            available=True,
-            power_w=power_w if power_w is None or power_w >= 0 else None,
-            is_on=_flag(values, f"is_on:{number}"),
+            outlet_id, available=True, power_w=power_w, is_on=_flag(values, f"is_on:{number}")
         )
     return readings
 
@@ -311,8 +355,10 @@ class ModbusDriver:
         ids = [d.device_id for d in devices]
         if len(set(ids)) != len(ids):
             raise ValueError("each Modbus device needs its own id")
+        self._implausible = ImplausibleReadings()
         self._links = {
-            d.device_id: _DeviceLink(d, backoff_initial_s, backoff_max_s) for d in devices
+            d.device_id: _DeviceLink(d, backoff_initial_s, backoff_max_s, self._implausible)
+            for d in devices
         }
 
     @property
@@ -324,6 +370,11 @@ class ModbusDriver:
     def error_counts(self) -> dict[str, int]:
         """Failed polls and connects per device since start."""
         return {device_id: link.error_count for device_id, link in self._links.items()}
+
+    @property
+    def implausible_counts(self) -> dict[str, int]:
+        """Values per device reported unknown because they could not be readings, since start."""
+        return self._implausible.counts()
 
     async def start(self) -> None:
         """Open every connection once; a device that is down is retried by `read`."""
@@ -341,8 +392,8 @@ class ModbusDriver:
         snapshot = TelemetrySnapshot(monotonic_s)
         for link, values in zip(links, results, strict=True):
             if isinstance(link.device.profile, UpsProfile):
-                snapshot.ups[link.device.device_id] = _ups_reading(link.device, values)
-            snapshot.outlets.update(_outlet_readings(link.device, values))
+                snapshot.ups[link.device.device_id] = _ups_reading(link, values, monotonic_s)
+            snapshot.outlets.update(_outlet_readings(link, values, monotonic_s))
         return snapshot
 
     async def execute(self, command: Command) -> CommandResult:

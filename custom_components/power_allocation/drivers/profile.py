@@ -10,6 +10,10 @@ or PDU means writing a file, not code. Two kinds exist:
 - `pdu`: `outlets` gives the first outlet's register for each per-outlet reading and the
   `stride` to the next outlet; `switch` is the coil (or register) that switches outlet n.
 
+Either declares `max_power_w`: above it a power reading (per outlet; a UPS's output) is not a
+reading. A register holding its type's "not available" pattern (0xFFFF for u16, 0x8000 or 0x7FFF
+for s16, 0xFFFFFFFF for 32-bit values, also 0x80000000 and 0x7FFFFFFF for s32) decodes as None.
+
 Loading reads a file: callers inside an event loop run `load_profile` in an executor.
 """
 
@@ -24,6 +28,8 @@ from typing import Any
 
 import voluptuous as vol
 import yaml  # type: ignore[import-untyped]
+
+from .plausibility import OUTLET_MAX_POWER_W, UPS_MAX_POWER_W
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -69,6 +75,14 @@ _STRUCT_FORMAT = {
     ValueType.S32: ">i",
     ValueType.FLOAT32: ">f",
 }
+# Raw word patterns devices (and the SunSpec and APC maps) use for "no value": a register a
+# device does not fill, a sensor it does not have. A float32 NaN is caught as not finite.
+_NOT_AVAILABLE: dict[ValueType, frozenset[int]] = {
+    ValueType.U16: frozenset({0xFFFF}),
+    ValueType.S16: frozenset({0x8000, 0x7FFF}),
+    ValueType.U32: frozenset({0xFFFFFFFF}),
+    ValueType.S32: frozenset({0x80000000, 0x7FFFFFFF, 0xFFFFFFFF}),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +101,14 @@ class RegisterSpec:
         """Registers (or bits) the value spans."""
         return self.type.width
 
-    def decode(self, words: Sequence[int]) -> float | bool:
-        """The value from exactly `width` raw words (or bits)."""
+    def decode(self, words: Sequence[int]) -> float | bool | None:
+        """The value from exactly `width` raw words (or bits); None for "not available"."""
         if self.type is ValueType.BOOL:
             return bool(words[0])
         ordered = list(words) if self.word_order == "big" else list(reversed(words))
         raw_bytes = b"".join(w.to_bytes(2, "big") for w in ordered)
+        if int.from_bytes(raw_bytes, "big") in _NOT_AVAILABLE.get(self.type, ()):
+            return None
         raw = struct.unpack(_STRUCT_FORMAT[self.type], raw_bytes)[0]
         if self.bit is not None:
             return bool(int(raw) >> self.bit & 1)
@@ -134,6 +150,7 @@ class UpsProfile:
     values: Mapping[str, RegisterSpec]
     outlet_groups: Mapping[str, OutletGroupSpec]
     outlet_command: OutletCommandSpec | None
+    max_power_w: float = UPS_MAX_POWER_W  # output
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,12 +187,14 @@ class PduProfile:
     name: str
     outlets: Mapping[str, StridedSpec]  # "power_w", "is_on" (and more the map offers)
     switch: SwitchSpec | None
+    max_power_w: float = OUTLET_MAX_POWER_W  # per outlet
 
 
 UPS_VALUE_NAMES = (
     "on_battery",
     "online",
     "low_battery",
+    "forced_shutdown",
     "runtime_s",
     "soc_pct",
     "output_w",
@@ -197,11 +216,13 @@ _REGISTER = vol.Schema(
 )
 _STRIDED = _REGISTER.extend({vol.Optional("stride", default=1): vol.All(int, vol.Range(min=1))})
 _BIT = vol.All(int, vol.Range(min=0, max=31))
+_MAX_POWER_W = vol.All(vol.Coerce(float), vol.Range(min=0, min_included=False, max=1e6))
 
 _UPS_SCHEMA = vol.Schema(
     {
         vol.Required("name"): str,
         vol.Required("kind"): "ups",
+        vol.Optional("max_power_w", default=UPS_MAX_POWER_W): _MAX_POWER_W,
         vol.Required("values"): {vol.In(UPS_VALUE_NAMES): _REGISTER},
         vol.Optional("outlet_groups", default={}): {
             str: {vol.Required("status"): _REGISTER, vol.Required("target_bit"): _BIT}
@@ -223,6 +244,7 @@ _PDU_SCHEMA = vol.Schema(
     {
         vol.Required("name"): str,
         vol.Required("kind"): "pdu",
+        vol.Optional("max_power_w", default=OUTLET_MAX_POWER_W): _MAX_POWER_W,
         vol.Required("outlets"): {vol.In(PDU_OUTLET_VALUE_NAMES): _STRIDED},
         vol.Optional("switch"): {
             vol.Required("function"): vol.All(vol.Coerce(Function), vol.In(["coil", "holding"])),
@@ -270,6 +292,7 @@ def profile_from_mapping(config: Mapping[str, Any]) -> UpsProfile | PduProfile:
                 on_value=switch["on_value"],
                 off_value=switch["off_value"],
             ),
+            max_power_w=pdu["max_power_w"],
         )
     ups = _UPS_SCHEMA(dict(config))
     command = ups.get("outlet_command")
@@ -291,6 +314,7 @@ def profile_from_mapping(config: Mapping[str, Any]) -> UpsProfile | PduProfile:
             use_on_delay_bit=command["use_on_delay_bit"],
             use_off_delay_bit=command["use_off_delay_bit"],
         ),
+        max_power_w=ups["max_power_w"],
     )
 
 
