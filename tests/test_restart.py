@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import issue_registry as ir
 
 from custom_components.power_allocation.const import DOMAIN, STORAGE_VERSION
 from custom_components.power_allocation.engine.controller import Mode
@@ -134,3 +135,40 @@ async def test_what_is_shed_or_held_is_on_disk_before_the_next_cycle(
     modbus_site.site.set_mains(True)
     await run.call("hold_service", service="batch", state="off")
     assert stored_controller()["held_off"] == ["batch"]
+
+
+@pytest.mark.parametrize(
+    ("part", "value"),
+    [("demand", "x"), ("conservative", "no")],
+    ids=["demand-not-a-mapping", "conservative-not-a-boolean"],
+)
+async def test_a_stored_part_of_the_wrong_shape_starts_afresh_with_a_repair_issue(
+    hass: HomeAssistant,
+    modbus_site: ModbusSite,
+    hass_storage: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    part: str,
+    value: Any,
+) -> None:
+    # `"demand": "x"` kept the site in setup retry for ever; `"conservative": "no"` read as on.
+    run = SiteRun.small(hass, modbus_site)
+    await run.set_up()
+    await run.call("hold_service", service="batch", state="off")
+    await run.unload()
+    key = _storage_key(run)
+    hass_storage[key]["data"][part] = value
+
+    await run.set_up()
+    assert run.entry.state is ConfigEntryState.LOADED
+    decider = run.coordinator.control.decider
+    assert decider.conservative is False
+    assert decider.state.held_off == {"batch"}, "what was valid resumed"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"Rack A: the stored {part} was not valid and starts afresh" in warnings
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, f"stored_state_reset_{run.entry.entry_id}")
+    assert issue is not None
+    assert issue.translation_key == "stored_state_reset"
+    assert issue.translation_placeholders == {"site": "Rack A", "reset": part}
+    await run.cycle()
+    await run.unload()
+    assert hass_storage[key]["data"][part] != value, "the next save writes a valid one"

@@ -31,6 +31,7 @@ from .drivers.interface import CommandKind, TelemetrySnapshot
 from .engine.controller import Command, StartService, StopService, SwitchOutlets, Throttle
 from .site_control import CycleOutcome, SiteControl, SiteView
 from .sources import SiteDrivers
+from .stored_state import clean_stored_state
 from .topology import HaAction, SiteTopology
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ _LOGGER = logging.getLogger(__name__)
 # subscriptions, a site with nothing heard from yet is set up, its devices unavailable until
 # they speak.
 MQTT_CONNECT_WAIT_S = 10.0
+# A repair issue: parts of the stored state were not valid and started afresh.
+ISSUE_STORED_STATE = "stored_state_reset"
 
 
 class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
@@ -96,10 +99,29 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
             # rather than never set up.
             _LOGGER.warning("%s: ignoring a stored state of another version", self.site_name)
             stored = None
+        stored, reset = clean_stored_state(stored)
+        if reset:
+            self._report_reset(reset)
         self.control = SiteControl(self.topology, stored)
         self._restored = True
         await self.drivers.start()
         await self.drivers.async_wait_connected(MQTT_CONNECT_WAIT_S)
+
+    def _report_reset(self, reset: list[str]) -> None:
+        """What of the stored state was not valid: started afresh, said once, never retried."""
+        for part in reset:
+            _LOGGER.warning(
+                "%s: the stored %s was not valid and starts afresh", self.site_name, part
+            )
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            f"{ISSUE_STORED_STATE}_{self.config_entry.entry_id}",
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=ISSUE_STORED_STATE,
+            translation_placeholders={"site": self.site_name, "reset": ", ".join(reset)},
+        )
 
     async def async_shutdown(self) -> None:
         """Save, then disconnect every device (runs when the entry unloads)."""
