@@ -6,6 +6,10 @@ applied under a lock; `read()` copies the state out under the same lock, and com
 handed to the event loop with `call_soon_threadsafe`. paho reconnects with backoff by itself; every
 (re)connection subscribes again, and while the broker is unreachable every device reads as
 unavailable.
+
+Every reading carries the time it arrived, on the driver's clock (`time.monotonic` unless a test
+injects another): a device silent for longer than its profile's `stale_after_s` is unavailable,
+and any value of it older than that is unknown, as NUT's upsd treats a driver past MAXAGE.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import json
 import logging
 import math
 import threading
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum, auto
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -37,7 +43,14 @@ from .interface import (
     UpsReading,
 )
 from .mqtt_client import ChunkedClient
-from .mqtt_payload import AckVerdict, DeviceParser, MalformedPayloadError, PayloadLimits, judge_ack
+from .mqtt_payload import (
+    AckVerdict,
+    DeviceParser,
+    DeviceUpdate,
+    MalformedPayloadError,
+    PayloadLimits,
+    judge_ack,
+)
 from .mqtt_profile import (
     AckSpec,
     Feeds,
@@ -51,6 +64,7 @@ from .mqtt_profile import (
     render_json,
 )
 from .mqtt_status import SiteStatus, encode_status
+from .plausibility import ImplausibleReadings, mains_online
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -58,6 +72,9 @@ COMMAND_QOS = 1
 UNKNOWN_TOPIC_SOURCE = "unknown topics"
 ONLINE = "online"
 OFFLINE = "offline"
+# A device marked unavailable comes back on its own online word, or once `read()` has seen fresh
+# readings from it in this many cycles: one stray message does not bring it back.
+CYCLES_TO_COME_BACK = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +121,12 @@ class MqttDriverConfig:
 
 @dataclass(frozen=True, slots=True)
 class MessageCounts:
-    """How many messages were applied, and how many were dropped per source as malformed."""
+    """How many messages were applied, how many were dropped per source as malformed, and how
+    many values per device were not plausible (reported unknown)."""
 
     applied: int
     malformed: Mapping[str, int]
+    implausible: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +137,73 @@ class _BoundDevice:
     parser: DeviceParser
 
 
+class _Presence(Enum):
+    UNKNOWN = auto()  # not heard from since start, or since the broker came back
+    PRESENT = auto()
+    ABSENT = auto()  # said offline, or silent for longer than its stale age
+
+
+class _Timed(NamedTuple):
+    value: float | bool
+    arrived_s: float
+
+
 @dataclass(slots=True)
 class _DeviceState:
-    online: bool = False
-    readings: dict[str, float | bool] = field(default_factory=dict)
+    """What one device said, when, and whether it counts as there (under the driver's lock)."""
+
+    presence: _Presence = _Presence.UNKNOWN
+    readings: dict[str, _Timed] = field(default_factory=dict)
+    heard_s: float = -math.inf  # arrival of its last online word or plausible reading
+    heard_since_read: bool = False
+    cycles_heard: int = 0  # reads that saw fresh readings since it went absent
+
+    def apply(self, update: DeviceUpdate, now_s: float) -> None:
+        """Take one valid message that arrived at `now_s`."""
+        if update.online is True:
+            self.presence = _Presence.PRESENT
+            self.heard_s = now_s
+        elif update.online is False:
+            self.withdraw()
+        for reading in update.implausible:
+            self.readings.pop(reading, None)
+        if update.readings:
+            for reading, value in update.readings.items():
+                self.readings[reading] = _Timed(value, now_s)
+            self.heard_s = now_s
+            self.heard_since_read = True
+            if self.presence is _Presence.UNKNOWN:
+                self.presence = _Presence.PRESENT
+
+    def withdraw(self) -> None:
+        """Unavailable, and what it said before is forgotten."""
+        self.presence = _Presence.ABSENT
+        self.readings.clear()
+        self.cycles_heard = 0
+
+    def judge(self, now_s: float, stale_after_s: float) -> bool:
+        """One read cycle's verdict; True when the device has just gone silent."""
+        went_silent = False
+        if now_s - self.heard_s > stale_after_s:
+            # The evidence for coming back expires with the silence.
+            self.cycles_heard = 0
+            if self.presence is _Presence.PRESENT:
+                self.withdraw()
+                went_silent = True
+        elif self.heard_since_read and self.presence is _Presence.ABSENT:
+            self.cycles_heard += 1
+            if self.cycles_heard >= CYCLES_TO_COME_BACK:
+                self.presence = _Presence.PRESENT
+        self.heard_since_read = False
+        return went_silent
+
+    def current(self, now_s: float, stale_after_s: float) -> dict[str, float | bool]:
+        """The readings that are not older than the stale age."""
+        return {
+            reading: timed.value
+            for reading, timed in self.readings.items()
+            if now_s - timed.arrived_s <= stale_after_s
+        }
 
 
 @dataclass(slots=True)
@@ -135,13 +217,19 @@ class MqttDriver:
     """Implements `Driver` over MQTT for every device of `config.devices`."""
 
     def __init__(
-        self, config: MqttDriverConfig, profiles: Mapping[str, MqttProfile] | None = None
+        self,
+        config: MqttDriverConfig,
+        profiles: Mapping[str, MqttProfile] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Bind every device to its profile; raises `ProfileError` for a device that cannot work.
 
         Without `profiles`, the built-in ones are loaded, which reads files the first time.
+        `clock` stamps each message as it arrives (on paho's thread) and judges staleness.
         """
         self._config = config
+        self._clock = clock
         profiles = builtin_profiles() if profiles is None else profiles
         self._devices: list[_BoundDevice] = []
         seen: set[tuple[Feeds, str]] = set()
@@ -155,7 +243,9 @@ class MqttDriver:
             variables = bind_variables(
                 profile, device, base=config.base_topic, client_id=config.client_id
             )
-            parser = DeviceParser(profile, variables, config.limits)
+            parser = DeviceParser(
+                profile, variables, config.limits, device.power_ceiling_w(profile)
+            )
             self._devices.append(_BoundDevice(device, profile, variables, parser))
 
         self._states = [_DeviceState() for _ in self._devices]
@@ -180,6 +270,7 @@ class MqttDriver:
         self._ready = asyncio.Event()  # set (on the loop) whenever the driver becomes connected
         self._applied = 0
         self._malformed: Counter[str] = Counter()
+        self._implausible = ImplausibleReadings()
         self._pending_acks: dict[str, list[_PendingAck]] = {}
         self._request_ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -199,9 +290,10 @@ class MqttDriver:
             return self._connected
 
     def counts(self) -> MessageCounts:
-        """Messages applied and malformed ones per source, since start."""
+        """Messages applied, malformed ones per source and implausible values per device, since
+        start."""
         with self._lock:
-            return MessageCounts(self._applied, dict(self._malformed))
+            return MessageCounts(self._applied, dict(self._malformed), self._implausible.counts())
 
     async def start(self) -> None:
         """Connect in the background; an unreachable broker is retried with backoff."""
@@ -263,15 +355,21 @@ class MqttDriver:
         self._fail_pending("driver stopped")
 
     async def read(self, monotonic_s: float) -> TelemetrySnapshot:
-        """The latest readings; devices not heard from, offline or behind a lost broker are
-        unavailable."""
+        """The latest readings; devices not heard from, offline, silent for longer than their
+        stale age or behind a lost broker are unavailable. `monotonic_s` only dates the snapshot:
+        staleness is judged on the driver's own clock, the one that stamped the messages."""
         outlets: dict[str, OutletReading] = {}
         ups: dict[str, UpsReading] = {}
         service_power_w: dict[str, float] = {}
+        now_s = self._clock()
+        silenced: list[str] = []
         with self._lock:
             for bound, state in zip(self._devices, self._states, strict=True):
-                available = self._connected and state.online
-                readings = state.readings if available else {}
+                stale_after_s = bound.profile.stale_after_s
+                if state.judge(now_s, stale_after_s):
+                    silenced.append(bound.device.describe())
+                available = self._connected and state.presence is _Presence.PRESENT
+                readings = state.current(now_s, stale_after_s) if available else {}
                 target = bound.device.target
                 match bound.profile.feeds:
                     case Feeds.OUTLET:
@@ -282,12 +380,14 @@ class MqttDriver:
                             is_on=_bool(readings.get("is_on")),
                         )
                     case Feeds.UPS:
+                        on_battery = _bool(readings.get("on_battery"))
                         ups[target] = UpsReading(
                             ups_id=target,
                             available=available,
-                            on_battery=_bool(readings.get("on_battery")),
-                            online=_bool(readings.get("online")),
+                            on_battery=on_battery,
+                            online=mains_online(_bool(readings.get("online")), on_battery),
                             low_battery=_bool(readings.get("low_battery")),
+                            forced_shutdown=_bool(readings.get("forced_shutdown")),
                             runtime_s=_float(readings.get("runtime_s")),
                             soc_pct=_float(readings.get("soc_pct")),
                             output_w=_float(readings.get("output_w")),
@@ -297,6 +397,13 @@ class MqttDriver:
                         power_w = _float(readings.get("power_w"))
                         if power_w is not None:
                             service_power_w[target] = power_w
+        for device in silenced:
+            _LOGGER.warning(
+                "MQTT device %s sent nothing for its stale age: unavailable until it says it is "
+                "online or reports in %d cycles",
+                device,
+                CYCLES_TO_COME_BACK,
+            )
         return TelemetrySnapshot(
             monotonic_s=monotonic_s, ups=ups, outlets=outlets, service_power_w=service_power_w
         )
@@ -441,8 +548,10 @@ class MqttDriver:
             was_connected = self._connected
             self._connected = False
             for state in self._states:
-                # Back only when the device says so again (retained LWT) or publishes.
-                state.online = False
+                # Losing the broker says nothing against the device: back on its first message
+                # (a retained one, on resubscribing). One already marked absent stays so.
+                if state.presence is _Presence.PRESENT:
+                    state.presence = _Presence.UNKNOWN
         if was_connected and not self._stopping:
             _LOGGER.warning("Lost the MQTT broker (%s); reconnecting", reason_code)
         self._fail_pending("MQTT broker connection lost")
@@ -458,6 +567,7 @@ class MqttDriver:
                     UNKNOWN_TOPIC_SOURCE, topic, MalformedPayloadError("unknown topic")
                 )
             return
+        now_s = self._clock()
         for bound, state in routes:
             try:
                 update = bound.parser.parse(topic, payload)
@@ -465,9 +575,9 @@ class MqttDriver:
                 self._count_malformed(bound.device.describe(), topic, err)
                 continue
             with self._lock:
-                if update.online is not None:
-                    state.online = update.online
-                state.readings.update(update.readings)
+                state.apply(update, now_s)
+                for reading, value in update.implausible.items():
+                    self._implausible.record(bound.device.describe(), reading, value, now_s)
                 self._applied += 1
 
     def _on_subscribe(

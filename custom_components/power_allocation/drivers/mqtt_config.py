@@ -43,10 +43,11 @@ MQTT_CONFIG_SCHEMA = vol.Schema(
                 vol.Required("profile"): _TEXT,
                 vol.Required("target"): _TEXT,
                 vol.Optional("variables", default=dict): {str: vol.Any(str, int)},
+                # Over the profile's ceiling for this device's power readings.
+                vol.Optional("max_power_w"): _POSITIVE,
             }
         ],
         vol.Optional("max_payload_bytes", default=16_384): vol.All(int, vol.Range(min=64)),
-        vol.Optional("max_power_w", default=50_000.0): _POSITIVE,
         vol.Optional("command_timeout_s", default=10.0): _POSITIVE,
     }
 )
@@ -67,10 +68,9 @@ def mqtt_config_from_mapping(data: Mapping[str, Any]) -> MqttDriverConfig:
         base_topic=checked["base_topic"],
         broadcast_status=checked["broadcast_status"],
         devices=tuple(
-            MqttDevice(d["profile"], d["target"], d["variables"]) for d in checked["devices"]
+            MqttDevice(d["profile"], d["target"], d["variables"], d.get("max_power_w"))
+            for d in checked["devices"]
         ),
-        limits=PayloadLimits(
-            max_payload_bytes=checked["max_payload_bytes"], max_power_w=checked["max_power_w"]
-        ),
+        limits=PayloadLimits(max_payload_bytes=checked["max_payload_bytes"]),
         command_timeout_s=checked["command_timeout_s"],
     )

@@ -1,9 +1,11 @@
 """Validating parsers for inbound MQTT payloads, built from a bound profile.
 
 A parser is pure: topic and payload bytes in, a `DeviceUpdate` out, or `MalformedPayloadError`
-with the reason. It rejects what cannot be a real reading (not JSON, wrong types, NaN, infinities,
-negative or absurd values, unknown topics, oversized payloads), and a message is taken whole or not
-at all, so a bad payload never changes a reading.
+with the reason. It rejects what is not a reading at all (not JSON, wrong types, NaN, infinities,
+unknown topics, oversized payloads), and such a message is taken whole or not at all, so a
+malformed payload never changes a reading. A well-formed number outside what the device can
+physically report (`plausibility`: above its `max_power_w`, a negative power, a charge outside
+0-100 %) is named in `DeviceUpdate.implausible` instead: the driver reports it as unknown.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .mqtt_profile import (
     VariableValue,
     render,
 )
+from .plausibility import PERCENT, RUNTIME, VOLTAGE, Span, power_span
 
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _STATUS_CODE = re.compile(r"[A-Z]{1,10}")
@@ -39,20 +42,19 @@ class MalformedPayloadError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PayloadLimits:
-    """Ceilings past which a value is a fault, not a reading."""
+    """How large a payload may be before it is a fault, not a message."""
 
     max_payload_bytes: int = 16_384
-    max_power_w: float = 50_000.0
-    max_runtime_s: float = 30 * 86_400.0
-    max_voltage_v: float = 1_000.0
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceUpdate:
-    """What one valid message says: readings to apply and/or whether the device is online."""
+    """What one valid message says: readings to apply, readings that were not plausible (name to
+    the value given), and/or whether the device says it is online."""
 
     readings: Mapping[str, float | bool] = field(default_factory=dict)
     online: bool | None = None
+    implausible: Mapping[str, float] = field(default_factory=dict)
 
 
 def decode_json(payload: bytes, limits: PayloadLimits) -> Any:
@@ -102,6 +104,7 @@ class DeviceParser:
         profile: MqttProfile,
         variables: Mapping[str, VariableValue],
         limits: PayloadLimits,
+        max_power_w: float,
     ) -> None:
         self.limits = limits
         self.messages: dict[str, MessageSpec] = {}
@@ -121,17 +124,17 @@ class DeviceParser:
             self.messages[render(message.topic, variables)] = MessageSpec(
                 topic=render(message.topic, variables), format=message.format, fields=fields
             )
-        ceilings = {
-            Quantity.WATTS: limits.max_power_w,
-            Quantity.PERCENT: 100.0,
-            Quantity.SECONDS: limits.max_runtime_s,
-            Quantity.VOLTS: limits.max_voltage_v,
+        spans = {
+            Quantity.WATTS: power_span(max_power_w),
+            Quantity.PERCENT: PERCENT,
+            Quantity.SECONDS: RUNTIME,
+            Quantity.VOLTS: VOLTAGE,
         }
         # Per topic, what parse() needs of each field, looked up once here rather than per message.
         self._plans: dict[str, tuple[bool, tuple[_FieldPlan, ...]]] = {
             topic: (
                 message.format is PayloadFormat.TEXT,
-                tuple(_FieldPlan(spec, ceilings.get(spec.quantity)) for spec in message.fields),
+                tuple(_FieldPlan(spec, spans.get(spec.quantity)) for spec in message.fields),
             )
             for topic, message in self.messages.items()
         }
@@ -170,28 +173,30 @@ class DeviceParser:
             if type(document) is not dict:
                 raise MalformedPayloadError("JSON payload is not an object")
         readings: dict[str, float | bool] = {}
-        for spec, ceiling in fields:
+        implausible: dict[str, float] = {}
+        for spec, span in fields:
             raw = document if is_text else walk(document, spec.path)
             if raw is _MISSING or (raw is None and spec.optional):
                 if not spec.optional:
                     raise MalformedPayloadError(f"{_name(spec)} is missing")
                 continue
-            if ceiling is None:
+            if span is None:
                 readings[spec.reading] = _switch(spec, raw)
                 continue
             number = _number_from_text(raw, spec) if is_text else _number(raw, spec)
-            if not 0.0 <= number <= ceiling:
-                raise MalformedPayloadError(f"{_name(spec)} = {number!r} is outside 0..{ceiling:g}")
-            readings[spec.reading] = number
-        if not readings:
+            admitted = span.admit(number)
+            if admitted is None:
+                implausible[spec.reading] = number
+            else:
+                readings[spec.reading] = admitted
+        if not readings and not implausible:
             raise MalformedPayloadError("no reading in payload")
-        # A device that publishes a reading is online, whatever a stale retained LWT said.
-        return DeviceUpdate(readings, True)
+        return DeviceUpdate(readings, implausible=implausible)
 
 
 class _FieldPlan(NamedTuple):
     spec: FieldSpec
-    ceiling: float | None  # None: a switch
+    span: Span | None  # None: a switch
 
 
 def _name(spec: FieldSpec) -> str:

@@ -19,6 +19,7 @@ import voluptuous as vol
 import yaml  # type: ignore[import-untyped]
 
 from .interface import CommandKind
+from .plausibility import HOST_MAX_POWER_W, OUTLET_MAX_POWER_W, UPS_MAX_POWER_W
 
 PROFILES_DIR = Path(__file__).parent / "mqtt_profiles"
 
@@ -55,6 +56,7 @@ READINGS: Mapping[Feeds, Mapping[str, Quantity]] = {
         "on_battery": Quantity.SWITCH,
         "online": Quantity.SWITCH,
         "low_battery": Quantity.SWITCH,
+        "forced_shutdown": Quantity.SWITCH,
         "runtime_s": Quantity.SECONDS,
         "soc_pct": Quantity.PERCENT,
         "output_w": Quantity.WATTS,
@@ -70,6 +72,18 @@ COMMANDS: Mapping[Feeds, frozenset[CommandKind]] = {
         {CommandKind.AGENT_THROTTLE, CommandKind.AGENT_SHUTDOWN, CommandKind.AGENT_START}
     ),
 }
+
+
+# What a device of each kind can draw when its profile does not say (`plausibility`).
+DEFAULT_MAX_POWER_W: Mapping[Feeds, float] = {
+    Feeds.OUTLET: OUTLET_MAX_POWER_W,
+    Feeds.UPS: UPS_MAX_POWER_W,
+    Feeds.AGENT: HOST_MAX_POWER_W,
+}
+# Three of the integration's 10 s cycles: a device silent for longer is unavailable, as NUT's upsd
+# declares a driver's data stale after MAXAGE.
+DEFAULT_STALE_AFTER_S = 30.0
+MAX_STALE_AFTER_S = 86_400.0
 
 
 class ProfileError(ValueError):
@@ -155,6 +169,10 @@ class MqttProfile:
     availability: AvailabilitySpec | None
     messages: tuple[MessageSpec, ...]
     commands: Mapping[CommandKind, CommandSpec]
+    # A power reading above this is not a reading (per outlet, UPS output or host).
+    max_power_w: float
+    # Silent (no valid message) for longer than this, the device is unavailable.
+    stale_after_s: float = DEFAULT_STALE_AFTER_S
 
 
 def _no_wildcards(value: str) -> str:
@@ -188,6 +206,12 @@ _PROFILE = vol.Schema(
         vol.Required("name"): vol.All(str, vol.Match(r"^[a-z0-9_]+$")),
         vol.Required("title"): str,
         vol.Required("feeds"): vol.Coerce(Feeds),
+        vol.Optional("max_power_w"): vol.All(
+            vol.Coerce(float), vol.Range(min=0, min_included=False, max=1e6)
+        ),
+        vol.Optional("stale_after_s", default=DEFAULT_STALE_AFTER_S): vol.All(
+            vol.Coerce(float), vol.Range(min=1.0, max=MAX_STALE_AFTER_S)
+        ),
         vol.Optional("variables", default=dict): {str: vol.Any(None, str, int)},
         vol.Optional("availability"): {
             vol.Required("topic"): _TOPIC,
@@ -322,6 +346,8 @@ def profile_from_mapping(raw: Any) -> MqttProfile:
         availability=availability,
         messages=tuple(messages),
         commands=commands,
+        max_power_w=checked.get("max_power_w", DEFAULT_MAX_POWER_W[feeds]),
+        stale_after_s=checked["stale_after_s"],
     )
 
 
@@ -398,10 +424,17 @@ class MqttDevice:
     profile: str
     target: str  # outlet id `<pdu>/<n>`, UPS id or service id
     variables: Mapping[str, VariableValue]
+    # The site's own ceiling for this device's power readings, over the profile's (for a UPS,
+    # `plausibility.ups_max_power_w` of its rating).
+    max_power_w: float | None = None
 
     def describe(self) -> str:
         """How logs and counters name the device."""
         return f"{self.profile} {self.target}"
+
+    def power_ceiling_w(self, profile: MqttProfile) -> float:
+        """Above this, a power reading of this device is not a reading."""
+        return profile.max_power_w if self.max_power_w is None else self.max_power_w
 
 
 def bind_variables(
