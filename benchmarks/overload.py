@@ -45,7 +45,6 @@ from custom_components.power_allocation.engine.controller import (
     StopService,
     SwitchOutlets,
     Throttle,
-    UpsReading,
 )
 from custom_components.power_allocation.engine.forecast import node_draw_w
 from custom_components.power_allocation.engine.overload import (
@@ -54,7 +53,7 @@ from custom_components.power_allocation.engine.overload import (
 )
 from custom_components.power_allocation.engine.policies import make_policy
 from custom_components.power_allocation.engine.scenario import Scenario
-from custom_components.power_allocation.engine.simulate import Observation, Policy
+from custom_components.power_allocation.engine.simulate import Policy, observe
 from simulator.site import ServiceMode, SimulatedSite, SiteSnapshot
 
 DATA = Path(__file__).parent / "data"
@@ -129,25 +128,6 @@ class ScenarioResult:
     stepping: bool
     simulated_days: float
     runs: dict[str, PolicyRun]
-
-
-def observation(site_snapshot: SiteSnapshot, scenario: Scenario) -> Observation:
-    """What the site's meters report (no faults in these scenarios)."""
-    snapshot = site_snapshot
-    return Observation(
-        now_s=snapshot.time_s,
-        mains_on=snapshot.mains_on,
-        ups={
-            u: UpsReading(soc_ratio=s.soc_pct / 100.0, runtime_s=s.runtime_s, output_w=s.output_w)
-            for u, s in snapshot.ups.items()
-        },
-        ups_low_battery={u: s.low_battery for u, s in snapshot.ups.items()},
-        service_draw_w={sid: s.power_w for sid, s in snapshot.services.items()},
-        outlet_on={o: s.is_on for o, s in snapshot.outlets.items()},
-        outlet_draw_w={o: s.power_w for o, s in snapshot.outlets.items()},
-        unmanaged_w={o: snapshot.outlets[o].power_w for o in scenario.site.unmanaged_outlets},
-        truth=snapshot,
-    )
 
 
 def carry_out(simulated: SimulatedSite, command: Command) -> None:
@@ -264,7 +244,7 @@ def simulate(scenario: Scenario, policy: str, *, end_s: float) -> PolicyRun:
         if decider is None or snapshot.time_s < next_cycle_s:
             continue
         next_cycle_s = snapshot.time_s + CYCLE_S
-        for command in decider.decide(observation(snapshot, scenario)):
+        for command in decider.decide(observe(snapshot, scenario)):
             carry_out(simulated, command)
             if isinstance(command, StartService):
                 started_at_s[command.service_id] = snapshot.time_s

@@ -82,7 +82,14 @@ def test_one_cycle_plans_once_on_mains_and_on_battery(plans_made: list[str]) -> 
     # On mains the controller plans nothing: the view's plan is what if mains failed now.
     assert plans_made == ["view"]
 
-    for soc_pct in (99, 98, 97):
+    # One on-battery reading is not yet an outage (it might be forged or a glitch).
+    plans_made.clear()
+    now_s += CYCLE_S
+    outcome = control.cycle(snapshot(now_s, on_battery=True, soc_pct=99), now_s)
+    assert outcome.view.mode is Mode.NORMAL
+    assert plans_made == ["view"]
+
+    for soc_pct in (98, 97, 96):
         plans_made.clear()
         now_s += CYCLE_S
         outcome = control.cycle(snapshot(now_s, on_battery=True, soc_pct=soc_pct), now_s)
@@ -93,11 +100,14 @@ def test_one_cycle_plans_once_on_mains_and_on_battery(plans_made: list[str]) -> 
 
 
 def first_outage_cycle(planner_options: dict[str, Any] | None = None) -> site_control.CycleOutcome:
-    """The cycle that finds mains gone, under the site's `planner` options."""
+    """The cycle that finds mains gone (its second on-battery reading), under the site's
+    `planner` options."""
     document = DOCUMENT if planner_options is None else {**DOCUMENT, "planner": planner_options}
     control = SiteControl(parse_topology(document))
     now_s = 1000.0
     control.cycle(snapshot(now_s, on_battery=False, soc_pct=100), now_s)
+    now_s += CYCLE_S
+    control.cycle(snapshot(now_s, on_battery=True, soc_pct=99), now_s)
     now_s += CYCLE_S
     return control.cycle(snapshot(now_s, on_battery=True, soc_pct=99), now_s)
 
@@ -148,3 +158,24 @@ def test_the_sites_outages_are_kept_for_its_plan_settings() -> None:
     assert SiteControl(topology, {**stored, "outages_s": "310"}).decider.outages_s == []
     kept = {**stored, "outages_s": [float(n) for n in range(OUTAGES_KEPT + 5)]}
     assert SiteControl(topology, kept).decider.outages_s[0] == 5.0
+
+
+def test_the_metered_outlet_wins_over_the_agents_own_report() -> None:
+    """An agent (or anyone publishing as it) says 1,900 W; the outlet it is on meters 200 W."""
+    control = SiteControl(parse_topology(DOCUMENT))
+    reported = snapshot(1000.0, on_battery=False, soc_pct=100)
+    forged = TelemetrySnapshot(
+        monotonic_s=reported.monotonic_s,
+        ups=reported.ups,
+        outlets=reported.outlets,
+        service_power_w={"batch": 1900.0},
+    )
+    outcome = control.cycle(forged, 1000.0)
+    assert outcome.view.services["batch"].power_w == DRAW_W["pdu-a/3"]
+    unmetered = TelemetrySnapshot(
+        monotonic_s=reported.monotonic_s,
+        ups=reported.ups,
+        outlets={o: r for o, r in reported.outlets.items() if o != "pdu-a/3"},
+        service_power_w={"batch": 190.0},
+    )
+    assert control.cycle(unmetered, 1010.0).view.services["batch"].power_w == 190.0

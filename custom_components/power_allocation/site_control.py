@@ -194,14 +194,16 @@ class SiteControl:
     # --- the cycle --------------------------------------------------------------------------
 
     def _service_draw_w(self, snapshot: TelemetrySnapshot, service: Service) -> float | None:
-        agent_w = snapshot.service_power_w.get(service.id)
-        if agent_w is not None:
-            return agent_w
+        """What its outlets meter; its host agent's own report only where they do not.
+
+        The meter is in the power path; the agent is a program on the host reporting about
+        itself (over a broker anyone may publish on), so it never overrules the meter (I9).
+        """
         total = 0.0
         for outlet_id in service.outlets:
             reading = snapshot.outlets.get(outlet_id)
             if reading is None or not reading.available or reading.power_w is None:
-                return None
+                return snapshot.service_power_w.get(service.id)
             total += reading.power_w
         return total
 
@@ -234,7 +236,13 @@ class SiteControl:
                 ups_readings[ups_id] = UpsReading(None, None, None)
                 continue
             soc = None if reading.soc_pct is None else reading.soc_pct / 100.0
-            ups_readings[ups_id] = UpsReading(soc, reading.runtime_s, reading.output_w)
+            ups_readings[ups_id] = UpsReading(
+                soc,
+                reading.runtime_s,
+                reading.output_w,
+                on_battery=reading.on_battery,
+                low_battery=reading.low_battery,
+            )
 
         readings = Readings(
             now_s=now_s,

@@ -104,6 +104,9 @@ class ControllerSettings:
     retry_max_s: float = 120.0
     switch_verify_s: float = 5.0  # an outlet not reporting its new state after this has failed
     runtime_confirm_s: float = 60.0  # a UPS reading that disagrees must persist this long
+    # A charge reading further than this below what the pack could have lost since the last
+    # look (at the UPS's rated load) is implausible until it has persisted `runtime_confirm_s`.
+    charge_tolerance_ratio: float = 0.05
     runtime_disagree_ratio: float = 0.5  # ... by more than this share of the charge
     limit_recheck_s: float = 300.0  # a service shed for a limit waits this long to come back
     # On mains, what comes back for a limit leaves this share of each node's limit free.
@@ -132,6 +135,9 @@ class UpsReading:
     soc_ratio: float | None
     runtime_s: float | None
     output_w: float | None
+    on_battery: bool | None = None
+    # The UPS's own alarm: NUT's LB or FSD, APC's low-battery bit. Acted on at once (I9).
+    low_battery: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +253,7 @@ class ControllerState:
     soc_at_s: float | None = None  # when the controller last looked
     look_interval_s: float | None = None  # between the two looks before this one
     runtime_disagrees_since_s: Mapping[str, float] = field(default_factory=dict)
+    charge_implausible_since_s: Mapping[str, float] = field(default_factory=dict)
     services: Mapping[str, ServiceControl] = field(default_factory=dict)
     held_on: frozenset[str] = frozenset()
     held_off: frozenset[str] = frozenset()
@@ -263,6 +270,7 @@ class ControllerState:
             "soc_at_s": self.soc_at_s,
             "look_interval_s": self.look_interval_s,
             "runtime_disagrees_since_s": dict(self.runtime_disagrees_since_s),
+            "charge_implausible_since_s": dict(self.charge_implausible_since_s),
             "services": {sid: _control_dict(control) for sid, control in self.services.items()},
             "held_on": sorted(self.held_on),
             "held_off": sorted(self.held_off),
@@ -285,6 +293,9 @@ class ControllerState:
             look_interval_s=data.get("look_interval_s"),
             runtime_disagrees_since_s={
                 k: float(v) for k, v in data["runtime_disagrees_since_s"].items()
+            },
+            charge_implausible_since_s={
+                k: float(v) for k, v in data.get("charge_implausible_since_s", {}).items()
             },
             services={
                 sid: ServiceControl(
@@ -551,19 +562,44 @@ class _Cycle:
         """
         soc: dict[str, float] = {}
         disagree: dict[str, float] = {}
+        implausible: dict[str, float] = {}
         dt_s = 0.0 if self.state.soc_at_s is None else max(0.0, self.now_s - self.state.soc_at_s)
         on_battery = self._on_battery_now()
         for ups in self.site.ups:
             model = self.controller.batteries[ups.id]
             reading = self.telemetry.ups.get(ups.id)
             last = self.state.soc_ratio.get(ups.id, 1.0)
+            reckoned = (
+                model.soc_after(last, self._ups_load_w(ups.id, self._drawing()), dt_s)
+                if on_battery
+                else last
+            )
             if reading is None or reading.soc_ratio is None:
-                load_w = self._ups_load_w(ups.id, self._drawing())
-                soc[ups.id] = model.soc_after(last, load_w, dt_s) if on_battery else last
+                soc[ups.id] = reckoned
                 self.faults.append(
                     Fault(None, "telemetry_missing", f"UPS {ups.id}: charge estimated")
                 )
                 continue
+            # Even at its rated load the pack cannot have lost more since the last look: a
+            # lower reading (a forged or garbled one) waits until it persists, and the charge
+            # is reckoned meanwhile, so that it never starts a final shutdown by itself (I9).
+            # Before the first look there is nothing to compare with.
+            floor = model.soc_after(last, ups.rated_w, dt_s) - self.settings.charge_tolerance_ratio
+            if self.state.soc_at_s is not None and reading.soc_ratio < floor:
+                since = self.state.charge_implausible_since_s.get(ups.id, self.now_s)
+                if self.now_s - since < self.settings.runtime_confirm_s:
+                    implausible[ups.id] = since
+                    soc[ups.id] = reckoned
+                    self.faults.append(
+                        Fault(
+                            None,
+                            "reading_implausible",
+                            f"UPS {ups.id}: charge reads {reading.soc_ratio:.0%}, the pack could "
+                            f"not have fallen below {max(0.0, floor):.0%}: estimated until it "
+                            "persists",
+                        )
+                    )
+                    continue
             estimate = reading.soc_ratio
             load_w = (
                 reading.output_w
@@ -587,7 +623,11 @@ class _Cycle:
                         )
             soc[ups.id] = max(0.0, min(1.0, estimate))
         self.state = replace(
-            self.state, soc_ratio=soc, soc_at_s=self.now_s, runtime_disagrees_since_s=disagree
+            self.state,
+            soc_ratio=soc,
+            soc_at_s=self.now_s,
+            runtime_disagrees_since_s=disagree,
+            charge_implausible_since_s=implausible,
         )
 
     def _drawing(self) -> frozenset[str]:
@@ -620,10 +660,12 @@ class _Cycle:
     def _on_battery(self) -> None:
         assert self.state.outage_started_s is not None
         elapsed_s = self.now_s - self.state.outage_started_s
-        running = self._on()
         if self.state.mode is Mode.FINAL_SHUTDOWN:
             self._final_shutdown()
             return
+        if self._heed_low_battery_alarms():
+            return
+        running = self._on()
         if running:
             plan = self.controller.plan(
                 self.state.soc_ratio,
@@ -670,6 +712,40 @@ class _Cycle:
                         "plan: capped so that more important services run longer",
                     )
         self._fit_limits()
+
+    def _heed_low_battery_alarms(self) -> bool:
+        """A UPS's own low-battery alarm stops what it feeds at once, as NUT's upsmon shuts a
+        host down on `OB LB`: the UPS knows its pack better than any model of it (I9). With
+        every UPS alarmed that is the final shutdown; True then, when the plan has nothing left
+        to decide."""
+        alarmed = [
+            ups.id
+            for ups in self.site.ups
+            if (reading := self.telemetry.ups.get(ups.id)) is not None
+            and reading.low_battery is True
+        ]
+        if not alarmed:
+            return False
+        reason = f"final shutdown: low-battery alarm of UPS {', '.join(alarmed)}"
+        if len(alarmed) == len(self.site.ups):
+            self.state = replace(self.state, mode=Mode.FINAL_SHUTDOWN)
+            self.faults.append(Fault(None, "low_battery_alarm", reason))
+            self._final_shutdown()
+            return True
+        fed = [
+            sid
+            for sid, control in self.services.items()
+            if control.phase in (Phase.ON, Phase.STARTING)
+            and any(
+                self.site.nodes_above_outlet(o)[2] in alarmed
+                for o in self.site.service_by_id[sid].outlets
+            )
+        ]
+        if fed:
+            self.faults.append(Fault(None, "low_battery_alarm", reason))
+        for sid in fed:
+            self._shed(sid, reason, for_limit=False)
+        return False
 
     def _stop_what_the_pack_could_not_stop_later(self, plan: Plan) -> None:
         """Ask now the stops the plan has before the final shutdown, on a UPS whose charge is

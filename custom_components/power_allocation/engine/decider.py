@@ -32,6 +32,7 @@ from .controller import (
 )
 from .cycle import CycleResult, run_cycle
 from .demand import ServiceDemand
+from .evidence import MainsBelief
 from .forecast import ForecastSettings, NodeForecasters
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
@@ -98,6 +99,9 @@ class SiteDecider:
         self.outages_s: list[float] = []
         self.guard = OverloadGuard(site)
         self.controller = self._new_controller()
+        # Not kept across a restart: after one, mains is believed afresh (the outage under way
+        # is in the controller's state, and an unknown mains state changes nothing).
+        self.mains = MainsBelief()
 
     # --- configuration at run time ----------------------------------------------------------
 
@@ -169,14 +173,18 @@ class SiteDecider:
         """Learn, guard, decide: one cycle. `demand_w` stands in for the forecasts (the
         oracle's true loads)."""
         self._learn_batteries(readings.ups)
+        self.mains, unconfirmed = self.mains.observe(readings)
         cycle = run_cycle(
             self.site,
             self.controller,
             self.state,
-            readings,
+            replace(readings, mains_on=self.mains.believed),
             (self.demand, self.nodes, self.guard),
             demand_w,
         )
+        if unconfirmed is not None:
+            step = cycle.step
+            cycle = replace(cycle, step=replace(step, faults=(unconfirmed, *step.faults)))
         ended_s = ended_outage_s(self.state, cycle.step.state)
         if ended_s is not None:
             self.outages_s = [*self.outages_s, ended_s][-OUTAGES_KEPT:]

@@ -97,7 +97,6 @@ class Observation:
     now_s: float
     mains_on: bool | None  # None during a telemetry gap
     ups: Mapping[str, UpsReading]
-    ups_low_battery: Mapping[str, bool | None]
     service_draw_w: Mapping[str, float | None]
     outlet_on: Mapping[str, bool | None]
     outlet_draw_w: Mapping[str, float | None]  # what each outlet meters
@@ -204,6 +203,45 @@ class _PendingStop:
     until_s: float
 
 
+def observe(snapshot: SiteSnapshot, scenario: Scenario) -> Observation:
+    """What the site's meters report at `snapshot`, with the scenario's faults active then."""
+    t_s = snapshot.time_s
+    faults = [f for f in scenario.timeline.faults if f.active_at(t_s)]
+    gap = any(f.kind == "telemetry_gap" for f in faults)
+    jumps = {f.target: f.factor for f in faults if f.kind == "ups_runtime_jump"}
+    unmanaged = {o: snapshot.outlets[o].power_w for o in scenario.site.unmanaged_outlets}
+    if gap:
+        return Observation(
+            now_s=t_s,
+            mains_on=None,
+            ups={u: UpsReading(None, None, None) for u in snapshot.ups},
+            service_draw_w=dict.fromkeys(snapshot.services),
+            outlet_on=dict.fromkeys(snapshot.outlets),
+            outlet_draw_w=dict.fromkeys(snapshot.outlets),
+            unmanaged_w=unmanaged,
+            truth=snapshot,
+        )
+    return Observation(
+        now_s=t_s,
+        mains_on=snapshot.mains_on,
+        ups={
+            u: UpsReading(
+                soc_ratio=s.soc_pct / 100.0,
+                runtime_s=s.runtime_s * jumps.get(u, 1.0),
+                output_w=s.output_w,
+                on_battery=s.on_battery,
+                low_battery=s.low_battery,
+            )
+            for u, s in snapshot.ups.items()
+        },
+        service_draw_w={sid: s.power_w for sid, s in snapshot.services.items()},
+        outlet_on={o: s.is_on for o, s in snapshot.outlets.items()},
+        outlet_draw_w={o: s.power_w for o, s in snapshot.outlets.items()},
+        unmanaged_w=unmanaged,
+        truth=snapshot,
+    )
+
+
 class _Run:
     def __init__(
         self,
@@ -298,46 +336,9 @@ class _Run:
         self.pending_stops = []
 
     def _cycle(self, snapshot: SiteSnapshot) -> None:
-        observation = self._observe(snapshot)
+        observation = observe(snapshot, self.scenario)
         for command in self.policy.decide(observation):
             self._carry_out(command, snapshot)
-
-    def _observe(self, snapshot: SiteSnapshot) -> Observation:
-        t_s = snapshot.time_s
-        faults = [f for f in self.scenario.timeline.faults if f.active_at(t_s)]
-        gap = any(f.kind == "telemetry_gap" for f in faults)
-        jumps = {f.target: f.factor for f in faults if f.kind == "ups_runtime_jump"}
-        unmanaged = {o: snapshot.outlets[o].power_w for o in self.site.unmanaged_outlets}
-        if gap:
-            return Observation(
-                now_s=t_s,
-                mains_on=None,
-                ups={u: UpsReading(None, None, None) for u in snapshot.ups},
-                ups_low_battery=dict.fromkeys(snapshot.ups),
-                service_draw_w=dict.fromkeys(snapshot.services),
-                outlet_on=dict.fromkeys(snapshot.outlets),
-                outlet_draw_w=dict.fromkeys(snapshot.outlets),
-                unmanaged_w=unmanaged,
-                truth=snapshot,
-            )
-        return Observation(
-            now_s=t_s,
-            mains_on=snapshot.mains_on,
-            ups={
-                u: UpsReading(
-                    soc_ratio=s.soc_pct / 100.0,
-                    runtime_s=s.runtime_s * jumps.get(u, 1.0),
-                    output_w=s.output_w,
-                )
-                for u, s in snapshot.ups.items()
-            },
-            ups_low_battery={u: s.low_battery for u, s in snapshot.ups.items()},
-            service_draw_w={sid: s.power_w for sid, s in snapshot.services.items()},
-            outlet_on={o: s.is_on for o, s in snapshot.outlets.items()},
-            outlet_draw_w={o: s.power_w for o, s in snapshot.outlets.items()},
-            unmanaged_w=unmanaged,
-            truth=snapshot,
-        )
 
     def _carry_out(self, command: Command, before: SiteSnapshot) -> None:
         """Carry out one command; `before` is the site as the policy saw it this cycle."""

@@ -1,0 +1,150 @@
+"""A reading is evidence, not truth: single, forged or impossible readings start nothing (I9)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from custom_components.power_allocation.engine.controller import (
+    Mode,
+    Readings,
+    StopService,
+    UpsReading,
+)
+from custom_components.power_allocation.engine.decider import SiteDecider
+from custom_components.power_allocation.engine.evidence import MainsBelief
+from custom_components.power_allocation.engine.model import Priority, Site, Ups
+
+from .outage_scenarios import rack
+
+SITE = rack().site
+DRAW_W = {"network": 30.0, "storage": 80.0, "db": 120.0, "web": 90.0, "batch": 150.0}
+
+
+def readings(
+    now_s: float,
+    *,
+    on_battery: bool | None = False,
+    soc_ratio: float | None = 1.0,
+    low_battery: bool | None = False,
+    agent_w: dict[str, float] | None = None,
+    site: Site = SITE,
+) -> Readings:
+    """A healthy rack as its drivers would report it; the UPS's flags as asked."""
+    draw = {**DRAW_W, **(agent_w or {})}
+    return Readings(
+        now_s=now_s,
+        mains_on=None if on_battery is None else not on_battery,
+        ups={
+            u.id: UpsReading(
+                soc_ratio, None, sum(draw.values()), on_battery=on_battery, low_battery=low_battery
+            )
+            for u in site.ups
+        },
+        service_draw_w=draw,
+        outlet_on={o: True for s in site.services for o in s.outlets},
+    )
+
+
+def _learnt_decider() -> SiteDecider:
+    """A rack decider after ten minutes on mains."""
+    decider = SiteDecider(SITE)
+    for t in range(0, 600, 10):
+        decider.decide(readings(float(t)))
+    return decider
+
+
+def test_one_on_battery_reading_starts_no_outage() -> None:
+    decider = _learnt_decider()
+    cycle = decider.decide(readings(600.0, on_battery=True))
+    assert decider.state.outage_started_s is None
+    assert any(f.kind == "reading_unconfirmed" for f in cycle.step.faults)
+    cycle = decider.decide(readings(610.0))
+    assert decider.state.outage_started_s is None
+    assert not cycle.step.commands
+
+
+def test_two_on_battery_readings_in_a_row_are_an_outage() -> None:
+    decider = _learnt_decider()
+    decider.decide(readings(600.0, on_battery=True))
+    decider.decide(readings(610.0, on_battery=True))
+    assert decider.state.outage_started_s == 610.0
+
+
+def test_two_ups_units_agreeing_are_an_outage_at_once() -> None:
+    two = Site(
+        ups=(*SITE.ups, Ups("ups2", rated_w=800, capacity_wh=600, runtime_full_load_s=900)),
+        pdus=SITE.pdus,
+        services=SITE.services,
+    )
+    decider = SiteDecider(two)
+    decider.decide(readings(0.0, site=two))
+    decider.decide(readings(10.0, on_battery=True, site=two))
+    assert decider.state.outage_started_s == 10.0
+
+
+def test_a_forged_low_charge_alone_starts_no_final_shutdown() -> None:
+    """A real outage, then one message saying 5 %: the pack cannot have lost that in 10 s."""
+    decider = _learnt_decider()
+    decider.decide(readings(600.0, on_battery=True, soc_ratio=0.95))
+    decider.decide(readings(610.0, on_battery=True, soc_ratio=0.95))
+    cycle = decider.decide(readings(620.0, on_battery=True, soc_ratio=0.05))
+    assert decider.state.mode is not Mode.FINAL_SHUTDOWN
+    assert decider.state.soc_ratio["ups1"] > 0.9
+    assert any(f.kind == "reading_implausible" for f in cycle.step.faults)
+    critical = {s.id for s in SITE.services if s.priority is Priority.CRITICAL}
+    assert not any(
+        isinstance(c, StopService) and c.service_id in critical for c in cycle.step.commands
+    )
+
+
+def test_a_low_charge_that_persists_is_believed() -> None:
+    decider = _learnt_decider()
+    decider.decide(readings(600.0, on_battery=True, soc_ratio=0.95))
+    decider.decide(readings(610.0, on_battery=True, soc_ratio=0.95))
+    for t in range(620, 700, 10):
+        decider.decide(readings(float(t), on_battery=True, soc_ratio=0.05))
+    assert decider.state.soc_ratio["ups1"] == 0.05
+
+
+def test_the_ups_low_battery_alarm_starts_the_final_shutdown_at_once() -> None:
+    """On battery, charge reading 90 % and no runtime: the UPS's own alarm is what counts."""
+    decider = _learnt_decider()
+    decider.decide(readings(600.0, on_battery=True, soc_ratio=0.9))
+    decider.decide(readings(610.0, on_battery=True, soc_ratio=0.9))
+    assert decider.state.mode is not Mode.FINAL_SHUTDOWN
+    cycle = decider.decide(readings(620.0, on_battery=True, soc_ratio=0.9, low_battery=True))
+    assert decider.state.mode is Mode.FINAL_SHUTDOWN
+    assert any(f.kind == "low_battery_alarm" for f in cycle.step.faults)
+    # Dependents first (I1): what nothing depends on is asked to stop now.
+    assert {c.service_id for c in cycle.step.commands if isinstance(c, StopService)} == {
+        "web",
+        "batch",
+    }
+
+
+def test_a_low_battery_flag_on_mains_stops_nothing() -> None:
+    """`OL LB`: a pack recharging after an outage, as upsmon reads it, is no alarm."""
+    decider = _learnt_decider()
+    cycle = decider.decide(readings(600.0, low_battery=True, soc_ratio=0.3))
+    assert decider.state.mode is Mode.NORMAL
+    assert not cycle.step.commands
+
+
+@given(st.lists(st.sampled_from([True, False, None]), max_size=40))
+def test_mains_belief_changes_only_on_two_agreeing_readings(sequence: list[bool | None]) -> None:
+    belief = MainsBelief()
+    seen: list[bool] = []
+    for read in sequence:
+        ups = {} if read is None else {"ups1": UpsReading(None, None, None, on_battery=not read)}
+        before = belief.believed
+        belief, fault = belief.observe(Readings(0.0, read, ups, {}, {}))
+        if read is not None:
+            seen.append(read)
+        if belief.believed != before:
+            first_on_mains = before is None and belief.believed is True
+            assert first_on_mains or seen[-2:] == [belief.believed] * 2
+            assert fault is None
+        if read is not None and read != belief.believed:
+            assert fault is not None
+            assert fault.kind == "reading_unconfirmed"
