@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -179,3 +180,16 @@ def test_the_metered_outlet_wins_over_the_agents_own_report() -> None:
         service_power_w={"batch": 190.0},
     )
     assert control.cycle(unmetered, 1010.0).view.services["batch"].power_w == 190.0
+
+
+def test_a_forced_shutdown_from_the_ups_is_the_final_shutdown() -> None:
+    """NUT's FSD (or APC's shutdown-imminent bit): the UPS is about to cut its output, on mains
+    or not; confirmed by a second reading like any other."""
+    control = SiteControl(parse_topology(DOCUMENT))
+    control.cycle(snapshot(1000.0, on_battery=False, soc_pct=100), 1000.0)
+    modes = []
+    for now_s in (1010.0, 1020.0):
+        reported = snapshot(now_s, on_battery=False, soc_pct=80)
+        ups = {"ups1": replace(reported.ups["ups1"], forced_shutdown=True)}
+        modes.append(control.cycle(replace(reported, ups=ups), now_s).view.mode)
+    assert modes == [Mode.NORMAL, Mode.FINAL_SHUTDOWN]

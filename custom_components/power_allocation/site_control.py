@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .drivers.interface import TelemetrySnapshot
+from .drivers.interface import UpsReading as DriverUpsReading
 from .engine.controller import (
     Command,
     Fault,
@@ -155,10 +156,15 @@ class CycleOutcome:
     mode_changed: bool
 
 
+def _on_battery(reading: DriverUpsReading) -> bool | None:
+    """On battery as the UPS says; a forced shutdown (NUT's FSD) is its output about to go."""
+    return True if reading.forced_shutdown else reading.on_battery
+
+
 def _mains_on(snapshot: TelemetrySnapshot, ups_ids: tuple[str, ...]) -> bool | None:
     """Off once any UPS is on battery; on once every UPS says it is not; else unknown."""
     readings = [snapshot.ups.get(u) for u in ups_ids]
-    flags = [r.on_battery if r is not None and r.available else None for r in readings]
+    flags = [_on_battery(r) if r is not None and r.available else None for r in readings]
     if any(flag is True for flag in flags):
         return False
     if flags and all(flag is False for flag in flags):
@@ -240,8 +246,8 @@ class SiteControl:
                 soc,
                 reading.runtime_s,
                 reading.output_w,
-                on_battery=reading.on_battery,
-                low_battery=reading.low_battery,
+                on_battery=_on_battery(reading),
+                low_battery=reading.low_battery or reading.forced_shutdown,
             )
 
         readings = Readings(
