@@ -3,9 +3,13 @@
     python -m simulator run SCENARIO.yaml [--host 127.0.0.1] [--modbus-port 5020]
         [--control-port 7070] [--speed X] [--start-s T]
         [--mqtt-host H --mqtt-port N --mqtt-profile P --mqtt-prefix PREFIX]
+        [--agent-secrets TOPOLOGY.yaml]
     python -m simulator control [--host 127.0.0.1] [--port 7070] COMMAND...
 
 MQTT profiles (simulator/mqtt_bridge.py): tasmota, shelly_gen2, nut (default), power_allocation.
+The services' host agents check each command's signature with the `agent_secret` the site topology
+`--agent-secrets` gives each service (docs/demo-topology.yaml for the demo); an agent without one
+refuses every command.
 
 Simulated time runs `--speed` times faster than the wall clock from `--start-s` (default 0; use
 the scenario's `history_s` minus a little to land just before its outage) and follows the
@@ -37,6 +41,7 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from custom_components.power_allocation.drivers.scenario_file import (
@@ -45,7 +50,7 @@ from custom_components.power_allocation.drivers.scenario_file import (
 )
 
 from .modbus_server import SiteModbusServer
-from .mqtt_bridge import BRIDGE_PROFILES, MqttBridge
+from .mqtt_bridge import BRIDGE_PROFILES, MqttBridge, agent_secrets_from_topology
 from .site import SimulatedSite
 
 # Wall-clock pacing: never tick faster than this, however fast the simulation runs.
@@ -105,6 +110,11 @@ class SimulatorRun:
                 self.args.mqtt_port,
                 self.args.mqtt_profile,
                 self.args.mqtt_prefix,
+                agent_secrets=(
+                    agent_secrets_from_topology(self.args.agent_secrets)
+                    if self.args.agent_secrets
+                    else {}
+                ),
             )
             await bridge.start()
             self.mqtt = bridge
@@ -195,6 +205,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     run.add_argument("--mqtt-port", type=int, default=1883)
     run.add_argument("--mqtt-profile", default="nut", choices=BRIDGE_PROFILES)
     run.add_argument("--mqtt-prefix", default="sim", help="topic prefix")
+    run.add_argument(
+        "--agent-secrets",
+        type=Path,
+        help="site topology YAML whose services' agent_secret the host agents check",
+    )
     send = commands.add_parser("control", help="send one command to a running simulator")
     send.add_argument("--host", default="127.0.0.1", help="the simulator's address")
     send.add_argument("--port", type=int, default=7070, help="its control port")

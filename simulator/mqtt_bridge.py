@@ -10,9 +10,12 @@ What each bridge profile speaks (`P` is the prefix; see docs/devices-mqtt.md for
 | `power_allocation` | own schema, base `P`                     | own schema         | own agent |
 
 Every service gets an own-schema host agent at `P/agent/<service>`: it reports the service's draw
-and carries out throttle / shutdown / start; it is offline while its host has no power. NUT topics
-are read only. `devices_for` gives the `MqttDevice`s an `MqttDriver` (with `base_topic=P`) needs to
-read this bridge.
+and carries out throttle / shutdown / start, signed with the agent's secret (`agent_secrets`, as
+in the site topology: `agent_secrets_from_topology`); it is offline while its host has no power.
+Like a real agent it checks each command with `command_auth.CommandVerifier` and refuses, with an
+`ok: false` acknowledgement and without acting, one that is unsigned, forged, stale or replayed;
+an agent given no secret refuses every command. NUT topics are read only. `devices_for` gives the
+`MqttDevice`s an `MqttDriver` (with `base_topic=P`) needs to read this bridge.
 
 paho's network thread only receives; every command is handed to the event loop, which owns the
 `SimulatedSite`, and is answered from there.
@@ -25,14 +28,20 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from custom_components.power_allocation.drivers.command_auth import (
+    CommandRejectedError,
+    CommandVerifier,
+)
 from custom_components.power_allocation.drivers.mqtt_profile import MqttDevice
 from custom_components.power_allocation.engine.model import Site
+from custom_components.power_allocation.topology import load_yaml_document
 
 from .site import ServiceMode, SimulatedSite, SiteSnapshot, UpsState
 
@@ -72,6 +81,17 @@ def devices_for(site: Site, profile: str, prefix: str) -> tuple[MqttDevice, ...]
     return tuple(devices)
 
 
+def agent_secrets_from_topology(path: Path) -> dict[str, str]:
+    """Each host agent's secret, as a site topology file (docs/demo-topology.yaml) gives it to
+    the integration: service id -> `agent_secret`."""
+    document = load_yaml_document(path.read_text(encoding="utf-8"))
+    return {
+        service["id"]: service["agent_secret"]
+        for service in document.get("services", [])
+        if isinstance(service, Mapping) and "agent_secret" in service
+    }
+
+
 def nut_status(ups: UpsState, mains_on: bool) -> str:
     """`ups.status` as NUT writes it: OL/OB, LB, CHRG/DISCHRG."""
     codes = ["OL" if ups.online else "OB"]
@@ -95,10 +115,16 @@ class MqttBridge:
         profile: str,
         prefix: str,
         interval_s: float = 1.0,
+        *,
+        agent_secrets: Mapping[str, str],
     ) -> None:
-        """`interval_s`: least wall-clock time between two telemetry rounds (0: every call)."""
+        """`interval_s`: least wall-clock time between two telemetry rounds (0: every call);
+        `agent_secrets`: service id -> the secret its agent checks commands with."""
         if profile not in BRIDGE_PROFILES:
             raise ValueError(f"unknown bridge profile {profile!r}; one of {BRIDGE_PROFILES}")
+        self._verifiers = {
+            service_id: CommandVerifier(secret) for service_id, secret in agent_secrets.items()
+        }
         self.site = site
         self.host = host
         self.port = port
@@ -346,13 +372,27 @@ class MqttBridge:
             request = _json_object(payload)
             if request is None:
                 return
-            error = self._agent_action(service_id, request)
+            error = self._agent_refusal(service_id, request)
+            if error is None:
+                error = self._agent_action(service_id, request)
             ack: dict[str, Any] = {"id": request.get("id"), "ok": error is None}
             if error is not None:
                 ack["error"] = error
             self._reply(f"{root}/ack", json.dumps(ack))
 
         return handle
+
+    def _agent_refusal(self, service_id: str, request: dict[str, Any]) -> str | None:
+        """Why the agent must not act on the command, or None: it is signed with its secret,
+        recent and new. Checked on the agent's own wall clock, as a host's."""
+        verifier = self._verifiers.get(service_id)
+        if verifier is None:
+            return "refused: the agent has no secret to check commands with"
+        try:
+            verifier.verify(request, time.time())
+        except CommandRejectedError as err:
+            return f"refused: {err}"
+        return None
 
     def _agent_action(self, service_id: str, request: dict[str, Any]) -> str | None:
         match request.get("action"):

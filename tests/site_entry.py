@@ -62,6 +62,11 @@ def ups_item(scenario_ups: Mapping[str, Any], source: Mapping[str, Any]) -> dict
     return {**{k: scenario_ups[k] for k in UPS_RATINGS}, "source": dict(source)}
 
 
+def agent_secret(service_id: str) -> str:
+    """The secret of a service's host agent, in the entries and on the bridge alike."""
+    return f"test-agent-secret-of-{service_id}"
+
+
 def site_entry(
     title: str,
     scenario: Mapping[str, Any],
@@ -79,7 +84,11 @@ def site_entry(
     if mqtt is not None:
         topology["mqtt"] = dict(mqtt)
     services = [
-        {**{k: v for k, v in s.items() if k != "load"}, "agent": agents}
+        {
+            **{k: v for k, v in s.items() if k != "load"},
+            "agent": agents,
+            **({"agent_secret": agent_secret(s["id"])} if agents else {}),
+        }
         for s in scenario["services"]
     ]
     return MockConfigEntry(
@@ -137,8 +146,11 @@ async def agents_bridge(
     site: SimulatedSite, broker: Mosquitto, profile: str, prefix: str
 ) -> AsyncIterator[MqttBridge]:
     """The simulator's MQTT bridge for `site` (its devices speaking `profile`), publishing only
-    when asked."""
-    bridge = MqttBridge(site, HOST, broker.port, profile, prefix, interval_s=0)
+    when asked; each agent checks commands with its `agent_secret`."""
+    secrets = {s.id: agent_secret(s.id) for s in site.scenario.site.services}
+    bridge = MqttBridge(
+        site, HOST, broker.port, profile, prefix, interval_s=0, agent_secrets=secrets
+    )
     await bridge.start()
     try:
         yield bridge

@@ -75,6 +75,7 @@ DOCUMENT: dict[str, Any] = {
             "depends_on": ["network"],
             "shutdown_s": 30,
             "agent": True,
+            "agent_secret": "db-agent-secret-0123",
         },
         {
             "id": "lab",
@@ -123,7 +124,7 @@ def test_a_valid_document() -> None:
     }
     assert topology.controls == {
         "network": ServiceControls(),
-        "db": ServiceControls(agent=True),
+        "db": ServiceControls(agent=True, agent_secret="db-agent-secret-0123"),
         "lab": ServiceControls(
             stop=HaAction("script", "stop_lab", {}),
             throttle=HaAction("script", "cap_lab", {"host": "lab"}),

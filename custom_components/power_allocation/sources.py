@@ -25,10 +25,12 @@ from .drivers.interface import (
     UpsReading,
 )
 from .drivers.modbus import ModbusDevice, ModbusDriver
-from .drivers.mqtt import MqttDriver, MqttDriverConfig, TlsOptions
+from .drivers.mqtt import MqttDriver, MqttDriverConfig
 from .drivers.mqtt_profile import MqttDevice, builtin_profiles
+from .drivers.mqtt_tls import CA_CERT, CLIENT_CERT, CLIENT_KEY, TlsOptions
 from .drivers.profile import PduProfile, UpsProfile, load_profile
 from .entity_source import EntitySource
+from .mqtt_client_id import new_client_id
 from .topology import SOURCE_ENTITIES, SOURCE_MODBUS, SOURCE_MQTT, SiteTopology
 
 AGENT_PROFILE = "power_allocation_agent"
@@ -89,19 +91,32 @@ class SiteDrivers:
         return await self.drivers[name].execute(command)
 
 
+def mqtt_tls_options(broker: Mapping[str, Any]) -> TlsOptions | None:
+    """TLS to the site's broker as configured, or None."""
+    if not broker.get("tls"):
+        return None
+    return TlsOptions(
+        ca_pem=broker.get(CA_CERT), cert_pem=broker.get(CLIENT_CERT), key_pem=broker.get(CLIENT_KEY)
+    )
+
+
 def mqtt_driver_config(
-    broker: Mapping[str, Any], devices: tuple[MqttDevice, ...]
+    broker: Mapping[str, Any],
+    devices: tuple[MqttDevice, ...],
+    agent_secrets: Mapping[str, str],
 ) -> MqttDriverConfig:
-    """The MQTT driver's settings for the site's broker."""
+    """The MQTT driver's settings for the site's broker. A broker without the entry's client id
+    (a document only being checked) gets a random one: never a predictable one."""
     return MqttDriverConfig(
         host=broker["host"],
         port=broker["port"],
         username=broker.get("username"),
         password=broker.get("password"),
-        tls=TlsOptions() if broker.get("tls") else None,
+        tls=mqtt_tls_options(broker),
         base_topic=broker["base_topic"],
-        client_id=f"power-allocation-{broker['base_topic']}",
+        client_id=broker.get("client_id") or new_client_id(),
         devices=devices,
+        agent_secrets=agent_secrets,
     )
 
 
@@ -124,6 +139,7 @@ def _build(
     result = SiteDrivers()
     modbus_devices: list[ModbusDevice] = []
     mqtt_devices: list[MqttDevice] = []
+    agent_secrets: dict[str, str] = {}
     entity_ups: dict[str, Mapping[str, Any]] = {}
     entity_outlets: dict[str, Mapping[str, Any]] = {}
 
@@ -168,13 +184,15 @@ def _build(
         if controls.agent:
             result.owner[f"agent:{service_id}"] = SOURCE_MQTT
             mqtt_devices.append(MqttDevice(AGENT_PROFILE, service_id, {}))
+            if controls.agent_secret is not None:
+                agent_secrets[service_id] = controls.agent_secret
 
     if modbus_devices:
         result.drivers[SOURCE_MODBUS] = ModbusDriver(modbus_devices)
     if mqtt_devices:
         assert topology.mqtt is not None  # parse_topology insists on a broker
         result.drivers[SOURCE_MQTT] = MqttDriver(
-            mqtt_driver_config(topology.mqtt, tuple(mqtt_devices))
+            mqtt_driver_config(topology.mqtt, tuple(mqtt_devices), agent_secrets)
         )
     if entity_ups or entity_outlets:
         result.drivers[SOURCE_ENTITIES] = EntitySource(

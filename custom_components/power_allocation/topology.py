@@ -6,7 +6,8 @@ One document describes a site, in the config entry and in the YAML a large site 
 - `ups`: the engine's UPS fields plus a `source`;
 - `pdus`: the engine's PDU fields plus a `source`;
 - `services`: the engine's service fields plus how to ask the host to stop, throttle and start
-  (`agent: true` for the project's MQTT host agent, or Home Assistant actions);
+  (`agent: true` and its `agent_secret` for the project's MQTT host agent, or Home Assistant
+  actions);
 - `planner` (optional): the site's own tunables of the plan: `ride_through_s`, how long a blip
   is ridden through before anything is stopped, and the outage prior — `momentary_ratio` (the
   share of outages that are blips), `sustained_median_s` and `sustained_sigma` (how long the
@@ -28,6 +29,8 @@ import voluptuous as vol
 import yaml  # type: ignore[import-untyped]
 
 from .drivers.bounded_yaml import YamlBoundError, load_bounded_yaml
+from .drivers.command_auth import MIN_SECRET_LENGTH
+from .drivers.mqtt_tls import CA_CERT, CLIENT_CERT, CLIENT_KEY, InvalidTlsPemError, check_tls_pem
 from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import PDU_KEYS, SERVICE_KEYS, UPS_KEYS, Site, TopologyError
 from .engine.outage import MOMENTARY_MAX_S, SITE_PRIOR_KEYS, OutagePrior
@@ -69,9 +72,16 @@ MQTT_BROKER_SCHEMA = vol.Schema(
         vol.Optional("username"): _TEXT,
         vol.Optional("password"): str,
         vol.Optional("tls", default=False): bool,
+        # With `tls`: a private CA to trust instead of the system's, and a client certificate
+        # with its key for mutual TLS, as PEM text.
+        vol.Optional(CA_CERT): _TEXT,
+        vol.Optional(CLIENT_CERT): _TEXT,
+        vol.Optional(CLIENT_KEY): _TEXT,
         vol.Optional("base_topic", default="power_allocation"): vol.All(
             str, vol.Match(r"^[^+#\0]+$", msg="must not contain + # or NUL")
         ),
+        # Not the user's: the entry's own random id (`entry_topology` puts it here).
+        vol.Optional("client_id"): vol.All(str, vol.Length(min=1, max=64)),
     }
 )
 
@@ -198,6 +208,13 @@ TOPOLOGY_SCHEMA = vol.Schema(
                 vol.Optional("idle_w"): _NUMBER,
                 vol.Optional("throttle"): {vol.Required("min_w"): _NUMBER},
                 vol.Optional("agent", default=False): bool,
+                vol.Optional("agent_secret"): vol.All(
+                    str,
+                    vol.Length(
+                        min=MIN_SECRET_LENGTH,
+                        msg=f"must be at least {MIN_SECRET_LENGTH} characters",
+                    ),
+                ),
                 vol.Optional("stop_action"): _ACTION,
                 vol.Optional("throttle_action"): _ACTION,
                 vol.Optional("start_action"): _ACTION,
@@ -235,6 +252,8 @@ class ServiceControls:
     """How the integration asks one service's host to stop, throttle and start."""
 
     agent: bool = False
+    # What the agent's commands are signed with (drivers/command_auth.py).
+    agent_secret: str | None = field(default=None, repr=False)
     stop: HaAction | None = None
     throttle: HaAction | None = None
     start: HaAction | None = None
@@ -299,6 +318,14 @@ def parse_topology(document: Any) -> SiteTopology:
     ) or any(s["agent"] for s in checked["services"])
     if uses_mqtt and "mqtt" not in checked:
         raise TopologyError("mqtt: a source or an agent uses MQTT, but no broker is configured")
+    for index, service in enumerate(checked["services"]):
+        if service["agent"] and "agent_secret" not in service:
+            raise TopologyError(
+                f"services[{index}] ({service['id']}).agent_secret: a host agent needs its "
+                f"secret (at least {MIN_SECRET_LENGTH} characters), which signs its commands"
+            )
+    if "mqtt" in checked:
+        _check_broker_tls(checked["mqtt"])
     for pdu in checked["pdus"]:
         source = pdu["source"]
         if source["kind"] != SOURCE_MODBUS:
@@ -317,6 +344,7 @@ def parse_topology(document: Any) -> SiteTopology:
         controls={
             s["id"]: ServiceControls(
                 agent=s["agent"],
+                agent_secret=s.get("agent_secret"),
                 stop=_action(s.get("stop_action")),
                 throttle=_action(s.get("throttle_action")),
                 start=_action(s.get("start_action")),
@@ -327,6 +355,17 @@ def parse_topology(document: Any) -> SiteTopology:
         ride_through_s=ride_through_s,
         outage_prior=prior,
     )
+
+
+def _check_broker_tls(broker: Mapping[str, Any]) -> None:
+    """Certificates only with TLS on, and each of them usable."""
+    given = [key for key in (CA_CERT, CLIENT_CERT, CLIENT_KEY) if key in broker]
+    if given and not broker["tls"]:
+        raise TopologyError(f"mqtt.{given[0]}: only used with tls: true")
+    try:
+        check_tls_pem(broker.get(CA_CERT), broker.get(CLIENT_CERT), broker.get(CLIENT_KEY))
+    except InvalidTlsPemError as error:
+        raise TopologyError(f"mqtt.{error}") from None
 
 
 def planner_settings(planner: Mapping[str, Any]) -> tuple[float, OutagePrior]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +18,16 @@ from custom_components.power_allocation.drivers.interface import (
 )
 from custom_components.power_allocation.drivers.mqtt import MqttDriver, MqttDriverConfig
 from custom_components.power_allocation.engine.scenario import Scenario
-from simulator.mqtt_bridge import BRIDGE_PROFILES, MqttBridge, devices_for, nut_status
+from simulator.mqtt_bridge import (
+    BRIDGE_PROFILES,
+    MqttBridge,
+    agent_secrets_from_topology,
+    devices_for,
+    nut_status,
+)
 from simulator.site import ServiceMode, SimulatedSite
 from tests.fixtures.mqtt_broker import Mosquitto, MqttPeer, eventually
+from tests.site_entry import agent_secret
 
 # Retained availability outlives a test on the shared broker: every bridge gets its own prefix.
 _prefixes = (f"sim{n}" for n in itertools.count())
@@ -42,13 +51,33 @@ class BridgedSite:
         return result
 
 
+def agent_secrets(scenario: Scenario) -> dict[str, str]:
+    return {s.id: agent_secret(s.id) for s in scenario.site.services}
+
+
 @asynccontextmanager
 async def bridge_and_driver(
-    broker: Mosquitto, scenario: Scenario, profile: str, command_timeout_s: float = 2.0
+    broker: Mosquitto,
+    scenario: Scenario,
+    profile: str,
+    command_timeout_s: float = 2.0,
+    *,
+    bridge_secrets: Mapping[str, str] | None = None,
 ) -> AsyncIterator[BridgedSite]:
+    """The bridge and a driver reading it; the agents know the driver's secrets unless
+    `bridge_secrets` says otherwise."""
     prefix = next(_prefixes)
     site = SimulatedSite(scenario, follow_timeline=False)
-    bridge = MqttBridge(site, broker.host, broker.port, profile, prefix, interval_s=0)
+    secrets = agent_secrets(scenario)
+    bridge = MqttBridge(
+        site,
+        broker.host,
+        broker.port,
+        profile,
+        prefix,
+        interval_s=0,
+        agent_secrets=secrets if bridge_secrets is None else bridge_secrets,
+    )
     config = MqttDriverConfig(
         host=broker.host,
         port=broker.port,
@@ -56,6 +85,7 @@ async def bridge_and_driver(
         base_topic=prefix,
         devices=devices_for(scenario.site, profile, prefix),
         command_timeout_s=command_timeout_s,
+        agent_secrets=secrets,
     )
     driver = MqttDriver(config)
     await bridge.start()
@@ -158,7 +188,14 @@ async def test_stopping_the_bridge_takes_its_devices_offline(
 ) -> None:
     prefix = next(_prefixes)
     site = SimulatedSite(small_scenario, follow_timeline=False)
-    bridge = MqttBridge(site, mqtt_broker.host, mqtt_broker.port, "tasmota", prefix)
+    bridge = MqttBridge(
+        site,
+        mqtt_broker.host,
+        mqtt_broker.port,
+        "tasmota",
+        prefix,
+        agent_secrets=agent_secrets(small_scenario),
+    )
     await bridge.start()
     lwt = f"tele/{prefix}_pdu-a_1/LWT"
     watcher = mqtt_peers(mqtt_broker, "watcher", [lwt])
@@ -183,6 +220,92 @@ def test_nut_status_codes(small_scenario: Scenario) -> None:
 def test_unknown_bridge_profile_is_refused(small_scenario: Scenario) -> None:
     site = SimulatedSite(small_scenario, follow_timeline=False)
     with pytest.raises(ValueError, match="unknown bridge profile"):
-        MqttBridge(site, "127.0.0.1", 1883, "zigbee", "sim")
+        MqttBridge(site, "127.0.0.1", 1883, "zigbee", "sim", agent_secrets={})
     with pytest.raises(ValueError, match="unknown bridge profile"):
         devices_for(small_scenario.site, "zigbee", "sim")
+
+
+# --- the agents' command check -----------------------------------------------------------------
+
+
+def _agent_root(bridged: BridgedSite, service_id: str) -> str:
+    return f"{bridged.bridge.prefix}/agent/{service_id}"
+
+
+async def test_an_unsigned_shutdown_from_anyone_is_refused(
+    mqtt_broker: Mosquitto, small_scenario: Scenario, mqtt_peers: Callable[..., MqttPeer]
+) -> None:
+    async with bridge_and_driver(mqtt_broker, small_scenario, "power_allocation") as bridged:
+        root = _agent_root(bridged, "batch")
+        intruder = mqtt_peers(mqtt_broker, "intruder", [f"{root}/ack"])
+        intruder.publish(f"{root}/command", json.dumps({"id": 1, "action": "shutdown"}))
+
+        # The bridge answers on this event loop: wait without blocking it.
+        [ack] = await eventually(lambda: intruder.messages_on(f"{root}/ack"))
+
+    assert json.loads(ack) == {"id": 1, "ok": False, "error": "refused: unsigned command"}
+    assert bridged.site.snapshot().services["batch"].mode is ServiceMode.RUNNING
+
+
+async def test_a_replayed_command_is_refused(
+    mqtt_broker: Mosquitto, small_scenario: Scenario, mqtt_peers: Callable[..., MqttPeer]
+) -> None:
+    async with bridge_and_driver(mqtt_broker, small_scenario, "power_allocation") as bridged:
+        root = _agent_root(bridged, "db")
+        eavesdropper = mqtt_peers(mqtt_broker, "eavesdropper", [f"{root}/command", f"{root}/ack"])
+        throttled = await bridged.driver.execute(
+            Command(CommandKind.AGENT_THROTTLE, "db", cap_w=90.0)
+        )
+        started = await bridged.driver.execute(Command(CommandKind.AGENT_START, "db"))
+        assert (throttled.ok, started.ok) == (True, True)
+        assert bridged.site.snapshot().services["db"].cap_w is None
+        captured = eavesdropper.wait_for(f"{root}/command")[0]
+
+        eavesdropper.publish(f"{root}/command", captured)
+
+        await eventually(lambda: len(eavesdropper.messages_on(f"{root}/ack")) == 3)
+        acks = [json.loads(p) for p in eavesdropper.messages_on(f"{root}/ack")]
+    assert acks[-1] == {
+        "id": json.loads(captured)["id"],
+        "ok": False,
+        "error": "refused: replayed command",
+    }
+    assert bridged.site.snapshot().services["db"].cap_w is None
+
+
+async def test_a_command_signed_with_another_secret_fails_and_changes_nothing(
+    mqtt_broker: Mosquitto, small_scenario: Scenario
+) -> None:
+    wrong = {s.id: f"not-the-secret-of-{s.id}" for s in small_scenario.site.services}
+    async with bridge_and_driver(
+        mqtt_broker, small_scenario, "power_allocation", bridge_secrets=wrong
+    ) as bridged:
+        result = await bridged.driver.execute(Command(CommandKind.AGENT_SHUTDOWN, "batch"))
+
+    assert (result.ok, result.error) == (False, "refused: bad signature")
+    assert bridged.site.snapshot().services["batch"].mode is ServiceMode.RUNNING
+
+
+async def test_an_agent_without_a_secret_refuses_every_command(
+    mqtt_broker: Mosquitto, small_scenario: Scenario
+) -> None:
+    async with bridge_and_driver(
+        mqtt_broker, small_scenario, "power_allocation", bridge_secrets={}
+    ) as bridged:
+        result = await bridged.driver.execute(Command(CommandKind.AGENT_SHUTDOWN, "batch"))
+
+    assert not result.ok
+    assert "no secret" in (result.error or "")
+    assert bridged.site.snapshot().services["batch"].mode is ServiceMode.RUNNING
+
+
+def test_the_agents_secrets_come_from_the_site_topology(tmp_path: Path) -> None:
+    topology = tmp_path / "site.yaml"
+    topology.write_text(
+        "services:\n"
+        "- {id: db, agent: true, agent_secret: the-secret-of-the-db-host}\n"
+        "- {id: lab, agent: false}\n"
+    )
+    assert agent_secrets_from_topology(topology) == {"db": "the-secret-of-the-db-host"}
+    demo = Path(__file__).parents[2] / "docs" / "demo-topology.yaml"
+    assert len(agent_secrets_from_topology(demo)) == 12

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import json
 import logging
@@ -34,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from .command_auth import sign_command
 from .interface import (
     Command,
     CommandKind,
@@ -64,6 +64,7 @@ from .mqtt_profile import (
     render_json,
 )
 from .mqtt_status import SiteStatus, encode_status
+from .mqtt_tls import TlsOptions, tls_context
 from .plausibility import ImplausibleReadings, mains_online
 
 _LOGGER = logging.getLogger(__name__)
@@ -75,16 +76,6 @@ OFFLINE = "offline"
 # A device marked unavailable comes back on its own online word, or once `read()` has seen fresh
 # readings from it in this many cycles: one stray message does not bring it back.
 CYCLES_TO_COME_BACK = 2
-
-
-@dataclass(frozen=True, slots=True)
-class TlsOptions:
-    """TLS to the broker. No `ca_certs`: the system's trusted CAs."""
-
-    ca_certs: str | None = None
-    certfile: str | None = None
-    keyfile: str | None = None
-    verify_hostname: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +96,8 @@ class MqttDriverConfig:
     devices: tuple[MqttDevice, ...] = ()
     limits: PayloadLimits = field(default_factory=PayloadLimits)
     command_timeout_s: float = 10.0
+    # Agent target -> the secret its commands are signed with (`command_auth`).
+    agent_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     reconnect_min_s: int = 1
     reconnect_max_s: int = 30
 
@@ -310,18 +303,9 @@ class MqttDriver:
         if config.username is not None:
             client.username_pw_set(config.username, config.password)
         if config.tls is not None:
-            tls = config.tls
             # Reads certificate files: off the event loop.
-            await self._loop.run_in_executor(
-                None,
-                functools.partial(
-                    client.tls_set,
-                    ca_certs=tls.ca_certs,
-                    certfile=tls.certfile,
-                    keyfile=tls.keyfile,
-                ),
-            )
-            client.tls_insecure_set(not tls.verify_hostname)
+            context = await self._loop.run_in_executor(None, tls_context, config.tls)
+            client.tls_set_context(context)
         if config.broadcast_status:
             client.will_set(config.availability_topic, OFFLINE, qos=COMMAND_QOS, retain=True)
         client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)
@@ -432,6 +416,9 @@ class MqttDriver:
         }
         topic = render(spec.topic, variables)
         rendered = render_json(spec.payload, variables)
+        if bound.profile.feeds is Feeds.AGENT and command.target in self._config.agent_secrets:
+            secret = self._config.agent_secrets[command.target]
+            rendered = sign_command(rendered, secret, time.time())
         payload = rendered if isinstance(rendered, str) else json.dumps(rendered)
 
         pending: _PendingAck | None = None

@@ -11,9 +11,11 @@ from typing import Any
 
 import voluptuous as vol
 
-from .mqtt import MqttDriverConfig, TlsOptions
+from .command_auth import MIN_SECRET_LENGTH
+from .mqtt import MqttDriverConfig
 from .mqtt_payload import PayloadLimits
 from .mqtt_profile import MqttDevice
+from .mqtt_tls import TlsOptions
 
 _TEXT = vol.All(str, vol.Length(min=1))
 _POSITIVE = vol.All(vol.Coerce(float), vol.Range(min=0, min_included=False))
@@ -45,6 +47,8 @@ MQTT_CONFIG_SCHEMA = vol.Schema(
                 vol.Optional("variables", default=dict): {str: vol.Any(str, int)},
                 # Over the profile's ceiling for this device's power readings.
                 vol.Optional("max_power_w"): _POSITIVE,
+                # A host agent's: what its commands are signed with.
+                vol.Optional("secret"): vol.All(str, vol.Length(min=MIN_SECRET_LENGTH)),
             }
         ],
         vol.Optional("max_payload_bytes", default=16_384): vol.All(int, vol.Range(min=64)),
@@ -73,4 +77,5 @@ def mqtt_config_from_mapping(data: Mapping[str, Any]) -> MqttDriverConfig:
         ),
         limits=PayloadLimits(max_payload_bytes=checked["max_payload_bytes"]),
         command_timeout_s=checked["command_timeout_s"],
+        agent_secrets={d["target"]: d["secret"] for d in checked["devices"] if "secret" in d},
     )
