@@ -1,16 +1,16 @@
-"""Diagnostics: the site's topology, last telemetry and controller state, credentials redacted."""
+"""Diagnostics: the site's topology, last telemetry and controller state, secrets redacted."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
 
 from . import PowerAllocationConfigEntry
+from .redact import redact
 
-# Broker credentials, and what could point a stranger at the site.
-TO_REDACT = {"username", "password", "host"}
+# No secrets (`redact` finds those anywhere), but they point a stranger at the site.
+ALWAYS_REDACTED = ("host", "username")
 
 
 async def async_get_config_entry_diagnostics(
@@ -22,8 +22,8 @@ async def async_get_config_entry_diagnostics(
     return {
         "entry": {
             "title": entry.title,
-            "data": async_redact_data(dict(entry.data), TO_REDACT),
-            "options": async_redact_data(dict(entry.options), TO_REDACT),
+            "data": redact(dict(entry.data), ALWAYS_REDACTED),
+            "options": redact(dict(entry.options), ALWAYS_REDACTED),
         },
         "telemetry": coordinator.snapshot_data(),
         "controller": state["controller"],
