@@ -84,8 +84,11 @@ _CONTROLLER_MAPS: dict[str, tuple[Validator, bool]] = {
     "soc_ratio": (_RATIO, True),
     "runtime_disagrees_since_s": (_finite, True),
     "charge_implausible_since_s": (_finite, False),
+    "seen_off_since_s": (_finite, False),
     "services": (_SERVICE_CONTROL, True),
 }
+# Its lists of service ids: name -> whether it is required.
+_CONTROLLER_IDS = {"held_on": True, "held_off": True, "found_off": False}
 _BATTERY_FIT = vol.Schema(
     {vol.Required(k): _finite for k in ("n", "sx", "sy", "sxx", "sxy", "readings_used")}
 )
@@ -179,13 +182,15 @@ class _Cleaner:
                 continue
             entries = self.entries(cleaned.get(name), schema, f"controller.{name}")
             cleaned[name] = {} if entries is None else entries
-        held_on = self.items(cleaned.get("held_on"), _TEXT, "controller.held_on") or []
-        held_off = self.items(cleaned.get("held_off"), _TEXT, "controller.held_off") or []
-        both = set(held_on) & set(held_off)
+        for name, required in _CONTROLLER_IDS.items():
+            if name in cleaned or required:
+                ids = self.items(cleaned.get(name), _TEXT, f"controller.{name}")
+                cleaned[name] = [] if ids is None else ids
+        both = set(cleaned["held_on"]) & set(cleaned["held_off"])
         if both:  # held on and off at once: neither hold can be right
             self.reset.append(f"controller.holds of {', '.join(sorted(both))}")
-        cleaned["held_on"] = [s for s in held_on if s not in both]
-        cleaned["held_off"] = [s for s in held_off if s not in both]
+            cleaned["held_on"] = [s for s in cleaned["held_on"] if s not in both]
+            cleaned["held_off"] = [s for s in cleaned["held_off"] if s not in both]
         return cleaned
 
     def demand(self, value: Any) -> dict[str, Any] | None:
