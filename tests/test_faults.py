@@ -12,15 +12,19 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.update_coordinator import UpdateFailed
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.power_allocation.const import DOMAIN, EVENT_DECISION
 from custom_components.power_allocation.engine.controller import Mode
+from custom_components.power_allocation.sources import SiteDrivers
 from tests.fixtures.modbus_site import HOST, ModbusSite
 from tests.site_entry import BATCH_OUTLET, CRITICAL_OUTLETS, SiteRun, small_site_entry
 
@@ -253,20 +257,52 @@ async def test_a_site_where_nothing_answers_is_not_ready(
 
 
 async def test_when_every_device_goes_silent_the_update_fails(
-    hass: HomeAssistant, modbus_site: ModbusSite
+    hass: HomeAssistant, modbus_site: ModbusSite, caplog: pytest.LogCaptureFixture
 ) -> None:
     run = SiteRun.small(hass, modbus_site)
     await run.set_up()
     await run.cycle(3)
+    coordinator = run.coordinator
+    registry = er.async_get(hass)
+    entity_ids = [
+        e.entity_id for e in er.async_entries_for_config_entry(registry, run.entry.entry_id)
+    ]
+    assert len(entity_ids) > 20
+    assert not [e for e in entity_ids if run.state(e) == "unavailable"]
+    phases = {sid: c.phase for sid, c in coordinator.control.decider.state.services.items()}
     decisions = async_capture_events(hass, EVENT_DECISION)
+    sent: list[Any] = []
+    execute = SiteDrivers.execute
+
+    async def record(drivers: SiteDrivers, command: Any) -> Any:
+        sent.append(command)
+        return await execute(drivers, command)
+
     await modbus_site.server.stop()
-    await run.cycle()
-    assert not run.coordinator.last_update_success
-    assert run.state("sensor.rack_a_controller_state") == "unavailable"
-    assert run.state("switch.rack_a_pdu_a_outlet_1") == "unavailable"
-    # The controller ran all the same, and cut nothing for lack of data (I7).
-    assert run.coordinator.control.view is not None
-    assert run.coordinator.control.view.now_s == run.coordinator.clock()
+    with patch.object(SiteDrivers, "execute", record):
+        await run.cycle()
+
+    # The failure is the update's, said as the integration says it.
+    assert not coordinator.last_update_success
+    assert isinstance(coordinator.last_exception, UpdateFailed)
+    assert coordinator.last_exception.translation_key == "no_device_answered"
+    assert "No UPS or PDU of the site answered" in caplog.text
+    # Every entity of the site is unavailable, and every device has its repair issue.
+    assert [e for e in entity_ids if run.state(e) != "unavailable"] == []
+    assert coordinator.unavailable_devices == frozenset({"ups1", "pdu-a", "pdu-b"})
+    issues = ir.async_get(hass)
+    for device in ("ups1", "pdu-a", "pdu-b"):
+        issue = issues.async_get_issue(DOMAIN, f"device_unreachable_{run.entry.entry_id}_{device}")
+        assert issue is not None
+        assert issue.translation_placeholders == {"site": "Rack A", "device": device}
+    # The controller ran all the same, on mains, and cut nothing for lack of data (I7): no
+    # command reached a device or a host, and no service changed phase.
+    view = coordinator.control.view
+    assert view is not None
+    assert view.now_s == coordinator.clock()
+    assert view.mode is Mode.NORMAL
+    assert sent == []
     assert decisions == []
-    assert run.coordinator.unavailable_devices == frozenset({"ups1", "pdu-a", "pdu-b"})
+    assert {sid: c.phase for sid, c in coordinator.control.decider.state.services.items()} == phases
+    assert all(run.outlet_on(o) for o in (*CRITICAL_OUTLETS, BATCH_OUTLET))
     await run.unload()
