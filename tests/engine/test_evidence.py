@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from custom_components.power_allocation.engine.controller import (
     Mode,
     Readings,
+    StartService,
     StopService,
     UpsReading,
 )
@@ -148,3 +151,41 @@ def test_mains_belief_changes_only_on_two_agreeing_readings(sequence: list[bool 
         if read is not None and read != belief.believed:
             assert fault is not None
             assert fault.kind == "reading_unconfirmed"
+
+
+def _switched_off_by_someone(decider: SiteDecider, now_s: float, service_id: str) -> Readings:
+    """The rack's readings with `service_id`'s outlets off and dark, as after a forged command
+    or a hand on the PDU."""
+    base = readings(now_s, agent_w={service_id: 0.0})
+    outlets = set(SITE.service_by_id[service_id].outlets)
+    return replace(
+        base,
+        outlet_on={o: o not in outlets for o in base.outlet_on},
+        outlet_w=dict.fromkeys(outlets, 0.0),
+    )
+
+
+def test_a_service_found_off_is_reported_held_off_and_its_dependents_stopped() -> None:
+    decider = _learnt_decider()
+    first = decider.decide(_switched_off_by_someone(decider, 600.0, "db"))
+    assert not first.step.commands  # one reading: not yet
+    cycle = decider.decide(_switched_off_by_someone(decider, 610.0, "db"))
+    assert any(f.kind == "found_stopped" and f.service_id == "db" for f in cycle.step.faults)
+    assert "db" in decider.state.held_off
+    assert "db" in decider.state.found_off
+    # What needs it stops cleanly (I1); it is not started behind whoever stopped it.
+    assert [c.service_id for c in cycle.step.commands if isinstance(c, StopService)] == ["web"]
+    for t in range(620, 1200, 10):
+        cycle = decider.decide(_switched_off_by_someone(decider, float(t), "db"))
+        assert not any(
+            isinstance(c, StartService) and c.service_id == "db" for c in cycle.step.commands
+        )
+    # An administrator's release starts it again.
+    decider.hold("db", None)
+    started = [
+        c.service_id
+        for t in range(1200, 1400, 10)
+        for c in decider.decide(_switched_off_by_someone(decider, float(t), "db")).step.commands
+        if isinstance(c, StartService)
+    ]
+    assert "db" in started

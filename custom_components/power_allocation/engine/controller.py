@@ -257,6 +257,11 @@ class ControllerState:
     services: Mapping[str, ServiceControl] = field(default_factory=dict)
     held_on: frozenset[str] = frozenset()
     held_off: frozenset[str] = frozenset()
+    # Held off because they were found off, not stopped by the controller: released by an
+    # administrator, or once they are seen running again.
+    found_off: frozenset[str] = frozenset()
+    # Services running for the controller whose outlets read off (and draw nothing), since when.
+    seen_off_since_s: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able copy (infinities as None)."""
@@ -274,6 +279,8 @@ class ControllerState:
             "services": {sid: _control_dict(control) for sid, control in self.services.items()},
             "held_on": sorted(self.held_on),
             "held_off": sorted(self.held_off),
+            "found_off": sorted(self.found_off),
+            "seen_off_since_s": dict(self.seen_off_since_s),
         }
 
     @classmethod
@@ -312,6 +319,8 @@ class ControllerState:
             },
             held_on=frozenset(data["held_on"]),
             held_off=frozenset(data["held_off"]),
+            found_off=frozenset(data.get("found_off", ())),
+            seen_off_since_s={k: float(v) for k, v in data.get("seen_off_since_s", {}).items()},
         )
 
 
@@ -368,6 +377,7 @@ def hold(site: Site, state: ControllerState, service_id: str, on: bool | None) -
     """
     held_on = state.held_on - {service_id}
     held_off = state.held_off - {service_id}
+    state = replace(state, found_off=state.found_off - {service_id})
     if on is True:
         held_on |= {service_id}
     elif on is False:
@@ -494,6 +504,7 @@ class _Cycle:
     def run(self) -> None:
         self._track_mains()
         self._estimate_charge()
+        self._notice_found_off()
         self._apply_holds()
         if self._on_battery_now():
             self._on_battery()
@@ -646,6 +657,68 @@ class _Cycle:
         )[ups_id]
 
     # --- holds ------------------------------------------------------------------------------
+
+    def _notice_found_off(self) -> None:
+        """A running service whose outlets read off and which draws nothing, two readings in a
+        row, was stopped by something else (a person, a forged command, a tripped outlet): it
+        is reported and held off, so that what depends on it stops cleanly (I1) and nothing
+        starts it behind whoever stopped it. It is started again once an administrator releases
+        it, or left to run once it is seen running again."""
+        seen = dict(self.state.seen_off_since_s)
+        found = set(self.state.found_off)
+        held_off = set(self.state.held_off)
+        protected = self._protected()
+        for sid, control in self.services.items():
+            outlets = self.site.service_by_id[sid].outlets
+            reported = [self.telemetry.outlet_on.get(o) for o in outlets]
+            draw_w = self.telemetry.service_draw_w.get(sid)
+            if sid in found and control.phase is Phase.OFF:
+                running = any(r is True for r in reported) and (
+                    draw_w is not None and draw_w > self._up_threshold_w(sid)
+                )
+                if running:
+                    found.discard(sid)
+                    held_off.discard(sid)
+                    self.services[sid] = replace(
+                        control, phase=Phase.ON, reason="found running again"
+                    )
+                    self.faults.append(Fault(sid, "found_running", f"{sid}: found running again"))
+                continue
+            looks_off = (
+                control.phase is Phase.ON
+                and sid not in protected
+                and all(r is False for r in reported)
+                and (draw_w is None or draw_w <= self._up_threshold_w(sid))
+            )
+            if not looks_off:
+                seen.pop(sid, None)
+                continue
+            if sid not in seen:
+                seen[sid] = self.now_s
+                continue
+            seen.pop(sid)
+            found.add(sid)
+            held_off.add(sid)
+            self.services[sid] = replace(
+                control,
+                phase=Phase.OFF,
+                since_s=self.now_s,
+                reason="found off, not stopped by this controller: held off until released",
+            )
+            self.faults.append(
+                Fault(
+                    sid,
+                    "found_stopped",
+                    f"{sid}: its outlets read off and it draws nothing, but nothing here "
+                    "stopped it: held off until an administrator releases it",
+                )
+            )
+        self.state = replace(
+            self.state,
+            seen_off_since_s=seen,
+            found_off=frozenset(found),
+            held_off=frozenset(held_off),
+        )
 
     def _apply_holds(self) -> None:
         for sid in self._held_off_closure():

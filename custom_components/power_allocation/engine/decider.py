@@ -163,7 +163,9 @@ class SiteDecider:
 
     def release_all(self) -> None:
         """Release every hold."""
-        self.state = replace(self.state, held_on=frozenset(), held_off=frozenset())
+        self.state = replace(
+            self.state, held_on=frozenset(), held_off=frozenset(), found_off=frozenset()
+        )
 
     # --- the cycle --------------------------------------------------------------------------
 
@@ -332,6 +334,8 @@ def _restored_controller_state(site: Site, stored: Mapping[str, Any] | None) -> 
         services=services,
         held_on=state.held_on & known,
         held_off=state.held_off & known,
+        found_off=state.found_off & known,
+        seen_off_since_s={k: v for k, v in state.seen_off_since_s.items() if k in known},
     )
 
 
