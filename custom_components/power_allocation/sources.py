@@ -28,6 +28,7 @@ from .drivers.modbus import ModbusDevice, ModbusDriver
 from .drivers.mqtt import MqttDriver, MqttDriverConfig
 from .drivers.mqtt_profile import MqttDevice, builtin_profiles
 from .drivers.mqtt_tls import CA_CERT, CLIENT_CERT, CLIENT_KEY, TlsOptions
+from .drivers.plausibility import ups_max_power_w
 from .drivers.profile import PduProfile, UpsProfile, load_profile
 from .entity_source import EntitySource
 from .mqtt_client_id import new_client_id
@@ -143,7 +144,12 @@ def _build(
     entity_ups: dict[str, Mapping[str, Any]] = {}
     entity_outlets: dict[str, Mapping[str, Any]] = {}
 
-    def modbus(device_id: str, source: Mapping[str, Any], outlet_count: int = 0) -> None:
+    def modbus(
+        device_id: str,
+        source: Mapping[str, Any],
+        outlet_count: int = 0,
+        max_power_w: float | None = None,
+    ) -> None:
         modbus_devices.append(
             ModbusDevice(
                 device_id=device_id,
@@ -153,16 +159,27 @@ def _build(
                 unit_id=source["unit_id"],
                 outlet_count=outlet_count,
                 timeout_s=source["timeout_s"],
+                max_power_w=max_power_w,
             )
         )
+
+    # A UPS's output reading above what its rating allows for a moment is not a reading.
+    rated_w = {u.id: u.rated_w for u in site.ups}
 
     for ups_id, source in topology.ups_sources.items():
         result.owner[ups_id] = source["kind"]
         match source["kind"]:
             case "modbus":
-                modbus(ups_id, source)
+                modbus(ups_id, source, max_power_w=ups_max_power_w(rated_w[ups_id]))
             case "mqtt":
-                mqtt_devices.append(MqttDevice(source["profile"], ups_id, source["variables"]))
+                mqtt_devices.append(
+                    MqttDevice(
+                        source["profile"],
+                        ups_id,
+                        source["variables"],
+                        max_power_w=ups_max_power_w(rated_w[ups_id]),
+                    )
+                )
             case "entities":
                 entity_ups[ups_id] = source
     for pdu in site.pdus:
@@ -195,9 +212,7 @@ def _build(
             mqtt_driver_config(topology.mqtt, tuple(mqtt_devices), agent_secrets)
         )
     if entity_ups or entity_outlets:
-        result.drivers[SOURCE_ENTITIES] = EntitySource(
-            hass, entity_ups, entity_outlets, {u.id: u.rated_w for u in site.ups}
-        )
+        result.drivers[SOURCE_ENTITIES] = EntitySource(hass, entity_ups, entity_outlets, rated_w)
     return result
 
 
