@@ -22,7 +22,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.update_coordinator import UpdateFailed
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
-from custom_components.power_allocation.const import DOMAIN, EVENT_DECISION
+from custom_components.power_allocation.const import DOMAIN, EVENT_DECISION, EVENT_FAULT
 from custom_components.power_allocation.engine.controller import Mode
 from custom_components.power_allocation.sources import SiteDrivers
 from tests.fixtures.modbus_site import HOST, ModbusSite
@@ -305,4 +305,30 @@ async def test_when_every_device_goes_silent_the_update_fails(
     assert decisions == []
     assert {sid: c.phase for sid, c in coordinator.control.decider.state.services.items()} == phases
     assert all(run.outlet_on(o) for o in (*CRITICAL_OUTLETS, BATCH_OUTLET))
+    await run.unload()
+
+
+async def test_a_service_switched_off_by_someone_else_is_reported_and_held_off(
+    hass: HomeAssistant, modbus_site: ModbusSite
+) -> None:
+    """A hand on the PDU (or a forged command) turns batch's outlet off on mains: reported
+    (event, warning, repair), not started again behind whoever did it, until released."""
+    run = SiteRun.small(hass, modbus_site)
+    await run.set_up()
+    await run.cycle(3)
+    faults = async_capture_events(hass, EVENT_FAULT)
+    decisions = async_capture_events(hass, EVENT_DECISION)
+    modbus_site.site.set_outlet(BATCH_OUTLET, False)
+    await run.cycle_until(lambda: any(e.data["kind"] == "found_stopped" for e in faults))
+    found = next(e.data for e in faults if e.data["kind"] == "found_stopped")
+    assert found["service"] == "batch"
+    issue_id = f"service_found_stopped_{run.entry.entry_id}_batch"
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None
+    await run.cycle(30)
+    assert not run.outlet_on(BATCH_OUTLET)
+    assert not [e for e in decisions if e.data["service"] == "batch"]
+    # Released by an administrator: it is started again, and the repair goes.
+    await run.call("restore_service", service="batch")
+    await run.cycle_until(lambda: run.outlet_on(BATCH_OUTLET))
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
     await run.unload()

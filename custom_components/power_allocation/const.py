@@ -17,9 +17,13 @@ STORAGE_SAVE_DELAY_S: Final = 60.0
 EVENT_DECISION: Final = f"{DOMAIN}_decision"
 EVENT_STATE_CHANGED: Final = f"{DOMAIN}_state_changed"
 EVENT_OVERLOAD_PREDICTED: Final = f"{DOMAIN}_overload_predicted"
+# What the controller noticed that an operator should know of: a reading it does not believe
+# yet, the UPS's low-battery alarm, a service stopped by something else.
+EVENT_FAULT: Final = f"{DOMAIN}_fault"
 
 ATTR_SITE: Final = "site"
 ATTR_SERVICE: Final = "service"
 
 ISSUE_UNREACHABLE: Final = "device_unreachable"
+ISSUE_FOUND_STOPPED: Final = "service_found_stopped"
 ISSUE_TOPOLOGY: Final = "broken_topology"

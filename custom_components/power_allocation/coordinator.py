@@ -19,8 +19,10 @@ from homeassistant.util import dt as dt_util
 from .const import (
     DOMAIN,
     EVENT_DECISION,
+    EVENT_FAULT,
     EVENT_OVERLOAD_PREDICTED,
     EVENT_STATE_CHANGED,
+    ISSUE_FOUND_STOPPED,
     ISSUE_UNREACHABLE,
     STORAGE_SAVE_DELAY_S,
     STORAGE_VERSION,
@@ -44,6 +46,17 @@ _LOGGER = logging.getLogger(__name__)
 MQTT_CONNECT_WAIT_S = 10.0
 # A repair issue: parts of the stored state were not valid and started afresh.
 ISSUE_STORED_STATE = "stored_state_reset"
+# The controller's faults an operator is told of (an event and a warning); the rest (a switch
+# retried, an estimate used for a missing reading) are in the debug log and the decisions.
+REPORTED_FAULTS = frozenset(
+    {
+        "found_running",
+        "found_stopped",
+        "low_battery_alarm",
+        "reading_implausible",
+        "reading_unconfirmed",
+    }
+)
 
 
 class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
@@ -76,6 +89,7 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         self._unavailable: set[str] = set()
         # Services whose stop could not be delivered: the next cycle asks again at once.
         self._stops_undelivered: frozenset[str] = frozenset()
+        self._found_off_reported: frozenset[str] = frozenset()
         # The cycle runs in an executor thread; actions that change the site's state wait for it.
         self.lock = asyncio.Lock()
         self._restored = False
@@ -226,8 +240,7 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
                     error,
                 )
         self._stops_undelivered = frozenset(undelivered)
-        for fault in outcome.faults:
-            _LOGGER.debug("%s: %s", self.site_name, fault.message)
+        self._report(outcome)
         if outcome.mode_changed:
             self.hass.bus.async_fire(
                 EVENT_STATE_CHANGED,
@@ -246,6 +259,41 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
                     "limit_w": risk.limit_w,
                 },
             )
+
+    def _report(self, outcome: CycleOutcome) -> None:
+        """The cycle's faults: what an operator must know of as an event and a warning, and a
+        repair issue for each service found stopped while it stays held off for it."""
+        for fault in outcome.faults:
+            if fault.kind not in REPORTED_FAULTS:
+                _LOGGER.debug("%s: %s", self.site_name, fault.message)
+                continue
+            _LOGGER.warning("%s: %s", self.site_name, fault.message)
+            self.hass.bus.async_fire(
+                EVENT_FAULT,
+                {
+                    "site": self.site_name,
+                    "service": fault.service_id,
+                    "kind": fault.kind,
+                    "message": fault.message,
+                },
+            )
+        found_off = self.control.decider.state.found_off
+        for sid in found_off - self._found_off_reported:
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                self._found_off_issue(sid),
+                is_fixable=False,
+                severity=ir.IssueSeverity.WARNING,
+                translation_key=ISSUE_FOUND_STOPPED,
+                translation_placeholders={"site": self.site_name, "service": sid},
+            )
+        for sid in self._found_off_reported - found_off:
+            ir.async_delete_issue(self.hass, DOMAIN, self._found_off_issue(sid))
+        self._found_off_reported = found_off
+
+    def _found_off_issue(self, service_id: str) -> str:
+        return f"{ISSUE_FOUND_STOPPED}_{self.config_entry.entry_id}_{service_id}"
 
     async def _execute(self, command: Command) -> tuple[bool, str | None]:
         """Carry out one controller command on the devices and hosts it names."""
