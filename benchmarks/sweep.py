@@ -41,9 +41,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml  # type: ignore[import-untyped]
-
 from benchmarks.policies import ORACLE_RATIO_TARGET, SCORE_TOLERANCE, Row, markdown, rows
+from custom_components.power_allocation.drivers.bounded_yaml import load_bounded_yaml
 from custom_components.power_allocation.drivers.scenario_file import scenario_from_mapping
 from custom_components.power_allocation.engine.controller import Command
 from custom_components.power_allocation.engine.model import Site
@@ -805,7 +804,7 @@ def _cmd_case(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     policies = _policies(parser, args.policies)
     if not args.file.is_file():
         parser.error(f"{args.file} is not a file")
-    scenario = load(yaml.safe_load(args.file.read_text(encoding="utf-8")))
+    scenario = load(load_bounded_yaml(args.file.read_text(encoding="utf-8")))
     print("\n".join(case(scenario, policies, args.window_s, args.decisions)))
     return 0
 

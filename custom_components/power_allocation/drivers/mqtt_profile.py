@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import voluptuous as vol
-import yaml  # type: ignore[import-untyped]
 
+from .bounded_yaml import load_bounded_yaml
 from .interface import CommandKind
 from .plausibility import HOST_MAX_POWER_W, OUTLET_MAX_POWER_W, UPS_MAX_POWER_W
 
@@ -383,7 +383,7 @@ def load_profiles(directory: Path) -> dict[str, MqttProfile]:
     for path in sorted(directory.glob("*.yaml")):
         with path.open(encoding="utf-8") as file:
             try:
-                profile = profile_from_mapping(yaml.safe_load(file))
+                profile = profile_from_mapping(load_bounded_yaml(file.read()))
             except ProfileError as err:
                 raise ProfileError(f"{path.name}: {err}") from None
         if profile.name in profiles:

@@ -29,6 +29,7 @@ from typing import Any
 import voluptuous as vol
 import yaml  # type: ignore[import-untyped]
 
+from .bounded_yaml import load_bounded_yaml
 from .plausibility import OUTLET_MAX_POWER_W, UPS_MAX_POWER_W
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
@@ -324,7 +325,7 @@ def load_profile(name_or_path: str | Path) -> UpsProfile | PduProfile:
     if path.suffix not in (".yaml", ".yml"):
         path = PROFILES_DIR / f"{name_or_path}.yaml"
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        config = load_bounded_yaml(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ProfileError(f"profile {path}: cannot be read ({error.strerror})") from None
     except yaml.YAMLError as error:
