@@ -8,6 +8,7 @@ loopback port nothing listens on.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from custom_components.power_allocation import entry_topology
 from custom_components.power_allocation.const import CONF_SITE_NAME, CONF_TOPOLOGY, DOMAIN
 from custom_components.power_allocation.engine.outage import OutagePrior
 from custom_components.power_allocation.engine.planner import RIDE_THROUGH_S
+from custom_components.power_allocation.mqtt_client_id import CONF_MQTT_CLIENT_ID
 from custom_components.power_allocation.topology import parse_topology
 from tests.fixtures.modbus_site import HOST, ModbusSite
 from tests.fixtures.mqtt_broker import Mosquitto, free_port
@@ -196,7 +198,10 @@ async def test_modbus_site_is_created_and_sets_up(
 
     assert entry.title == "Rack A"
     assert entry.unique_id == "rack_a"
-    assert entry.data == {
+    data = dict(entry.data)
+    # Its own MQTT client id, random: no other client can guess it and knock the site off.
+    assert re.fullmatch(r"power-allocation-[0-9a-f]{12}", data.pop(CONF_MQTT_CLIENT_ID))
+    assert data == {
         CONF_SITE_NAME: "Rack A",
         CONF_TOPOLOGY: {
             "ups": [
@@ -281,6 +286,9 @@ async def test_mqtt_form_defaults_to_home_assistants_broker(hass: HomeAssistant)
         "username": "ha",
         "password": "secret",
         "tls": False,
+        "ca_cert": "",
+        "client_cert": "",
+        "client_key": "",
         "base_topic": "power_allocation",
         "profile": "nut",
         "topic_prefix": "",
@@ -387,7 +395,7 @@ async def test_mqtt_broker_whose_certificate_is_not_trusted(
         {**broker_input(tls_mqtt_broker, tls=True), "profile": "power_allocation_ups"},
     )
     assert result["type"] is FlowResultType.FORM
-    assert result["errors"] == {"base": "cannot_connect"}
+    assert result["errors"] == {"base": "tls_handshake_failed"}
 
 
 async def test_mqtt_broker_that_refuses_for_another_reason(
@@ -496,9 +504,10 @@ async def test_reconfigure_forms_offer_the_current_connection(
     assert result["step_id"] == "reconfigure"
     assert schema_defaults(result) == modbus_input(closed_port)
     result = await mqtt.start_reconfigure_flow(hass)
-    assert schema_defaults(result) == broker_input(
-        port=closed_port, username="power", password="allocation"
-    )
+    assert schema_defaults(result) == {
+        **broker_input(port=closed_port, username="power", password="allocation"),
+        **dict.fromkeys(("ca_cert", "client_cert", "client_key"), ""),
+    }
     result = await entities.start_reconfigure_flow(hass)
     suggested = {
         str(key): key.description["suggested_value"]

@@ -16,7 +16,7 @@ from syrupy.filters import props
 from custom_components.power_allocation.const import DOMAIN
 from tests.fixtures.modbus_site import HOST, ModbusSite
 from tests.fixtures.mqtt_broker import Mosquitto
-from tests.site_entry import SiteRun, loaded_site, small_site_entry
+from tests.site_entry import SiteRun, agent_secret, loaded_site, small_site_entry
 
 LOGIN = {"username": "rack-a-user", "password": "s3cret-pw"}
 
@@ -32,7 +32,8 @@ async def test_diagnostics(
         await site.cycle(2)
         diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, site.entry)
     text = json.dumps(diagnostics)
-    for secret in (*LOGIN.values(), HOST):
+    agent_secrets = [agent_secret(s["id"]) for s in site.entry.options["services"]]
+    for secret in (*LOGIN.values(), HOST, site.entry.data["mqtt_client_id"], *agent_secrets):
         assert secret not in text
     mqtt = diagnostics["entry"]["data"]["topology"]["mqtt"]
     assert {k: mqtt[k] for k in ("host", "username", "password")} == dict.fromkeys(

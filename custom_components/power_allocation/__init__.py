@@ -23,16 +23,35 @@ type PowerAllocationConfigEntry = ConfigEntry[PowerAllocationCoordinator]
 
 def entry_topology(entry: ConfigEntry) -> dict[str, Any]:
     """The site document of an entry: UPS units and broker in data; PDUs, services and the
-    planner's settings in options."""
+    planner's settings in options; the broker with the entry's own MQTT client id."""
     from .const import CONF_TOPOLOGY
+    from .mqtt_client_id import CONF_MQTT_CLIENT_ID
     from .topology import OPTION_KEYS
 
-    return {
+    document = {
         **entry.data.get(CONF_TOPOLOGY, {}),
         "pdus": [],
         "services": [],
         **{key: copy(entry.options[key]) for key in OPTION_KEYS if key in entry.options},
     }
+    if "mqtt" in document and CONF_MQTT_CLIENT_ID in entry.data:
+        document["mqtt"] = {**document["mqtt"], "client_id": entry.data[CONF_MQTT_CLIENT_ID]}
+    return document
+
+
+async def async_migrate_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
+    """1.1 -> 1.2: the entry gets its own random MQTT client id."""
+    from .mqtt_client_id import CONF_MQTT_CLIENT_ID, new_client_id
+
+    if entry.version > 1:
+        return False
+    if entry.minor_version < 2:
+        hass.config_entries.async_update_entry(
+            entry,
+            data={**entry.data, CONF_MQTT_CLIENT_ID: new_client_id()},
+            minor_version=2,
+        )
+    return True
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
@@ -58,6 +77,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: PowerAllocationConfigEnt
     from homeassistant.helpers import device_registry as dr
     from homeassistant.helpers import issue_registry as ir
 
+    from .broker_check import async_watch_anonymous_access
     from .const import DOMAIN, ISSUE_TOPOLOGY
     from .coordinator import PowerAllocationCoordinator
     from .engine.model import TopologyError
@@ -97,6 +117,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: PowerAllocationConfigEnt
     await coordinator.async_config_entry_first_refresh()
     entry.runtime_data = coordinator
     entry.async_on_unload(entry.add_update_listener(_async_reload))
+    if topology.mqtt is not None:
+        entry.async_on_unload(async_watch_anonymous_access(hass, entry, topology.mqtt, coordinator))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     _remove_stale_devices(hass, entry, topology)
     return True

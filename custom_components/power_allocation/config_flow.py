@@ -24,11 +24,19 @@ from homeassistant.helpers import selector
 from homeassistant.util import slugify
 
 from . import entry_topology
-from .connection import CannotConnectError, InvalidAuthError, async_test_modbus, async_test_mqtt
+from .connection import (
+    CannotConnectError,
+    InvalidAuthError,
+    TlsHandshakeError,
+    async_test_modbus,
+    async_test_mqtt,
+)
 from .const import CONF_SITE_NAME, CONF_TOPOLOGY, DOMAIN
+from .drivers.mqtt_tls import CA_CERT, CLIENT_CERT, CLIENT_KEY, InvalidTlsPemError, check_tls_pem
 from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import TopologyError
 from .engine.outage import OutagesSeen
+from .mqtt_client_id import CONF_MQTT_CLIENT_ID, new_client_id
 from .site_check import async_check_site
 from .topology import (
     MAX_SUSTAINED_MEDIAN_S,
@@ -103,7 +111,11 @@ def _modbus_schema(profiles: tuple[str, ...], defaults: Mapping[str, Any]) -> vo
     )
 
 
+_PEM = selector.TextSelector(selector.TextSelectorConfig(multiline=True))
+
+
 def _broker_schema(defaults: Mapping[str, Any]) -> dict[vol.Marker, Any]:
+    """The broker's fields; the client key is never shown again (left empty, it is kept)."""
     return {
         vol.Required("host", default=defaults.get("host", vol.UNDEFINED)): str,
         vol.Required("port", default=defaults.get("port", 1883)): vol.All(
@@ -114,16 +126,41 @@ def _broker_schema(defaults: Mapping[str, Any]) -> dict[vol.Marker, Any]:
             selector.TextSelectorConfig(type=selector.TextSelectorType.PASSWORD)
         ),
         vol.Required("tls", default=defaults.get("tls", False)): bool,
+        vol.Optional(CA_CERT, default=defaults.get(CA_CERT, "")): _PEM,
+        vol.Optional(CLIENT_CERT, default=defaults.get(CLIENT_CERT, "")): _PEM,
+        vol.Optional(CLIENT_KEY, default=""): _PEM,
         vol.Required("base_topic", default=defaults.get("base_topic", "power_allocation")): str,
     }
 
 
-def _broker(user_input: Mapping[str, Any]) -> dict[str, Any]:
+def _broker(
+    user_input: Mapping[str, Any], stored: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The broker as typed; an empty client key keeps the stored one for the same certificate."""
     broker = {k: user_input[k] for k in ("host", "port", "tls", "base_topic")}
     if user_input.get("username"):
         broker["username"] = user_input["username"]
         broker["password"] = user_input.get("password", "")
+    for key in (CA_CERT, CLIENT_CERT, CLIENT_KEY):
+        if user_input.get(key, "").strip():
+            broker[key] = user_input[key].strip() + "\n"
+    stored = stored or {}
+    same_certificate = CLIENT_CERT in broker and stored.get(CLIENT_CERT) == broker[CLIENT_CERT]
+    if same_certificate and CLIENT_KEY not in broker and CLIENT_KEY in stored:
+        broker[CLIENT_KEY] = stored[CLIENT_KEY]
     return broker
+
+
+def _broker_tls_errors(broker: Mapping[str, Any]) -> dict[str, str]:
+    """Form errors for certificates given without TLS, or not usable."""
+    if not broker["tls"]:
+        given = [key for key in (CA_CERT, CLIENT_CERT, CLIENT_KEY) if key in broker]
+        return {"tls": "certificates_need_tls"} if given else {}
+    try:
+        check_tls_pem(broker.get(CA_CERT), broker.get(CLIENT_CERT), broker.get(CLIENT_KEY))
+    except InvalidTlsPemError as error:
+        return {error.field: error.error}
+    return {}
 
 
 def _one_mains_entity(source: Mapping[str, Any]) -> bool:
@@ -151,6 +188,8 @@ async def _test_source(flow: Any, kind: str, source: Mapping[str, Any], broker: 
             return "entity_not_found"
     except InvalidAuthError:
         return "invalid_auth"
+    except TlsHandshakeError:
+        return "tls_handshake_failed"
     except CannotConnectError:
         return "cannot_connect"
     return None
@@ -160,6 +199,8 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
     """Creates a site."""
 
     VERSION = 1
+    # 1.2: the entry keeps its own random MQTT client id.
+    MINOR_VERSION = 2
 
     def __init__(self) -> None:
         self._name = ""
@@ -239,6 +280,8 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
         """Test the source; on success remember it for the ratings step."""
         if self._already_used(self._source_identity(source, broker)):
             return {"base": "already_used"}
+        if broker is not None and (tls_errors := _broker_tls_errors(broker)):
+            return tls_errors
         error = await _test_source(self, source["kind"], source, broker)
         if error is not None:
             return {"base": error}
@@ -340,7 +383,11 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
             else:
                 return self.async_create_entry(
                     title=self._name,
-                    data={CONF_SITE_NAME: self._name, CONF_TOPOLOGY: document},
+                    data={
+                        CONF_SITE_NAME: self._name,
+                        CONF_TOPOLOGY: document,
+                        CONF_MQTT_CLIENT_ID: new_client_id(),
+                    },
                     options={"pdus": [], "services": []},
                 )
         return self.async_show_form(
@@ -374,7 +421,7 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
             if kind == SOURCE_MODBUS:
                 source = {**ups["source"], **user_input}
             elif kind == SOURCE_MQTT:
-                broker = _broker(user_input)
+                broker = _broker(user_input, topology.get("mqtt"))
                 source = ups["source"]
             else:
                 source = {"kind": SOURCE_ENTITIES, **{k: v for k, v in user_input.items() if v}}
@@ -385,6 +432,8 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
             problem = await _topology_error(self.hass, new_topology)
             if kind == SOURCE_ENTITIES and not _one_mains_entity(source):
                 errors["base"] = "one_mains_entity"
+            elif broker is not None and (tls_errors := _broker_tls_errors(broker)):
+                errors = tls_errors
             elif problem is not None:
                 errors["base"] = "invalid_topology"
                 self._error = problem
@@ -705,6 +754,8 @@ class PowerAllocationOptionsFlow(OptionsFlow):
                 "idle_w": user_input["idle_w"],
                 "agent": user_input["agent"],
             }
+            if user_input.get("agent_secret"):
+                service["agent_secret"] = user_input["agent_secret"]
             if user_input.get("throttle_min_w"):
                 service["throttle"] = {"min_w": user_input["throttle_min_w"]}
             for key in ("stop_action", "throttle_action", "start_action"):
@@ -738,6 +789,9 @@ class PowerAllocationOptionsFlow(OptionsFlow):
                     vol.Required("idle_w", default=0): _NUMBER,
                     vol.Optional("throttle_min_w"): _NUMBER,
                     vol.Required("agent", default=False): bool,
+                    vol.Optional("agent_secret"): selector.TextSelector(
+                        selector.TextSelectorConfig(type=selector.TextSelectorType.PASSWORD)
+                    ),
                     vol.Optional("stop_action"): str,
                     vol.Optional("throttle_action"): str,
                     vol.Optional("start_action"): str,

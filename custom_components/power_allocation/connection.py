@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -12,12 +13,14 @@ from homeassistant.exceptions import HomeAssistantError
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .drivers.modbus import ModbusDevice, ModbusDriver
+from .drivers.mqtt_tls import tls_context
 from .drivers.profile import load_profile
+from .sources import mqtt_tls_options
 
 CONNECT_TIMEOUT_S = 5.0
 # CONNACK codes that mean "wrong credentials": MQTT 3.1.1's, and the MQTT 5 reason codes paho
 # 2.x reports them as.
-_AUTH_FAILURES = frozenset({4, 5, 134, 135})
+AUTH_FAILURES = frozenset({4, 5, 134, 135})
 
 
 class CannotConnectError(HomeAssistantError):
@@ -26,6 +29,11 @@ class CannotConnectError(HomeAssistantError):
 
 class InvalidAuthError(HomeAssistantError):
     """The broker refused the credentials."""
+
+
+class TlsHandshakeError(CannotConnectError):
+    """The TLS handshake with the broker failed: its certificate is not one the CA vouches for
+    (or not for its host name), or it refused the client certificate."""
 
 
 async def async_test_modbus(hass: HomeAssistant, device_id: str, source: Mapping[str, Any]) -> None:
@@ -55,23 +63,35 @@ async def async_test_modbus(hass: HomeAssistant, device_id: str, source: Mapping
         raise CannotConnectError
 
 
-def _mqtt_connect(broker: Mapping[str, Any]) -> int | None:
-    """The broker's CONNACK reason code, or None when it did not answer."""
+def mqtt_connack(broker: Mapping[str, Any]) -> int | None:
+    """The broker's CONNACK reason code, or None when it did not answer (blocking: run it in an
+    executor). Connects with paho's random client id, never the site's. Raises
+    `TlsHandshakeError`."""
     answered = threading.Event()
     reason: list[int] = []
+    hung_up = threading.Event()
 
     def on_connect(client: mqtt.Client, userdata: Any, flags: Any, code: Any, props: Any) -> None:
         reason.append(int(code.value) if hasattr(code, "value") else int(code))
         answered.set()
 
+    def on_disconnect(client: mqtt.Client, userdata: Any, flags: Any, code: Any, _: Any) -> None:
+        if code.is_failure:  # not our own disconnect
+            hung_up.set()
+            answered.set()
+
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     if broker.get("username"):
         client.username_pw_set(broker["username"], broker.get("password"))
-    if broker.get("tls"):
-        client.tls_set()
+    tls = mqtt_tls_options(broker)
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     try:
+        if tls is not None:
+            client.tls_set_context(tls_context(tls))
         client.connect(broker["host"], broker["port"], keepalive=10)
+    except ssl.SSLError as error:
+        raise TlsHandshakeError from error
     except (OSError, ValueError):
         return None
     client.loop_start()
@@ -80,15 +100,20 @@ def _mqtt_connect(broker: Mapping[str, Any]) -> int | None:
     finally:
         client.disconnect()
         client.loop_stop()
+    if not reason and hung_up.is_set() and tls is not None:
+        # Under TLS 1.3 the client's side of the handshake is over before the broker checks the
+        # client certificate: a broker that refuses it hangs up before answering CONNECT.
+        raise TlsHandshakeError
     return reason[0] if reason else None
 
 
 async def async_test_mqtt(hass: HomeAssistant, broker: Mapping[str, Any]) -> None:
-    """Connect to the broker once; raises `CannotConnectError` or `InvalidAuthError`."""
-    code = await hass.async_add_executor_job(_mqtt_connect, broker)
+    """Connect to the broker once; raises `CannotConnectError` (`TlsHandshakeError`) or
+    `InvalidAuthError`."""
+    code = await hass.async_add_executor_job(mqtt_connack, broker)
     if code is None:
         raise CannotConnectError
-    if code in _AUTH_FAILURES:
+    if code in AUTH_FAILURES:
         raise InvalidAuthError
     if code != 0:
         raise CannotConnectError

@@ -61,6 +61,12 @@ class SiteDrivers:
         driver = self.drivers.get(SOURCE_MQTT)
         return isinstance(driver, MqttDriver) and driver.connected
 
+    @property
+    def broker_connections(self) -> int:
+        """How many times the site's MQTT broker has accepted the connection (0 without one)."""
+        driver = self.drivers.get(SOURCE_MQTT)
+        return driver.connections if isinstance(driver, MqttDriver) else 0
+
     async def async_wait_connected(self, timeout_s: float) -> None:
         """Give the MQTT driver (if any) up to `timeout_s` to connect and subscribe."""
         driver = self.drivers.get(SOURCE_MQTT)

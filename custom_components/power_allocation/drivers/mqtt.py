@@ -270,6 +270,7 @@ class MqttDriver:
         self._client: mqtt.Client | None = None
         self._stopping = False
         self._reported_unreachable = False
+        self._connections = 0
 
     @property
     def subscriptions(self) -> tuple[str, ...]:
@@ -281,6 +282,13 @@ class MqttDriver:
         """Whether the broker connection is up and every subscription is in place."""
         with self._lock:
             return self._connected
+
+    @property
+    def connections(self) -> int:
+        """How many times the broker has accepted the connection since start: a reconnection
+        shows even when it came back before anyone saw it gone."""
+        with self._lock:
+            return self._connections
 
     def counts(self) -> MessageCounts:
         """Messages applied, malformed ones per source and implausible values per device, since
@@ -501,6 +509,7 @@ class MqttDriver:
         _LOGGER.info("Connected to MQTT broker %s:%s", self._config.host, self._config.port)
         with self._lock:
             self._reported_unreachable = False
+            self._connections += 1
             # Ready once the broker has acknowledged the subscriptions: a reading published
             # before that would be missed.
             self._connected = not self._subscriptions
