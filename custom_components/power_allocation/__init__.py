@@ -23,17 +23,23 @@ type PowerAllocationConfigEntry = ConfigEntry[PowerAllocationCoordinator]
 
 def entry_topology(entry: ConfigEntry) -> dict[str, Any]:
     """The site document of an entry: UPS units and broker in data; PDUs, services and the
-    planner's settings in options; the broker with the entry's own MQTT client id."""
+    planner's settings in options."""
     from .const import CONF_TOPOLOGY
-    from .mqtt_client_id import CONF_MQTT_CLIENT_ID
     from .topology import OPTION_KEYS
 
-    document = {
+    return {
         **entry.data.get(CONF_TOPOLOGY, {}),
         "pdus": [],
         "services": [],
         **{key: copy(entry.options[key]) for key in OPTION_KEYS if key in entry.options},
     }
+
+
+def _with_client_id(entry: ConfigEntry, document: dict[str, Any]) -> dict[str, Any]:
+    """The document setup connects with: its broker takes the entry's own MQTT client id (kept
+    apart in the entry's data, so that no stored or loaded topology carries it)."""
+    from .mqtt_client_id import CONF_MQTT_CLIENT_ID
+
     if "mqtt" in document and CONF_MQTT_CLIENT_ID in entry.data:
         document["mqtt"] = {**document["mqtt"], "client_id": entry.data[CONF_MQTT_CLIENT_ID]}
     return document
@@ -85,7 +91,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: PowerAllocationConfigEnt
 
     issue_id = f"{ISSUE_TOPOLOGY}_{entry.entry_id}"
     try:
-        topology, drivers = await async_check_site(hass, entry_topology(entry))
+        topology, drivers = await async_check_site(
+            hass, _with_client_id(entry, entry_topology(entry))
+        )
     except TopologyError as error:
         ir.async_create_issue(
             hass,

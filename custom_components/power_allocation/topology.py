@@ -80,7 +80,7 @@ MQTT_BROKER_SCHEMA = vol.Schema(
         vol.Optional("base_topic", default="power_allocation"): vol.All(
             str, vol.Match(r"^[^+#\0]+$", msg="must not contain + # or NUL")
         ),
-        # Not the user's: the entry's own random id (`entry_topology` puts it here).
+        # Not the user's: setup puts the entry's own random id here (never stored).
         vol.Optional("client_id"): vol.All(str, vol.Length(min=1, max=64)),
     }
 )
