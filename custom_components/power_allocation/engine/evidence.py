@@ -3,9 +3,10 @@
 One message saying "on battery" may be a forged MQTT publish, a glitching status bit or a
 bridge's stale retained value. Mains is believed off only once on-battery has been read for
 `CONFIRM_READINGS` cycles in a row, or at once when two UPS units say so together (a second,
-independent signal); believed back on the same way. Until then the belief stays what it was,
-and the controller keeps its course. On mains nothing is lost by the wait: a UPS carries the
-load through it, which is what it is for.
+independent signal). Until then the belief stays what it was, and the controller keeps its
+course: on mains nothing is lost by the wait, a UPS carries the load through it, which is what it
+is for. Mains back is believed at once: it starts no stop (what it starts waits for mains to stay
+`restore_delay_s`), and a cycle more on battery would stop services on mains for nothing.
 """
 
 from __future__ import annotations
@@ -39,18 +40,10 @@ class MainsBelief:
         if read == self.believed:
             return MainsBelief(self.believed, read, run), None
         on_battery_units = sum(1 for u in readings.ups.values() if u.on_battery is True)
-        on_mains_units = sum(1 for u in readings.ups.values() if u.on_battery is False)
-        agreeing = on_mains_units if read else on_battery_units
-        # The first reading after a start may say mains is on: nothing stops on it.
-        if (
-            (read and self.believed is None)
-            or run >= CONFIRM_READINGS
-            or agreeing >= AGREEING_UNITS
-        ):
+        if read or run >= CONFIRM_READINGS or on_battery_units >= AGREEING_UNITS:
             return MainsBelief(read, read, run), None
-        said = "on mains" if read else "on battery"
         return MainsBelief(self.believed, read, run), Fault(
             None,
             "reading_unconfirmed",
-            f"one reading says {said}: waiting for a second before acting on it",
+            "one reading says on battery: waiting for a second before acting on it",
         )
