@@ -27,6 +27,7 @@ async def async_get_config_entry_diagnostics(
             "options": redact(dict(entry.options), ALWAYS_REDACTED),
         },
         "telemetry": coordinator.snapshot_data(),
+        "rejected_readings": coordinator.drivers.rejected_readings(),
         "controller": state["controller"],
         "priority_overrides": state["priority_overrides"],
         "outages_s": state["outages_s"],

@@ -89,6 +89,21 @@ class SiteDrivers:
             service_power_w.update(snapshot.service_power_w)
         return TelemetrySnapshot(monotonic_s, ups, outlets, service_power_w)
 
+    def rejected_readings(self) -> dict[str, Any]:
+        """What the drivers refused since start, for diagnostics: values per device that could
+        not be readings (above the device's maximum, impossible) and MQTT messages per source
+        that could not be parsed."""
+        implausible: dict[str, int] = {}
+        malformed: dict[str, int] = {}
+        for driver in self.drivers.values():
+            if isinstance(driver, ModbusDriver):
+                implausible.update(driver.implausible_counts)
+            elif isinstance(driver, MqttDriver):
+                counts = driver.counts()
+                implausible.update(counts.implausible)
+                malformed.update(counts.malformed)
+        return {"implausible": implausible, "malformed": malformed}
+
     async def execute(self, command: Command) -> CommandResult:
         """Route one command to the driver that owns its target."""
         key = f"agent:{command.target}" if command.kind in _AGENT_KINDS else command.target
