@@ -1247,3 +1247,22 @@ async def test_import_that_is_refused(
     assert shown.startswith(message) if message.endswith(": ") else shown == message
     assert [p["id"] for p in entry.options["pdus"]] == ["pdu-a"]
     assert entry.options["services"] == [NETWORK]
+
+
+async def test_imported_pdus_are_checked_as_setup_checks_them(hass: HomeAssistant) -> None:
+    """A Tasmota plug without its topic passes the document's schema; setup could not bind it,
+    and a site stored that way would fail setup: the import refuses it and stores nothing."""
+    entry = entities_site(mqtt=broker_input())
+    entry.add_to_hass(hass)
+    result = await open_options(hass, entry, "import_topology")
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {
+            "topology": "pdus:\n  - {id: p1, ups: ups, limit_w: 500, outlets: 1, "
+            "source: {kind: mqtt, profile: tasmota, outlets: {1: {}}}}\n"
+        },
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "invalid_topology"}
+    assert "topic" in result["description_placeholders"]["error"]
+    assert entry.options.get("pdus", []) == []

@@ -50,7 +50,6 @@ from .topology import (
     SOURCE_MODBUS,
     SOURCE_MQTT,
     load_yaml_document,
-    parse_topology,
     planner_settings,
 )
 
@@ -520,10 +519,11 @@ class PowerAllocationOptionsFlow(OptionsFlow):
     def _document(self) -> dict[str, Any]:
         return entry_topology(self.config_entry)
 
-    def _save(self, document: dict[str, Any]) -> ConfigFlowResult | None:
-        """Validate the whole site; None (with the error kept) when it is not valid."""
+    async def _save(self, document: dict[str, Any]) -> ConfigFlowResult | None:
+        """Check the whole site as setup would; None (with the error kept) when it is not valid:
+        a site stored that setup then refuses could not be set up again to repair it."""
         try:
-            checked = parse_topology(document).document
+            checked = (await async_check_site(self.hass, document))[0].document
         except TopologyError as error:
             self._error = str(error)
             return None
@@ -631,7 +631,7 @@ class PowerAllocationOptionsFlow(OptionsFlow):
     async def _add_pdu(self, source: dict[str, Any]) -> ConfigFlowResult | None:
         document = self._document()
         document["pdus"].append({**self._pdu, "source": source})
-        return self._save(document)
+        return await self._save(document)
 
     async def async_step_pdu_modbus(
         self, user_input: dict[str, Any] | None = None
@@ -762,7 +762,7 @@ class PowerAllocationOptionsFlow(OptionsFlow):
                 if user_input.get(key):
                     service[key] = {"action": user_input[key]}
             document["services"].append(service)
-            result = self._save(document)
+            result = await self._save(document)
             if result is not None:
                 return result
             errors["base"] = "invalid_topology"
@@ -811,7 +811,7 @@ class PowerAllocationOptionsFlow(OptionsFlow):
             document["services"] = [
                 s for s in document["services"] if f"service:{s['id']}" not in gone
             ]
-            result = self._save(document)
+            result = await self._save(document)
             if result is not None:
                 return result
             errors["base"] = "invalid_topology"
@@ -850,7 +850,7 @@ class PowerAllocationOptionsFlow(OptionsFlow):
                     # Left out, the planner's settings stay as they are.
                     if "planner" in imported:
                         document["planner"] = imported["planner"]
-                    result = self._save(document)
+                    result = await self._save(document)
                     if result is not None:
                         return result
                     errors["base"] = "invalid_topology"
