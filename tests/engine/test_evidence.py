@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from custom_components.power_allocation.engine.controller import (
     Mode,
+    Phase,
     Readings,
     StartService,
     StopService,
@@ -71,7 +72,7 @@ def test_two_on_battery_readings_in_a_row_are_an_outage() -> None:
     decider = _learnt_decider()
     decider.decide(readings(600.0, on_battery=True))
     decider.decide(readings(610.0, on_battery=True))
-    assert decider.state.outage_started_s == 610.0
+    assert decider.state.outage_started_s == 600.0  # it began at its first reading
 
 
 def test_two_ups_units_agreeing_are_an_outage_at_once() -> None:
@@ -191,3 +192,21 @@ def test_a_service_found_off_is_reported_held_off_and_its_dependents_stopped() -
         if isinstance(c, StartService)
     ]
     assert "db" in started
+
+
+def test_one_reading_of_a_draw_far_above_the_last_is_held_back() -> None:
+    """An agent (or anyone publishing as it) says the 30-W network switch draws 1,900 W, once,
+    during an outage: nothing is stopped for it; a second reading in a row is believed."""
+    decider = _learnt_decider()
+    decider.decide(readings(600.0, on_battery=True))
+    decider.decide(readings(610.0, on_battery=True))
+    before = {sid for sid, c in decider.state.services.items() if c.phase is not Phase.ON}
+    cycle = decider.decide(readings(620.0, on_battery=True, agent_w={"network": 1900.0}))
+    assert any(
+        f.kind == "reading_implausible" and f.service_id == "network" for f in cycle.step.faults
+    )
+    assert decider.state.mode is not Mode.FINAL_SHUTDOWN
+    after = {sid for sid, c in decider.state.services.items() if c.phase is not Phase.ON}
+    assert after == before
+    decider.decide(readings(630.0, on_battery=True, agent_w={"network": 1900.0}))
+    assert decider.draws.believed_w["network"] == 1900.0

@@ -159,6 +159,9 @@ class Readings:
     # action reported an error): asked again at once, with backoff, not only once their
     # shutdown_s has run out and their draw shows the stop never arrived.
     stops_undelivered: frozenset[str] = frozenset()
+    # When the readings saying mains is off began, where that is before `now_s` (an outage is
+    # believed on its second reading, and began at its first).
+    mains_off_since_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -546,8 +549,10 @@ class _Cycle:
             self.faults.append(Fault(None, "telemetry_missing", "mains state unknown: unchanged"))
             return
         if not mains_on:
+            began_s = self.telemetry.mains_off_since_s
+            began_s = self.now_s if began_s is None else min(began_s, self.now_s)
             if state.outage_started_s is None:
-                state = replace(state, outage_started_s=self.now_s, mains_back_s=None)
+                state = replace(state, outage_started_s=began_s, mains_back_s=None)
                 self.services = {
                     sid: replace(c, shed_in_outage=False) for sid, c in self.services.items()
                 }
@@ -558,7 +563,7 @@ class _Cycle:
                 state = replace(
                     state,
                     mains_back_s=None,
-                    outage_started_s=state.outage_started_s if flicker else self.now_s,
+                    outage_started_s=state.outage_started_s if flicker else began_s,
                 )
         elif state.outage_started_s is not None and state.mains_back_s is None:
             state = replace(state, mains_back_s=self.now_s)

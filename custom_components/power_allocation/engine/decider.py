@@ -32,7 +32,7 @@ from .controller import (
 )
 from .cycle import CycleResult, run_cycle
 from .demand import ServiceDemand
-from .evidence import MainsBelief
+from .evidence import DrawBelief, MainsBelief
 from .forecast import ForecastSettings, NodeForecasters
 from .model import Priority, Site
 from .outage import ConditionalOutage, OutagePrior
@@ -102,6 +102,7 @@ class SiteDecider:
         # Not kept across a restart: after one, mains is believed afresh (the outage under way
         # is in the controller's state, and an unknown mains state changes nothing).
         self.mains = MainsBelief()
+        self.draws = DrawBelief()
 
     # --- configuration at run time ----------------------------------------------------------
 
@@ -176,17 +177,25 @@ class SiteDecider:
         oracle's true loads)."""
         self._learn_batteries(readings.ups)
         self.mains, unconfirmed = self.mains.observe(readings)
+        steady = frozenset(s for s, c in self.state.services.items() if c.phase is Phase.ON)
+        self.draws, draw_w, held_back = self.draws.observe(readings.service_draw_w, steady)
         cycle = run_cycle(
             self.site,
             self.controller,
             self.state,
-            replace(readings, mains_on=self.mains.believed),
+            replace(
+                readings,
+                mains_on=self.mains.believed,
+                mains_off_since_s=self.mains.run_since_s if self.mains.believed is False else None,
+                service_draw_w=draw_w,
+            ),
             (self.demand, self.nodes, self.guard),
             demand_w,
         )
-        if unconfirmed is not None:
+        doubted = (*([] if unconfirmed is None else [unconfirmed]), *held_back)
+        if doubted:
             step = cycle.step
-            cycle = replace(cycle, step=replace(step, faults=(unconfirmed, *step.faults)))
+            cycle = replace(cycle, step=replace(step, faults=(*doubted, *step.faults)))
         ended_s = ended_outage_s(self.state, cycle.step.state)
         if ended_s is not None:
             self.outages_s = [*self.outages_s, ended_s][-OUTAGES_KEPT:]

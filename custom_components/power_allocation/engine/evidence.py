@@ -1,4 +1,5 @@
-"""What the decider believes of mains: a reading is evidence, not truth (I9).
+"""What the decider believes of mains and of services' draws: a reading is evidence, not truth
+(I9).
 
 One message saying "on battery" may be a forged MQTT publish, a glitching status bit or a
 bridge's stale retained value. Mains is believed off only once on-battery has been read for
@@ -11,7 +12,8 @@ is for. Mains back is believed at once: it starts no stop (what it starts waits 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from .controller import Fault, Readings
 
@@ -29,6 +31,7 @@ class MainsBelief:
     believed: bool | None = None
     last_read: bool | None = None
     run: int = 0  # readings in a row of `last_read`
+    run_since_s: float | None = None  # when the first of them was read
 
     def observe(self, readings: Readings) -> tuple[MainsBelief, Fault | None]:
         """The belief after this cycle's readings, and a fault when a change waits for proof."""
@@ -36,14 +39,67 @@ class MainsBelief:
         if read is None:
             # Unknown says nothing either way: the run of readings is not broken by a gap.
             return self, None
-        run = self.run + 1 if read == self.last_read else 1
+        same = read == self.last_read
+        run = self.run + 1 if same else 1
+        since_s = self.run_since_s if same else readings.now_s
         if read == self.believed:
-            return MainsBelief(self.believed, read, run), None
+            return MainsBelief(self.believed, read, run, since_s), None
         on_battery_units = sum(1 for u in readings.ups.values() if u.on_battery is True)
         if read or run >= CONFIRM_READINGS or on_battery_units >= AGREEING_UNITS:
-            return MainsBelief(read, read, run), None
-        return MainsBelief(self.believed, read, run), Fault(
+            return MainsBelief(read, read, run, since_s), None
+        return MainsBelief(self.believed, read, run, since_s), Fault(
             None,
             "reading_unconfirmed",
             "one reading says on battery: waiting for a second before acting on it",
         )
+
+
+# A service's draw more than this many times its last believed draw, and by this much, is a jump
+# a forged or garbled reading makes as easily as a real load: believed on its second reading.
+JUMP_RATIO = 3.0
+JUMP_MIN_W = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class DrawBelief:
+    """Each service's believed draw, and the services whose last reading jumped (held back)."""
+
+    believed_w: Mapping[str, float] = field(default_factory=dict)
+    jumped: frozenset[str] = frozenset()
+
+    def observe(
+        self, draws_w: Mapping[str, float | None], steady: frozenset[str]
+    ) -> tuple[DrawBelief, dict[str, float | None], tuple[Fault, ...]]:
+        """The belief after this cycle's draws, the draws to decide on, and what was held back.
+
+        A `steady` service's draw (running, not starting: a start is meant to jump) that jumps
+        far above the last believed one is held back (the last one stands) until a second
+        reading in a row bears it out: one message saying a 35-W switch draws 1,900 W must not
+        spend the battery's reserve on it (I9).
+        """
+        believed = dict(self.believed_w)
+        jumped: set[str] = set()
+        decided: dict[str, float | None] = {}
+        faults: list[Fault] = []
+        for sid, draw_w in draws_w.items():
+            last_w = believed.get(sid)
+            if draw_w is None or last_w is None:
+                decided[sid] = draw_w
+                if draw_w is not None:
+                    believed[sid] = draw_w
+                continue
+            jumps = draw_w > JUMP_RATIO * last_w + JUMP_MIN_W
+            if jumps and sid in steady and sid not in self.jumped:
+                jumped.add(sid)
+                decided[sid] = last_w
+                faults.append(
+                    Fault(
+                        sid,
+                        "reading_implausible",
+                        f"{sid}: one reading says {draw_w:.0f} W after {last_w:.0f} W: "
+                        "waiting for a second before acting on it",
+                    )
+                )
+                continue
+            decided[sid] = believed[sid] = draw_w
+        return DrawBelief(believed, frozenset(jumped)), decided, tuple(faults)
