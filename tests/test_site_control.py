@@ -193,3 +193,20 @@ def test_a_forced_shutdown_from_the_ups_is_the_final_shutdown() -> None:
         ups = {"ups1": replace(reported.ups["ups1"], forced_shutdown=True)}
         modes.append(control.cycle(replace(reported, ups=ups), now_s).view.mode)
     assert modes == [Mode.NORMAL, Mode.FINAL_SHUTDOWN]
+
+
+def test_25_s_of_forged_on_battery_and_5_percent_charge_stop_nothing() -> None:
+    """Issue 21's forgery, as the drivers would hand it over: a client on the broker publishes
+    NUT's `OB DISCHRG` and a charge of 5 % for 25 s while mains is on (the forger's messages
+    win every read), then the real bridge's `OL` again."""
+    control = SiteControl(parse_topology(DOCUMENT))
+    now_s = 1000.0
+    commands = []
+    modes = []
+    for on_battery, soc_pct in [(False, 100)] * 30 + [(True, 5)] * 3 + [(False, 100)] * 30:
+        now_s += CYCLE_S
+        outcome = control.cycle(snapshot(now_s, on_battery=on_battery, soc_pct=soc_pct), now_s)
+        commands.extend(outcome.commands)
+        modes.append(outcome.view.mode)
+    assert not commands
+    assert Mode.FINAL_SHUTDOWN not in modes
