@@ -27,6 +27,8 @@ DRIVERS_THIRD_PARTY = {
     "yaml",
     "scipy",
     "river",
+    # Home Assistant's own dependency: certificates are checked before a TLS handshake.
+    "cryptography",
 }
 
 
