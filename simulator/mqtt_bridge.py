@@ -35,13 +35,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from custom_components.power_allocation.drivers.bounded_yaml import load_bounded_yaml
 from custom_components.power_allocation.drivers.command_auth import (
     CommandRejectedError,
     CommandVerifier,
 )
 from custom_components.power_allocation.drivers.mqtt_profile import MqttDevice
 from custom_components.power_allocation.engine.model import Site
-from custom_components.power_allocation.topology import load_yaml_document
 
 from .site import ServiceMode, SimulatedSite, SiteSnapshot, UpsState
 
@@ -84,7 +84,9 @@ def devices_for(site: Site, profile: str, prefix: str) -> tuple[MqttDevice, ...]
 def agent_secrets_from_topology(path: Path) -> dict[str, str]:
     """Each host agent's secret, as a site topology file (docs/demo-topology.yaml) gives it to
     the integration: service id -> `agent_secret`."""
-    document = load_yaml_document(path.read_text(encoding="utf-8"))
+    document = load_bounded_yaml(path.read_text(encoding="utf-8"))
+    if not isinstance(document, Mapping):
+        raise ValueError(f"{path}: a topology must be a mapping")
     return {
         service["id"]: service["agent_secret"]
         for service in document.get("services", [])
