@@ -33,8 +33,9 @@ from .drivers.interface import CommandKind, TelemetrySnapshot
 from .engine.controller import Command, StartService, StopService, SwitchOutlets, Throttle
 from .site_control import CycleOutcome, SiteControl, SiteView
 from .sources import SiteDrivers
+from .status_broadcast import StatusBroadcast
 from .stored_state import clean_stored_state
-from .topology import HaAction, SiteTopology
+from .topology import SOURCE_MQTT, HaAction, SiteTopology
 
 if TYPE_CHECKING:
     from . import PowerAllocationConfigEntry
@@ -98,6 +99,8 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         self._saved_at_s = -math.inf
         # Epoch seconds: the controller's stored state must mean the same after a reboot.
         self.clock: Callable[[], float] = lambda: dt_util.utcnow().timestamp()
+        # The retained `<base>/status` on the site's broker, if it has one.
+        self._status = StatusBroadcast(entry.title)
 
     @property
     def site_name(self) -> str:
@@ -169,6 +172,7 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         # restarts knowing what it asked for (I10).
         await self._save(now_s)
         await self._carry_out(outcome)
+        self._broadcast_status(outcome.view)
         if (
             not any(r.available for r in snapshot.ups.values())
             and not any(r.available for r in snapshot.outlets.values())
@@ -178,6 +182,15 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
             # entities go unavailable.
             raise UpdateFailed(translation_domain=DOMAIN, translation_key="no_device_answered")
         return outcome.view
+
+    def _broadcast_status(self, view: SiteView) -> None:
+        """Publish the cycle's status if it changed, in the background: a slow broker never holds
+        up the cycle, and a failure is logged, never raised."""
+        publish = self._status.publish_due(self.drivers.drivers.get(SOURCE_MQTT), view)
+        if publish is not None:
+            self.config_entry.async_create_background_task(
+                self.hass, publish, f"{DOMAIN} {self.site_name} status broadcast"
+            )
 
     def _track_availability(self, snapshot: TelemetrySnapshot) -> None:
         """Log a device once when it is lost and once when it is back; a repair while lost."""
