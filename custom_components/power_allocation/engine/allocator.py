@@ -31,14 +31,9 @@ its mean and keeps its spread: conservative again, since a cap also bounds its p
 
 from __future__ import annotations
 
-import ctypes
 import math
-import os
-import sys
-import threading
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -47,7 +42,7 @@ from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
+from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
 from .model import TIERS_MOST_IMPORTANT_FIRST, Priority, Site
@@ -711,7 +706,9 @@ def _exact(problem: _Problem, incumbent: _Floats, time_budget_s: float) -> _Floa
                 level += 1
                 continue
         group, cost = _level_group(levels[level:], high)
-        result = _quiet_milp(cost, constraints, integrality, bounds, options)
+        result = milp(
+            cost, constraints=constraints, integrality=integrality, bounds=bounds, options=options
+        )
         if result.status != 0 or result.x is None:
             return None
         # Fix each level's optimum before optimising the next ones: one row per level makes a
@@ -723,7 +720,9 @@ def _exact(problem: _Problem, incumbent: _Floats, time_budget_s: float) -> _Floa
                 incumbent_optimal = False
         level += group
     watts = np.concatenate([-upper, np.zeros(n), ones])
-    result = _quiet_milp(watts, constraints, integrality, bounds, options)
+    result = milp(
+        watts, constraints=constraints, integrality=integrality, bounds=bounds, options=options
+    )
     if result.status != 0 or result.x is None:
         return None
     solution = result.x
@@ -732,94 +731,6 @@ def _exact(problem: _Problem, incumbent: _Floats, time_budget_s: float) -> _Floa
     cap_below = np.where(throttled, np.clip(solution[x], 0.0, span), 0.0)
     draw: _Floats = np.where(running, upper - cap_below, 0.0)
     return draw if _fits(problem, draw) else None
-
-
-def _quiet_milp(
-    cost: _Floats,
-    constraints: list[LinearConstraint],
-    integrality: _Floats,
-    bounds: Bounds,
-    options: dict[str, Any],
-) -> OptimizeResult:
-    """`scipy.optimize.milp` with HiGHS's stray prints kept off the process's standard output."""
-    with _solver_stdout_discarded():
-        return milp(
-            cost,
-            constraints=constraints,
-            integrality=integrality,
-            bounds=bounds,
-            options={**options, "disp": False},
-        )
-
-
-# Why a file-descriptor redirect and not an option: `disp=False` (milp's default) already turns
-# HiGHS's log off, yet some solves still print lines such as
-# "HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();": a bare printf in
-# HiGHS's C++ code (the MIP solver repairing an incumbent), which no option reaches. It goes to
-# the process's file descriptor 1 through C's stdio buffer, so only pointing descriptor 1 at
-# os.devnull while HiGHS runs (and flushing C's buffer before putting it back) keeps it out of
-# `--json` output and Home Assistant's console. The redirect is process-wide: while a solve runs
-# (at most its time budget), other threads' writes to standard output are dropped as well. Home
-# Assistant logs to standard error, which is left alone. Concurrent solves share one redirect
-# (a count under a lock), so that the last one to finish restores the real descriptor.
-_STDOUT_FD = 1
-_stdout_lock = threading.Lock()
-_stdout_users = 0
-_stdout_saved: int | None = None
-
-
-def _c_stdio_flush() -> None:
-    """Flush C's stdio buffers (HiGHS's printf), where the C library can be loaded."""
-    if _LIBC is not None:
-        _LIBC.fflush(None)
-
-
-def _load_libc() -> Any:
-    try:
-        return ctypes.CDLL(None)
-    except (OSError, TypeError):  # Windows: no handle for the process's own C library
-        return None
-
-
-_LIBC = _load_libc()
-
-
-@contextmanager
-def _solver_stdout_discarded() -> Iterator[None]:
-    """Point file descriptor 1 at os.devnull for the duration (see the comment above)."""
-    global _stdout_users, _stdout_saved  # noqa: PLW0603 - one redirect shared by every thread
-    with _stdout_lock:
-        if _stdout_users == 0:
-            _stdout_saved = _redirect_stdout()
-        _stdout_users += 1
-    try:
-        yield
-    finally:
-        with _stdout_lock:
-            _stdout_users -= 1
-            if _stdout_users == 0 and _stdout_saved is not None:
-                _c_stdio_flush()  # what HiGHS printed goes to os.devnull, not after the restore
-                os.dup2(_stdout_saved, _STDOUT_FD)
-                os.close(_stdout_saved)
-                _stdout_saved = None
-
-
-def _redirect_stdout() -> int | None:
-    """Descriptor 1 duplicated, then pointed at os.devnull; None where there is no descriptor 1."""
-    if sys.stdout is not None:
-        with suppress(OSError, ValueError):
-            sys.stdout.flush()  # what Python printed before the solve still goes out
-    _c_stdio_flush()
-    try:
-        saved = os.dup(_STDOUT_FD)
-    except OSError:
-        return None
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, _STDOUT_FD)
-    finally:
-        os.close(devnull)
-    return saved
 
 
 def _level_group(levels: Sequence[_Floats], high: _Floats) -> tuple[int, _Floats]:
