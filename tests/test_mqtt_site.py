@@ -7,6 +7,7 @@ pushes a PDU towards its breaker and the overload guard predicts it before it tr
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -46,24 +47,40 @@ SITE: dict[str, Any] = {
 }  # fmt: skip
 
 
-def _entry(broker_port: int) -> MockConfigEntry:
-    ups_source = {"kind": "mqtt", "profile": "nut", "variables": {"prefix": f"{PREFIX}/nut/ups1"}}
+def mqtt_site_entry(
+    broker_port: int, *, title: str = "Rack MQTT", prefix: str = PREFIX
+) -> MockConfigEntry:
+    """The site, every device and agent on the broker under the base topic `prefix`."""
+    ups_source = {"kind": "mqtt", "profile": "nut", "variables": {"prefix": f"{prefix}/nut/ups1"}}
     pdu = {
         **SITE["pdus"][0],
         "source": {
             "kind": "mqtt",
             "profile": "tasmota",
-            "outlets": {n: {"topic": tasmota_topic(PREFIX, f"pdu-a/{n}")} for n in (1, 2, 3)},
+            "outlets": {n: {"topic": tasmota_topic(prefix, f"pdu-a/{n}")} for n in (1, 2, 3)},
         },
     }
     return site_entry(
-        "Rack MQTT",
+        title,
         SITE,
         ups=[ups_item(SITE["ups"][0], ups_source)],
         pdus=[pdu],
-        mqtt={"host": HOST, "port": broker_port, "base_topic": PREFIX},
+        mqtt={"host": HOST, "port": broker_port, "base_topic": prefix},
         agents=True,
     )
+
+
+@asynccontextmanager
+async def mqtt_site_run(
+    hass: HomeAssistant, broker: Mosquitto, *, title: str = "Rack MQTT", prefix: str = PREFIX
+) -> AsyncIterator[SiteRun]:
+    """The site on the bridge alone, in Home Assistant (not set up)."""
+    site = SimulatedSite(build_scenario(SITE, {}), follow_timeline=False)
+    async with agents_bridge(site, broker, "tasmota", prefix) as bridge:
+        with site_clock(site):
+            yield SiteRun(
+                hass, mqtt_site_entry(broker.port, title=title, prefix=prefix), site, bridge=bridge
+            )
 
 
 @pytest.fixture
@@ -71,10 +88,8 @@ async def run(
     hass: HomeAssistant, socket_enabled: None, mqtt_broker: Mosquitto
 ) -> AsyncIterator[SiteRun]:
     """The site on the bridge alone, in Home Assistant (not set up)."""
-    site = SimulatedSite(build_scenario(SITE, {}), follow_timeline=False)
-    async with agents_bridge(site, mqtt_broker, "tasmota", PREFIX) as bridge:
-        with site_clock(site):
-            yield SiteRun(hass, _entry(mqtt_broker.port), site, bridge=bridge)
+    async with mqtt_site_run(hass, mqtt_broker) as site_run:
+        yield site_run
 
 
 async def test_mqtt_site_throttles_through_its_agent_and_predicts_an_overload(

@@ -14,21 +14,17 @@ from unittest.mock import AsyncMock, PropertyMock, patch
 
 import pytest
 from homeassistant.core import HomeAssistant
-from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.power_allocation.drivers.mqtt import MqttDriver, MqttDriverConfig
 from custom_components.power_allocation.drivers.mqtt_status import STATUS_SCHEMA_VERSION
 from custom_components.power_allocation.engine.controller import Mode
 from custom_components.power_allocation.engine.model import Priority
-from custom_components.power_allocation.engine.scenario import build_scenario
 from custom_components.power_allocation.site_control import ServiceView, SiteView, UpsView
 from custom_components.power_allocation.status_broadcast import StatusBroadcast, site_status
-from simulator.mqtt_bridge import tasmota_topic
-from simulator.site import SimulatedSite
 from tests.fixtures.modbus_site import HOST
 from tests.fixtures.mqtt_broker import Mosquitto, MqttPeer
-from tests.site_entry import EPOCH_S, SiteRun, agents_bridge, site_clock, site_entry, ups_item
-from tests.test_mqtt_site import SITE
+from tests.site_entry import EPOCH_S, SiteRun
+from tests.test_mqtt_site import mqtt_site_run
 
 # A base topic of its own: nothing else on the session's broker retains a status there.
 PREFIX = "status-rack"
@@ -37,36 +33,13 @@ MARKER = f"{PREFIX}/test-marker"
 PeerFactory = Callable[..., MqttPeer]
 
 
-def _entry(broker_port: int) -> MockConfigEntry:
-    """test_mqtt_site.py's site, under its own base topic."""
-    ups_source = {"kind": "mqtt", "profile": "nut", "variables": {"prefix": f"{PREFIX}/nut/ups1"}}
-    pdu = {
-        **SITE["pdus"][0],
-        "source": {
-            "kind": "mqtt",
-            "profile": "tasmota",
-            "outlets": {n: {"topic": tasmota_topic(PREFIX, f"pdu-a/{n}")} for n in (1, 2, 3)},
-        },
-    }
-    return site_entry(
-        "Rack Status",
-        SITE,
-        ups=[ups_item(SITE["ups"][0], ups_source)],
-        pdus=[pdu],
-        mqtt={"host": HOST, "port": broker_port, "base_topic": PREFIX},
-        agents=True,
-    )
-
-
 @pytest.fixture
 async def run(
     hass: HomeAssistant, socket_enabled: None, mqtt_broker: Mosquitto
 ) -> AsyncIterator[SiteRun]:
-    """The site on the bridge alone, in Home Assistant (not set up)."""
-    site = SimulatedSite(build_scenario(SITE, {}), follow_timeline=False)
-    async with agents_bridge(site, mqtt_broker, "tasmota", PREFIX) as bridge:
-        with site_clock(site):
-            yield SiteRun(hass, _entry(mqtt_broker.port), site, bridge=bridge)
+    """test_mqtt_site.py's site under its own base topic, on the bridge alone (not set up)."""
+    async with mqtt_site_run(hass, mqtt_broker, title="Rack Status", prefix=PREFIX) as site_run:
+        yield site_run
 
 
 async def _cycle(run: SiteRun) -> None:

@@ -814,10 +814,7 @@ class _Cycle:
             sid
             for sid, control in self.services.items()
             if control.phase in (Phase.ON, Phase.STARTING)
-            and any(
-                self.site.nodes_above_outlet(o)[2] in alarmed
-                for o in self.site.service_by_id[sid].outlets
-            )
+            and not self.site.service_nodes(sid).isdisjoint(alarmed)
         ]
         if fed:
             self.faults.append(Fault(None, "low_battery_alarm", reason))
