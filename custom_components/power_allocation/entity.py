@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
@@ -55,6 +57,27 @@ def item_ids(view: SiteView, kind: str) -> list[str | None]:
     return [None]
 
 
+def _link_to_site(
+    device_info: DeviceInfo, hass: HomeAssistant, entry_id: str, site_identifier: tuple[str, str]
+) -> None:
+    """Hang a UPS, PDU or service device off the site's device.
+
+    Home Assistant 2026.8 and later link a device to its hub by the hub's registry id
+    (`via_device_id`): `via_device`, the hub's identifier, is deprecated there, and reported as an
+    error when an entity's device info carries it (the entity is then not added). Earlier versions
+    know only `via_device`. The site's device is made before the platforms are set up.
+    """
+    device_id_of = getattr(dr, "async_get_device_id_by_identifier", None)
+    if device_id_of is None:
+        device_info["via_device"] = site_identifier
+        return
+    try:
+        via_device_id = device_id_of(hass, site_identifier, config_entry_id=entry_id)
+    except ValueError:  # no site device (removed by hand): the device is simply not linked
+        return
+    device_info["via_device_id"] = via_device_id  # type: ignore[typeddict-unknown-key]
+
+
 class PowerAllocationEntity(CoordinatorEntity[PowerAllocationCoordinator]):
     """An entity of one item of a site."""
 
@@ -92,7 +115,7 @@ class PowerAllocationEntity(CoordinatorEntity[PowerAllocationCoordinator]):
             model=_MODELS[device_kind],
         )
         if device_kind != SITE:
-            self._attr_device_info["via_device"] = site_identifier
+            _link_to_site(self._attr_device_info, coordinator.hass, entry.entry_id, site_identifier)
 
     @property
     def item(self) -> Any:

@@ -288,7 +288,20 @@ def _explain(error: vol.Invalid, document: Any) -> str:
             node = node[key]
         except (KeyError, IndexError, TypeError):
             node = None
-    return f"{where}: {error.msg}" if where else str(error.msg)
+    message = UNKNOWN_KEY if _is_unknown_key(error) else error.msg
+    return f"{where}: {message}" if where else str(message)
+
+
+# The message of a key the schema does not know, whichever validation library Home Assistant
+# provides as `voluptuous`.
+UNKNOWN_KEY = "extra keys not allowed"
+
+
+def _is_unknown_key(error: vol.Invalid) -> bool:
+    """A key the schema does not know. voluptuous says "extra keys not allowed"; probatio, which
+    Home Assistant 2026.11 installs as `voluptuous`, raises its `ExtraKeysInvalid` saying "not a
+    valid option" (and "did you mean ...?" for a near miss)."""
+    return error.error_message == UNKNOWN_KEY or type(error).__name__ == "ExtraKeysInvalid"
 
 
 def _action(config: Mapping[str, Any] | None) -> HaAction | None:
