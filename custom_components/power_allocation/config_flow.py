@@ -471,15 +471,17 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
         )
 
     async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
-        """The broker refused the stored credentials."""
+        """The broker refused the stored credentials (at setup, or while the site ran)."""
         return await self.async_step_reauth_confirm()
 
     async def async_step_reauth_confirm(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """New broker credentials, tested before they are saved."""
+        """New broker credentials, tested against the broker before they are saved; then the
+        site reloads with them. Refused, nothing is saved and the form asks again."""
         entry = self._get_reauth_entry()
         topology = entry.data[CONF_TOPOLOGY]
+        stored = topology.get("mqtt", {})
         errors: dict[str, str] = {}
         if user_input is not None:
             new_topology = {**topology, "mqtt": {**topology.get("mqtt", {}), **user_input}}
@@ -498,14 +500,21 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
             step_id="reauth_confirm",
             data_schema=vol.Schema(
                 {
-                    vol.Required("username"): str,
+                    # The stored username is suggested; the password never is.
+                    vol.Required(
+                        "username", description={"suggested_value": stored.get("username")}
+                    ): str,
                     vol.Required("password"): selector.TextSelector(
                         selector.TextSelectorConfig(type=selector.TextSelectorType.PASSWORD)
                     ),
                 }
             ),
             errors=errors,
-            description_placeholders={"error": self._error},
+            description_placeholders={
+                "error": self._error,
+                "site": entry.title,
+                "broker": f"{stored.get('host')}:{stored.get('port')}",
+            },
         )
 
 

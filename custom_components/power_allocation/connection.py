@@ -13,14 +13,15 @@ from homeassistant.exceptions import HomeAssistantError
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .drivers.modbus import ModbusDevice, ModbusDriver
+from .drivers.mqtt import AUTH_REFUSED_CODES
 from .drivers.mqtt_tls import tls_context
 from .drivers.profile import load_profile
 from .sources import mqtt_tls_options
 
 CONNECT_TIMEOUT_S = 5.0
-# CONNACK codes that mean "wrong credentials": MQTT 3.1.1's, and the MQTT 5 reason codes paho
-# 2.x reports them as.
-AUTH_FAILURES = frozenset({4, 5, 134, 135})
+# CONNACK codes that mean "wrong credentials": the driver's own, so that the flows' test and the
+# running site agree on what a refusal of the credentials is.
+AUTH_FAILURES = AUTH_REFUSED_CODES
 
 
 class CannotConnectError(HomeAssistantError):

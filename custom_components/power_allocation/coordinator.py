@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import voluptuous as vol
 from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import HomeAssistantError
+from homeassistant.exceptions import ConfigEntryAuthFailed, HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
@@ -30,6 +30,7 @@ from .const import (
 )
 from .drivers.interface import Command as DeviceCommand
 from .drivers.interface import CommandKind, TelemetrySnapshot
+from .drivers.mqtt import BrokerAuthError, MqttDriver
 from .engine.controller import Command, StartService, StopService, SwitchOutlets, Throttle
 from .site_control import CycleOutcome, SiteControl, SiteView
 from .sources import SiteDrivers
@@ -101,6 +102,8 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         self.clock: Callable[[], float] = lambda: dt_util.utcnow().timestamp()
         # The retained `<base>/status` on the site's broker, if it has one.
         self._status = StatusBroadcast(entry.title)
+        # The site's broker refused the credentials in the last cycle (a reauth flow was started).
+        self._credentials_refused = False
 
     @property
     def site_name(self) -> str:
@@ -122,7 +125,23 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         self.control = SiteControl(self.topology, stored)
         self._restored = True
         await self.drivers.start()
-        await self.drivers.async_wait_connected(MQTT_CONNECT_WAIT_S)
+        try:
+            await self.drivers.async_wait_connected(MQTT_CONNECT_WAIT_S)
+        except BrokerAuthError as error:
+            # Setup fails, its drivers are stopped, and Home Assistant asks for new credentials.
+            raise self._credentials_error() from error
+
+    def _credentials_error(self) -> ConfigEntryAuthFailed:
+        """The broker refused the stored credentials (named by its host and port, never them)."""
+        broker = self.topology.mqtt or {}
+        return ConfigEntryAuthFailed(
+            translation_domain=DOMAIN,
+            translation_key="broker_refused_credentials",
+            translation_placeholders={
+                "site": self.site_name,
+                "broker": f"{broker.get('host')}:{broker.get('port')}",
+            },
+        )
 
     def _report_reset(self, reset: list[str]) -> None:
         """What of the stored state was not valid: started afresh, said once, never retried."""
@@ -163,6 +182,7 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         now_s = self.clock()
         snapshot = await self.drivers.read(now_s)
         self.snapshot = snapshot
+        self._watch_credentials()
         self._track_availability(snapshot)
         async with self.lock:
             outcome = await self.hass.async_add_executor_job(
@@ -182,6 +202,25 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
             # entities go unavailable.
             raise UpdateFailed(translation_domain=DOMAIN, translation_key="no_device_answered")
         return outcome.view
+
+    def _watch_credentials(self) -> None:
+        """The broker refused the credentials while the site runs: Home Assistant asks for new
+        ones (a reauth flow), once each time it starts refusing.
+
+        Not by raising `ConfigEntryAuthFailed`: after one, `DataUpdateCoordinator` schedules no
+        further refresh, and the controller would stop for the whole site (I7). A refused broker
+        is a failing device instead: its readings are missing, its devices unavailable, and the
+        cycle runs on with what the other drivers read; the driver retries with its backoff.
+        """
+        driver = self.drivers.drivers.get(SOURCE_MQTT)
+        refused = isinstance(driver, MqttDriver) and driver.auth_refused
+        if refused and not self._credentials_refused:
+            _LOGGER.warning(
+                "%s: the MQTT broker refused the stored credentials; asking for new ones",
+                self.site_name,
+            )
+            self.config_entry.async_start_reauth(self.hass)
+        self._credentials_refused = refused
 
     def _broadcast_status(self, view: SiteView) -> None:
         """Publish the cycle's status if it changed, in the background: a slow broker never holds

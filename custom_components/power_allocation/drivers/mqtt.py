@@ -5,7 +5,9 @@ socket in large chunks (`mqtt_client.ChunkedClient`). Messages are parsed on tha
 applied under a lock; `read()` copies the state out under the same lock, and command outcomes are
 handed to the event loop with `call_soon_threadsafe`. paho reconnects with backoff by itself; every
 (re)connection subscribes again, and while the broker is unreachable every device reads as
-unavailable.
+unavailable. A broker that refuses the credentials is one more unreachable broker (retried with the
+same backoff, its devices unavailable), told apart: `auth_refused` says so, and `wait_connected`
+raises `BrokerAuthError`, for the glue to ask the user for new credentials.
 
 Every reading carries the time it arrived, on the driver's clock (`time.monotonic` unless a test
 injects another): a device silent for longer than its profile's `stale_after_s` is unavailable,
@@ -76,6 +78,13 @@ OFFLINE = "offline"
 # A device marked unavailable comes back on its own online word, or once `read()` has seen fresh
 # readings from it in this many cycles: one stray message does not bring it back.
 CYCLES_TO_COME_BACK = 2
+# CONNACK codes that mean "wrong credentials": MQTT 3.1.1's (4 bad user name or password, 5 not
+# authorised), and the MQTT 5 reason codes paho 2.x reports them as (134, 135).
+AUTH_REFUSED_CODES = frozenset({4, 5, 134, 135})
+
+
+class BrokerAuthError(Exception):
+    """The broker refused the driver's credentials (the message names the broker, never them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +280,8 @@ class MqttDriver:
         self._stopping = False
         self._reported_unreachable = False
         self._connections = 0
+        # The broker's last answer to CONNECT refused the credentials.
+        self._auth_refused = False
 
     @property
     def subscriptions(self) -> tuple[str, ...]:
@@ -282,6 +293,13 @@ class MqttDriver:
         """Whether the broker connection is up and every subscription is in place."""
         with self._lock:
             return self._connected
+
+    @property
+    def auth_refused(self) -> bool:
+        """Whether the broker refused the credentials when last asked, and has not accepted a
+        connection since. While it holds, paho keeps retrying with its backoff."""
+        with self._lock:
+            return self._auth_refused
 
     @property
     def connections(self) -> int:
@@ -496,19 +514,34 @@ class MqttDriver:
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
+            auth = int(reason_code.value) in AUTH_REFUSED_CODES
             with self._lock:
                 first, self._reported_unreachable = not self._reported_unreachable, True
-            if first:
+                newly_refused = auth and not self._auth_refused
+                self._auth_refused = auth
+            if auth and (first or newly_refused):
+                # The reason code only ("Not authorized"): never the username or password.
+                _LOGGER.warning(
+                    "MQTT broker %s:%s refused the connection (the credentials): %s; "
+                    "retrying with backoff",
+                    self._config.host,
+                    self._config.port,
+                    reason_code,
+                )
+            elif first:
                 _LOGGER.warning(
                     "MQTT broker %s:%s refused the connection: %s; retrying with backoff",
                     self._config.host,
                     self._config.port,
                     reason_code,
                 )
+            if auth:
+                self._mark_ready()  # wakes `wait_connected`, which raises
             return
         _LOGGER.info("Connected to MQTT broker %s:%s", self._config.host, self._config.port)
         with self._lock:
             self._reported_unreachable = False
+            self._auth_refused = False
             self._connections += 1
             # Ready once the broker has acknowledged the subscriptions: a reading published
             # before that would be missed.
@@ -597,11 +630,16 @@ class MqttDriver:
             loop.call_soon_threadsafe(self._ready.set)
 
     async def wait_connected(self) -> None:
-        """Until the broker has taken every subscription (callers bound it with a timeout)."""
+        """Until the broker has taken every subscription (callers bound it with a timeout).
+        Raises `BrokerAuthError` as soon as the broker refuses the credentials."""
         while not self.connected:
             self._ready.clear()
             if self.connected:
                 return
+            if self.auth_refused:
+                raise BrokerAuthError(
+                    f"MQTT broker {self._config.host}:{self._config.port} refused the credentials"
+                )
             await self._ready.wait()
 
     def _match_ack(self, topic: str, payload: bytes) -> None:
