@@ -692,6 +692,24 @@ async def test_reauth_with_new_credentials(
     await settle_reload(hass, entry)
 
 
+async def test_reauth_with_the_broker_down_saves_nothing(
+    hass: HomeAssistant, closed_port: int
+) -> None:
+    stale = broker_input(port=closed_port, username="power", password="old")
+    entry = site_entry(
+        {"kind": "mqtt", "profile": "power_allocation_ups", "variables": {}}, mqtt=stale
+    )
+    entry.add_to_hass(hass)
+
+    result = await entry.start_reauth_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"username": "power", "password": "allocation"}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "cannot_connect"}
+    assert entry.data[CONF_TOPOLOGY]["mqtt"] == stale
+
+
 async def test_reauth_without_a_username(hass: HomeAssistant, mqtt_broker: Mosquitto) -> None:
     stale = broker_input(mqtt_broker, username="power", password="old")
     entry = site_entry(
