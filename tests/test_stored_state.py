@@ -105,7 +105,7 @@ def test_each_invalid_part_is_reset_alone_and_named() -> None:
     controller["soc_ratio"]["ups1"] = 7
     controller["held_off"] = ["db", 3]
     state["demand"]["last_w"]["db"] = "lots"
-    state["demand"]["forecasters"]["network"]["snarimax"] = []
+    state["demand"]["forecasters"]["network"]["combination"]["snarimax"] = []
     state["nodes"]["pdu-a"]["settings"]["horizon_steps"] = 10**9
     state["battery_fits"]["ups1"]["n"] = True
     state["priority_overrides"]["batch"] = "urgent"
@@ -132,6 +132,22 @@ def test_each_invalid_part_is_reset_alone_and_named() -> None:
     assert cleaned["demand"]["forecasters"].keys() == {"db", "batch"}
     assert cleaned["outages_s"] == valid["outages_s"]
     assert "colour" not in cleaned
+    _resumes(state)
+
+
+def test_forecasters_written_with_another_river_start_afresh_and_are_named() -> None:
+    # Their river objects' learnt numbers are in that river's own layout: relearnt, not read.
+    state = learnt()
+    for forecaster in [*state["demand"]["forecasters"].values(), *state["nodes"].values()]:
+        forecaster["river"] = "0.21.0"
+    cleaned, reset = clean_stored_state(state)
+    assert reset == [
+        *(f"demand.forecasters.{sid}" for sid in state["demand"]["forecasters"]),
+        *(f"nodes.{node}" for node in state["nodes"]),
+    ]
+    assert cleaned is not None
+    assert cleaned["demand"]["forecasters"] == {}
+    assert cleaned["nodes"] == {}
     _resumes(state)
 
 

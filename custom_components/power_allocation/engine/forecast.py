@@ -3,29 +3,35 @@
 Readings arrive irregularly; they are averaged into fixed steps. Each closed step teaches the
 models below and is scored against what each forecast for it 1..H steps earlier:
 
-- SNARIMAX(p=3, d=1, q=0) with river's `BayesianLinearRegression` and a bias feature, written in
-  its recursive (Sherman-Morrison) form over four fixed features: the same posterior river
-  computes, but without river's per-call dict-to-matrix copies, so a 12-step forecast per reading
-  stays cheap on a small machine (`tests/engine/test_forecast.py` checks it against river);
+- river's `time_series.SNARIMAX(p=3, d=1, q=0)` with `linear_model.BayesianLinearRegression` and
+  a bias feature;
 - level median: the median change seen h steps after the load was at about this level, and had
   (or had not) held it for a while, which captures what linear models cannot in appliance-like
   loads (a spike that has just begun falls back, a level held for minutes tends to stay);
-- recent median: the median of the last few steps, a level one spike barely moves;
-- trend: Holt's linear smoothing, for ramps the others mean-revert away from.
+- recent median: the median of the last few steps (river's `utils.SortedWindow`), a level one
+  spike barely moves;
+- trend: Holt's linear smoothing (river's `time_series.HoltWinters` without a season), for ramps
+  the others mean-revert away from.
 
-What is issued at each horizon is a combination: the last value plus a weighted sum of how far
-SNARIMAX, the level median and the recent median are from it, the weights learnt online per
-horizon by least absolute error (so it starts as the naive forecast and only moves as far as the
-models have earned). SNARIMAX or the trend alone is issued instead where its recent error is
-clearly lower (a clean ramp). The band is a pair of rolling quantiles of the issued forecast's own
-realised errors at that horizon, so it is as wide as this load has actually needed lately; their
-level adapts so the band misses as often as it should (see `LoadForecaster`).
+What is issued at each horizon is a combination (`_Combination`): the last value plus a weighted
+sum of how far SNARIMAX, the level median and the recent median are from it, the weights learnt
+online per horizon by least absolute error (so it starts as the naive forecast and only moves as
+far as the models have earned). SNARIMAX or the trend alone is issued instead where its recent
+error is clearly lower (a clean ramp). The band (`_AdaptiveBand`) is a pair of rolling quantiles
+of the issued forecast's own realised errors at that horizon, so it is as wide as this load has
+actually needed lately; their level adapts so the band misses as often as it should. river has
+neither the combination nor the adaptive band; they are written here as river-style estimators
+(`learn_one`, `forecast(horizon)`).
+
+The state is plain JSON: this module's numbers packed as base64 machine floats, river's objects'
+learnt attributes through `forecast_river_state`, tagged with the river version.
 """
 
 from __future__ import annotations
 
 import base64
 import bisect
+import copy
 import math
 from array import array
 from collections import deque
@@ -33,11 +39,24 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
+from river import linear_model, time_series, utils
+
+from .forecast_river_state import (
+    RIVER_VERSION,
+    ForecasterStateError,
+    learnt_names,
+    learnt_state,
+    restore_learnt,
+)
 from .model import Site
 
-STATE_VERSION = 2
-_AR_LAGS = 3
-_AR_FEATURES = _AR_LAGS + 1  # lagged differences and a bias
+STATE_VERSION = 3
+_SNARIMAX_LAGS = 3
+# SNARIMAX's exogenous feature: a constant, so its regression learns a drift.
+_BIAS = {"bias": 1.0}
+# SNARIMAX's own record of recent values, differences and errors (public in every river); its
+# regressor and Holt-Winters keep everything that is not a parameter.
+_SNARIMAX_LEARNT = ("y_hist", "y_diff", "errors")
 _COMBINED_INPUTS = 3  # SNARIMAX, level median, recent median
 # Level-median counts are stored in 16 bits; past this they only confirm what is settled.
 _COUNT_MAX = 65535
@@ -150,62 +169,6 @@ class _StepResampler:
         return closed
 
 
-class _DifferencedAutoregression:
-    """SNARIMAX(3, 1, 0) + bias with Bayesian linear regression (alpha = beta = 1).
-
-    Posterior mean m and covariance S of the weights, updated by Sherman-Morrison:
-    k = S x / (1 + x'S x), m += k (y - x'm), S -= k x'S (Bishop 3.50-3.51, as river does).
-    Missing lags count as zero, which is what river's sparse features amount to.
-    """
-
-    def __init__(self) -> None:
-        self.weights = [0.0] * _AR_FEATURES
-        self.covariance = [
-            [1.0 if i == j else 0.0 for j in range(_AR_FEATURES)] for i in range(_AR_FEATURES)
-        ]
-        self.last_w: float | None = None
-        self.diffs_w: list[float] = []  # newest first
-
-    def _features(self, diffs_w: list[float]) -> list[float]:
-        return [*diffs_w, *([0.0] * (_AR_LAGS - len(diffs_w))), 1.0]
-
-    def learn(self, value_w: float) -> None:
-        if self.last_w is not None:
-            target = value_w - self.last_w
-            x0, x1, x2, x3 = self._features(self.diffs_w)
-            s = self.covariance
-            # Written out for four features: this runs once per step for every load.
-            sx = [r0 * x0 + r1 * x1 + r2 * x2 + r3 * x3 for r0, r1, r2, r3 in s]
-            gain_den = 1.0 + x0 * sx[0] + x1 * sx[1] + x2 * sx[2] + x3 * sx[3]
-            gain = [v / gain_den for v in sx]
-            w0, w1, w2, w3 = self.weights
-            error = target - (w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3)
-            self.weights = [w + g * error for w, g in zip(self.weights, gain, strict=True)]
-            self.covariance = [
-                [s_ij - g_i * sx_j for s_ij, sx_j in zip(row, sx, strict=True)]
-                for row, g_i in zip(s, gain, strict=True)
-            ]
-            self.diffs_w = [target, *self.diffs_w[: _AR_LAGS - 1]]
-        self.last_w = value_w
-
-    def forget_lags(self) -> None:
-        self.last_w = None
-        self.diffs_w = []
-
-    def forecast(self, horizon_steps: int) -> list[float]:
-        assert self.last_w is not None
-        w0, w1, w2, bias = self.weights
-        d0, d1, d2, _ = self._features(self.diffs_w)
-        level = self.last_w
-        out = [0.0] * horizon_steps
-        for h in range(horizon_steps):
-            step = w0 * d0 + w1 * d1 + w2 * d2 + bias
-            level += step
-            out[h] = level
-            d0, d1, d2 = step, d0, d1
-        return out
-
-
 class _LevelMedian:
     """Per level bin, held or fresh, and horizon, a stochastic median of the change that followed.
 
@@ -237,7 +200,7 @@ class _LevelMedian:
         self.last_log = log_w
         return 2 * int(log_w / self.log_bin) + (self.steady_steps >= self.held_steps)
 
-    def learn(self, value_w: float) -> None:
+    def learn_one(self, value_w: float) -> None:
         rate = self.rate
         for h, (past_w, past_key) in enumerate(self.recent):
             entry = self.bins.get(past_key)
@@ -270,55 +233,54 @@ class _LevelMedian:
         self.last_log = None
         self.steady_steps = 0
 
-    def forecast(self) -> list[float]:
+    def forecast(self, horizon: int) -> list[float]:
         """From the value learnt last."""
         value_w, key = self.recent[0]
         entry = self.bins.get(key)
         if entry is None:
-            return [value_w] * self.horizon_steps
+            return [value_w] * horizon
         median, _, count = entry
         least = self.min_samples
-        return [value_w + (m if n >= least else 0.0) for m, n in zip(median, count, strict=True)]
+        return [
+            value_w + (m if n >= least else 0.0)
+            for m, n in zip(median[:horizon], count[:horizon], strict=True)
+        ]
 
 
-class _LinearTrend:
-    """Holt's linear exponential smoothing: a level and a slope, both smoothed.
+def _snarimax() -> Any:
+    """SNARIMAX(3, 1, 0) with Bayesian linear regression: it learns the step-to-step changes from
+    the last three and a bias (given as a feature, `_BIAS`), and its posterior cannot diverge
+    the way river's default SGD regressor does on these series."""
+    return time_series.SNARIMAX(
+        p=_SNARIMAX_LAGS, d=1, q=0, regressor=linear_model.BayesianLinearRegression()
+    )
 
-    The candidate that follows a ramp (a job spinning up, a battery bank charging), which the
-    other candidates, fitted on a load's whole history, mean-revert away from.
-    """
 
-    def __init__(self, settings: ForecastSettings) -> None:
-        self.level_weight = settings.trend_level_weight
-        self.slope_weight = settings.trend_slope_weight
-        self.level_w: float | None = None
-        self.slope_w = 0.0
+def _holt_trend(settings: ForecastSettings) -> Any:
+    """Holt's linear smoothing (river's Holt-Winters without a season): a level and a slope."""
+    return time_series.HoltWinters(  # type: ignore[no-untyped-call]
+        alpha=settings.trend_level_weight, beta=settings.trend_slope_weight
+    )
 
-    def learn(self, value_w: float) -> None:
-        if self.level_w is None:
-            self.level_w = value_w
-            return
-        previous = self.level_w
-        self.level_w = (
-            previous + self.slope_w + self.level_weight * (value_w - previous - self.slope_w)
-        )
-        self.slope_w += self.slope_weight * (self.level_w - previous - self.slope_w)
 
-    def forget(self) -> None:
-        self.level_w = None
-        self.slope_w = 0.0
+def _float32(value_w: float) -> float:
+    # What `array("f")` stores, so a window restored from the state is the window that was kept.
+    return array("f", (value_w,))[0]
 
-    def forecast(self, horizon_steps: int) -> list[float]:
-        assert self.level_w is not None
-        return [self.level_w + h * self.slope_w for h in range(1, horizon_steps + 1)]
+
+def _median(window: utils.SortedWindow) -> float:
+    sorted_w: list[float] = window.data
+    middle = len(sorted_w) // 2
+    return sorted_w[middle] if len(sorted_w) % 2 else (sorted_w[middle - 1] + sorted_w[middle]) / 2
 
 
 class _SortedWindow:
-    """The last N values in arrival order and sorted, for quantiles, medians and tail shares.
+    """The last N errors in arrival order and sorted, for the band's quantiles and tail shares.
 
-    river's `RollingQuantile` answers one fixed quantile; the band's level adapts (see
-    `LoadForecaster`), the overload guard needs the share of errors above a margin and the recent
-    median the middle, so the window is kept here as a deque plus a sorted list. Values are
+    river's `RollingQuantile` answers one fixed quantile, and the band's level adapts. river's
+    `utils.SortedWindow` is this structure, but it bisects through `UserList`'s Python-level
+    item access: with 12 windows of 288 it took a quarter of the forecaster's time (profiled on
+    the household trace), so the band keeps its own, bisecting the list itself. Values are
     stored at float32 precision (ample for watts) so the state stays small and restores bit for
     bit.
     """
@@ -340,13 +302,6 @@ class _SortedWindow:
         self.arrival_w.clear()
         self.sorted_w.clear()
 
-    def median(self) -> float:
-        sorted_w = self.sorted_w
-        middle = len(sorted_w) // 2
-        return (
-            sorted_w[middle] if len(sorted_w) % 2 else (sorted_w[middle - 1] + sorted_w[middle]) / 2
-        )
-
     def share_above(self, value_w: float) -> float:
         """Fraction of the window's values above `value_w`."""
         n = len(self.sorted_w)
@@ -357,106 +312,70 @@ class _SortedWindow:
 _CANDIDATES = ("combined", "snarimax", "trend")
 
 
-class LoadForecaster:
-    """One load's online forecaster. Feed it readings with `observe`, read `forecast()`.
+class _Combination:
+    """The point forecast issued at each horizon, as a river-style forecaster over four models.
 
-    The combination's weights are an online median regression: after each scored target, each
-    weight moves by `combine_rate` times its input's deviation over that input's typical size,
-    towards the side the target fell on. The absolute error it descends is what the benchmark
-    scores, and a spike moves a weight no more than a small miss does.
+    The models: river's SNARIMAX and Holt-Winters, `_LevelMedian` and the median of the last
+    few steps (river's `SortedWindow`). What is issued at horizon h is the last value plus a
+    weighted sum of how far SNARIMAX, the level median and the recent median are from it, unless
+    SNARIMAX or the trend alone has clearly done better there lately.
 
-    The band's miss rate is held at its target by adaptive conformal inference (Gibbs & Candès,
-    2021): each horizon's quantile level moves by `band_adapt_rate` after every scored target,
-    towards wider after a miss and narrower after a hit, so the band stays calibrated when the
-    load's errors drift or come in runs (at 12 steps ahead, consecutive errors overlap).
+    The weights are an online median regression: after each scored target, each weight moves by
+    `combine_rate` times its input's deviation over that input's typical size, towards the side
+    the target fell on. The absolute error it descends is what the benchmark scores, and a spike
+    moves a weight no more than a small miss does.
+
+    `learn_one(y)` scores what was forecast for this step 1..H steps ago, teaches the models and
+    issues the next forecasts; `forecast(horizon)` returns them (float32, as the state keeps
+    them, so a restore is exact). Issuing once per step, not per call, is what keeps SNARIMAX's
+    12-step recursion affordable.
     """
 
-    def __init__(self, settings: ForecastSettings | None = None) -> None:
-        self.settings = settings or ForecastSettings()
-        s = self.settings
-        horizon = s.horizon_steps
-        self._resampler = _StepResampler(s.step_s, int(s.max_fill_s // s.step_s))
-        self._autoregression = _DifferencedAutoregression()
-        self._level_median = _LevelMedian(s)
-        self._recent = _SortedWindow(s.recent_median_steps)
-        self._trend = _LinearTrend(s)
-        self._last_step: int | None = None
+    def __init__(self, settings: ForecastSettings) -> None:
+        self.settings = settings
+        horizon = settings.horizon_steps
+        self.snarimax = _snarimax()
+        self.trend = _holt_trend(settings)
+        self.level_median = _LevelMedian(settings)
+        self.recent = utils.SortedWindow(settings.recent_median_steps)
+        self.issued_w = array("f")
         # Forecasts still waiting for their target, newest first.
-        # Kept at float32 (`array("f")`), as the state stores them, so a restore is exact.
         self._pending: dict[str, deque[array[float]]] = {
             name: deque(maxlen=horizon) for name in _CANDIDATES
         }
         # The combination's other inputs, per pending forecast: last value, recent median and
         # the level median's forecasts (SNARIMAX's are pending above).
         self._pending_inputs: deque[tuple[float, float, array[float]]] = deque(maxlen=horizon)
-        self._pending_issued: deque[tuple[array[float], array[float], array[float]]] = deque(
-            maxlen=horizon
-        )
         self._score_w = {name: [0.0] * horizon for name in _CANDIDATES}
         self._scored = [0] * horizon  # every candidate is scored on the same targets
         # Per horizon: the weight of each combined input and its typical absolute deviation from
         # the last value (0 until one has been seen).
         self._combine_w = [[0.0] * _COMBINED_INPUTS for _ in range(horizon)]
         self._combine_scale_w = [[0.0] * _COMBINED_INPUTS for _ in range(horizon)]
-        self._errors = [_SortedWindow(s.error_window_steps) for _ in range(horizon)]
-        self._miss_level = [1.0 - s.band_ratio] * horizon
-        self.readings_rejected = 0
 
-    @property
-    def readings_late(self) -> int:
-        """Readings dropped because their step had already been learnt from."""
-        return self._resampler.readings_late
+    def learn_one(self, value_w: float) -> None:
+        self._score_and_combine(value_w)
+        self.snarimax.learn_one(value_w, x=dict(_BIAS))
+        self.level_median.learn_one(value_w)
+        self.recent.append(_float32(value_w))
+        self.trend.learn_one(value_w)
+        self._issue(value_w)
 
-    def observe(self, at_s: float, value_w: float) -> int:
-        """Takes one reading; returns how many steps it closed (each one learnt from)."""
-        if not (math.isfinite(at_s) and math.isfinite(value_w)):
-            self.readings_rejected += 1
-            return 0
-        closed = self._resampler.add(at_s, value_w)
-        for value in closed:
-            if value is None:
-                self._break_series()
-            else:
-                self._learn(value)
-        if closed:
-            assert self._resampler.open_step is not None
-            self._last_step = self._resampler.open_step - 1
-        return sum(1 for value in closed if value is not None)
-
-    def _break_series(self) -> None:
-        # A forecast across a long hole says nothing about the model: neither score nor learn it.
-        self._autoregression.forget_lags()
-        self._level_median.forget_recent()
-        self._recent.clear()
-        self._trend.forget()
+    def forget_lags(self) -> None:
+        """After a long hole: what the models learnt is kept, their recent values are not, and
+        a forecast across the hole is neither scored nor learnt from."""
+        for lags in (self.snarimax.y_hist, self.snarimax.y_diff, self.snarimax.errors):
+            lags.clear()
+        self.trend = _holt_trend(self.settings)
+        self.level_median.forget_recent()
+        self.recent = utils.SortedWindow(self.settings.recent_median_steps)
         for pending in self._pending.values():
             pending.clear()
         self._pending_inputs.clear()
-        self._pending_issued.clear()
+        self.issued_w = array("f")
 
-    def _learn(self, value_w: float) -> None:
-        s = self.settings
-        self._score_and_combine(value_w)
-        target_miss = 1.0 - s.band_ratio
-        least = s.min_error_samples
-        adapt_rate = s.band_adapt_rate
-        miss_level = self._miss_level
-        pending_issued = self._pending_issued
-        errors_w = array("f", [value_w - item[0][h] for h, item in enumerate(pending_issued)])
-        # Only the horizons that have a pending forecast: zip stops at the shortest.
-        for h, ((_, lower_w, upper_w), window, error_w) in enumerate(
-            zip(pending_issued, self._errors, errors_w, strict=False)
-        ):
-            if len(window.sorted_w) >= least:
-                missed = not lower_w[h] <= value_w <= upper_w[h]
-                level = miss_level[h] + adapt_rate * (target_miss - missed)
-                miss_level[h] = 1.0 if level > 1.0 else 0.0 if level < 0.0 else level
-            window.add(error_w)
-        self._autoregression.learn(value_w)
-        self._level_median.learn(value_w)
-        self._recent.add(array("f", (value_w,))[0])
-        self._trend.learn(value_w)
-        self._issue(value_w)
+    def forecast(self, horizon: int) -> array[float]:
+        return self.issued_w[:horizon]
 
     def _score_and_combine(self, value_w: float) -> None:
         """Scores every pending forecast against `value_w` and moves the combination's weights."""
@@ -518,10 +437,13 @@ class LoadForecaster:
 
     def _issue(self, value_w: float) -> None:
         horizon = self.settings.horizon_steps
-        snarimax_w = self._autoregression.forecast(horizon)
-        level_w = self._level_median.forecast()
-        trend_w = self._trend.forecast(horizon)
-        recent_w = self._recent.median()
+        snarimax_w = self.snarimax.forecast(
+            horizon=horizon, xs=[dict(_BIAS) for _ in range(horizon)]
+        )
+        level_w = self.level_median.forecast(horizon)
+        # Holt-Winters starts from its second value; until then, the last value.
+        trend_w = self.trend.forecast(horizon) if self.trend.level else [value_w] * horizon
+        recent_w = _median(self.recent)
         recent_deviation = recent_w - value_w
         outlier_ratio = self.settings.combine_outlier_ratio
         combined_w = []
@@ -534,28 +456,10 @@ class LoadForecaster:
                 d0 = limit if d0 > 0.0 else -limit
             combined_w.append(value_w + w0 * d0 + w1 * (level - value_w) + w2 * recent_deviation)
         candidates = (combined_w, snarimax_w, trend_w)
-        # The mean is rounded to float32 before the band is laid around it, so rounding cannot
-        # put it outside its own band.
-        mean_w = array("f", [candidates[c][h] for h, c in enumerate(self._best())])
-        # Nearest-rank quantiles of the errors at (miss / 2) and (1 - miss / 2); with miss within
-        # 0..1 both ranks fall inside the window but the lowest, which is taken as 0.
-        bands_w = [
-            (
-                errors_w[max(math.ceil(miss_level / 2.0 * n) - 1, 0)],
-                errors_w[math.ceil((1.0 - miss_level / 2.0) * n) - 1],
-            )
-            if (n := len(errors_w))
-            else (0.0, 0.0)
-            for errors_w, miss_level in zip(
-                [window.sorted_w for window in self._errors], self._miss_level, strict=True
-            )
-        ]
-        lower_w = [mean + low for mean, (low, _) in zip(mean_w, bands_w, strict=True)]
-        upper_w = [mean + high for mean, (_, high) in zip(mean_w, bands_w, strict=True)]
+        self.issued_w = array("f", [candidates[c][h] for h, c in enumerate(self._best())])
         for pending, forecast_w in zip(self._pending.values(), candidates, strict=True):
             pending.appendleft(array("f", forecast_w))
         self._pending_inputs.appendleft((value_w, recent_w, array("f", level_w)))
-        self._pending_issued.appendleft((mean_w, array("f", lower_w), array("f", upper_w)))
 
     def _best(self) -> list[int]:
         """Per horizon, the index in `_CANDIDATES` of what to issue: the combination unless
@@ -575,21 +479,252 @@ class LoadForecaster:
         ]
 
     def chosen_candidates(self) -> tuple[str, ...]:
-        """Which candidate is issued at each horizon right now."""
         return tuple(_CANDIDATES[c] for c in self._best())
 
     def combination_weights(self) -> tuple[tuple[float, float, float], ...]:
-        """Per horizon, the combination's weights on SNARIMAX, the level and the recent median."""
         return tuple((w0, w1, w2) for w0, w1, w2 in self._combine_w)
+
+    def to_state(self) -> dict[str, Any]:
+        level = self.level_median
+        level_keys = sorted(level.bins)
+        level_entries = [level.bins[k] for k in level_keys]
+        regressor = self.snarimax.regressor
+        return {
+            "snarimax": learnt_state(self.snarimax, _SNARIMAX_LEARNT),
+            "snarimax_regressor": learnt_state(regressor, learnt_names(regressor)),
+            "trend": learnt_state(self.trend, learnt_names(self.trend)),
+            "level_median": {
+                "keys": level_keys,
+                "median_w": _pack_arrays(e[0] for e in level_entries),
+                "spread_w": _pack_arrays(e[1] for e in level_entries),
+                "count": _pack_arrays(e[2] for e in level_entries),
+                "recent": [list(item) for item in level.recent],
+                "last_log": level.last_log,
+                "steady_steps": level.steady_steps,
+            },
+            "recent_w": _pack("f", self.recent.unsorted_window),
+            "issued_w": _pack("f", self.issued_w),
+            "pending": {
+                name: _pack("f", (v for f in pending for v in f))
+                for name, pending in self._pending.items()
+            },
+            "pending_inputs": [
+                [base_w, recent_w, _pack("f", level_w)]
+                for base_w, recent_w, level_w in self._pending_inputs
+            ],
+            "score_w": self._score_w,
+            "scored": self._scored,
+            "combine_w": self._combine_w,
+            "combine_scale_w": self._combine_scale_w,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Into a fresh combination of the same settings: what `to_state` described."""
+        horizon = self.settings.horizon_steps
+        restore_learnt(self.snarimax, state["snarimax"], _SNARIMAX_LEARNT)
+        regressor = self.snarimax.regressor
+        restore_learnt(regressor, state["snarimax_regressor"], learnt_names(regressor))
+        restore_learnt(self.trend, state["trend"], learnt_names(self.trend))
+        _check_learns(self.snarimax, _holt_trend(self.settings), state["trend"])
+        level_state = state["level_median"]
+        level = self.level_median
+        medians = _unpack_arrays("f", level_state["median_w"], horizon)
+        spreads = _unpack_arrays("f", level_state["spread_w"], horizon)
+        counts = _unpack_arrays("H", level_state["count"], horizon)
+        level.bins = {
+            int(k): (m, s, c)
+            for k, m, s, c in zip(level_state["keys"], medians, spreads, counts, strict=True)
+        }
+        level.recent.extend((float(v), int(k)) for v, k in level_state["recent"])
+        level.last_log = level_state["last_log"]
+        level.steady_steps = int(level_state["steady_steps"])
+        for value_w in _unpack("f", state["recent_w"]):
+            self.recent.append(value_w)
+        self.issued_w = _unpack("f", state["issued_w"])
+        for name, packed in state["pending"].items():
+            self._pending[name].extend(_unpack_arrays("f", packed, horizon))
+        self._pending_inputs.extend(
+            (float(base_w), float(recent_w), _unpack("f", level_w))
+            for base_w, recent_w, level_w in state["pending_inputs"]
+        )
+        self._score_w = {n: [float(v) for v in state["score_w"][n]] for n in _CANDIDATES}
+        self._scored = [int(v) for v in state["scored"]]
+        self._combine_w = [[float(v) for v in row] for row in state["combine_w"]]
+        self._combine_scale_w = [[float(v) for v in row] for row in state["combine_scale_w"]]
+
+
+def _check_learns(snarimax: Any, trend: Any, trend_state: Any) -> None:
+    """Models read from a state learn and forecast a step, on copies (`trend`: a fresh one to
+    read `trend_state` into again; river 0.23's Holt-Winters cannot be deep-copied): numbers of
+    the right type but the wrong shape (an edited file) fail here, at restore, not at the next
+    reading."""
+    try:
+        snarimax_copy = copy.deepcopy(snarimax)
+        snarimax_copy.learn_one(100.0, x=dict(_BIAS))
+        snarimax_copy.forecast(horizon=2, xs=[dict(_BIAS), dict(_BIAS)])
+        restore_learnt(trend, trend_state, learnt_names(trend))
+        trend.learn_one(100.0)
+        trend.learn_one(100.0)
+        trend.forecast(2)
+    except (ArithmeticError, LookupError, TypeError, ValueError, MemoryError) as err:
+        raise ForecasterStateError(f"river models read from the state fail: {err!r}") from err
+
+
+class _AdaptiveBand:
+    """A band around another river-style forecaster's point forecasts, calibrated on its errors.
+
+    At each horizon the last `error_window_steps` realised errors of what was issued are kept
+    sorted (`_SortedWindow`), and the band is the forecast plus their quantiles at
+    (miss / 2) and (1 - miss / 2). river's `RollingQuantile` answers one fixed quantile; here the
+    level adapts, by adaptive conformal inference (Gibbs & Candès, 2021): each horizon's miss
+    level moves by `band_adapt_rate` after every scored target, towards wider after a miss and
+    narrower after a hit, so the band stays calibrated when the load's errors drift or come in
+    runs (at 12 steps ahead, consecutive errors overlap). The guard reads the same windows for
+    the share of errors above a margin.
+    """
+
+    def __init__(self, forecaster: _Combination, settings: ForecastSettings) -> None:
+        self.forecaster = forecaster
+        self.settings = settings
+        horizon = settings.horizon_steps
+        self.errors = [_SortedWindow(settings.error_window_steps) for _ in range(horizon)]
+        self.miss_level = [1.0 - settings.band_ratio] * horizon
+        # (mean, lower, upper) per issue still waiting for targets, newest first.
+        self.pending: deque[tuple[array[float], array[float], array[float]]] = deque(maxlen=horizon)
+
+    def learn_one(self, value_w: float) -> None:
+        s = self.settings
+        target_miss = 1.0 - s.band_ratio
+        least = s.min_error_samples
+        adapt_rate = s.band_adapt_rate
+        miss_level = self.miss_level
+        pending = self.pending
+        errors_w = array("f", [value_w - item[0][h] for h, item in enumerate(pending)])
+        # Only the horizons that have a pending forecast: zip stops at the shortest.
+        for h, ((_, lower_w, upper_w), window, error_w) in enumerate(
+            zip(pending, self.errors, errors_w, strict=False)
+        ):
+            if len(window.sorted_w) >= least:
+                missed = not lower_w[h] <= value_w <= upper_w[h]
+                level = miss_level[h] + adapt_rate * (target_miss - missed)
+                miss_level[h] = 1.0 if level > 1.0 else 0.0 if level < 0.0 else level
+            window.add(error_w)
+        self.forecaster.learn_one(value_w)
+        self._issue()
+
+    def forget_lags(self) -> None:
+        self.forecaster.forget_lags()
+        self.pending.clear()
+
+    def forecast(self, horizon: int) -> tuple[array[float], array[float], array[float]]:
+        """Mean, lower and upper bound for steps 1..`horizon`; empty before the first issue."""
+        if not self.pending:
+            return array("f"), array("f"), array("f")
+        mean_w, lower_w, upper_w = self.pending[0]
+        return mean_w[:horizon], lower_w[:horizon], upper_w[:horizon]
+
+    def calibrated(self) -> list[bool]:
+        """Per horizon: the band rests on at least `min_error_samples` realised errors."""
+        least = self.settings.min_error_samples
+        return [len(window.sorted_w) >= least for window in self.errors]
+
+    def _issue(self) -> None:
+        # The mean is float32 (`array("f")`) before the band is laid around it, so rounding
+        # cannot put it outside its own band.
+        mean_w = self.forecaster.forecast(self.settings.horizon_steps)
+        # Nearest-rank quantiles of the errors at (miss / 2) and (1 - miss / 2); with miss within
+        # 0..1 both ranks fall inside the window but the lowest, which is taken as 0.
+        bands_w = [
+            (
+                errors_w[max(math.ceil(miss_level / 2.0 * n) - 1, 0)],
+                errors_w[math.ceil((1.0 - miss_level / 2.0) * n) - 1],
+            )
+            if (n := len(errors_w))
+            else (0.0, 0.0)
+            for errors_w, miss_level in zip(
+                [window.sorted_w for window in self.errors], self.miss_level, strict=True
+            )
+        ]
+        lower_w = [mean + low for mean, (low, _) in zip(mean_w, bands_w, strict=True)]
+        upper_w = [mean + high for mean, (_, high) in zip(mean_w, bands_w, strict=True)]
+        self.pending.appendleft((mean_w, array("f", lower_w), array("f", upper_w)))
+
+    def share_above(self, horizon_step: int, error_w: float) -> float:
+        """Share of recent errors at `horizon_step` (1-based) that exceeded `error_w`."""
+        return self.errors[horizon_step - 1].share_above(error_w)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "errors_w": [_pack("f", window.arrival_w) for window in self.errors],
+            "miss_level": self.miss_level,
+            "pending": _pack("f", (v for item in self.pending for f in item for v in f)),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        for window, packed in zip(self.errors, state["errors_w"], strict=True):
+            for error_w in _unpack("f", packed):
+                window.add(error_w)
+        self.miss_level = [float(v) for v in state["miss_level"]]
+        issued = _unpack_arrays("f", state["pending"], self.settings.horizon_steps)
+        self.pending.extend(
+            (issued[i], issued[i + 1], issued[i + 2]) for i in range(0, len(issued), 3)
+        )
+
+
+class LoadForecaster:
+    """One load's online forecaster. Feed it readings with `observe`, read `forecast()`.
+
+    Readings are averaged into steps (`_StepResampler`); each closed step is learnt by the
+    band (`_AdaptiveBand`), which scores its last bands and passes the step on to the point
+    forecast (`_Combination`) and its models.
+    """
+
+    def __init__(self, settings: ForecastSettings | None = None) -> None:
+        self.settings = settings or ForecastSettings()
+        s = self.settings
+        self._resampler = _StepResampler(s.step_s, int(s.max_fill_s // s.step_s))
+        self._combination = _Combination(s)
+        self._band = _AdaptiveBand(self._combination, s)
+        self._last_step: int | None = None
+        self.readings_rejected = 0
+
+    @property
+    def readings_late(self) -> int:
+        """Readings dropped because their step had already been learnt from."""
+        return self._resampler.readings_late
+
+    def observe(self, at_s: float, value_w: float) -> int:
+        """Takes one reading; returns how many steps it closed (each one learnt from)."""
+        if not (math.isfinite(at_s) and math.isfinite(value_w)):
+            self.readings_rejected += 1
+            return 0
+        closed = self._resampler.add(at_s, value_w)
+        for value in closed:
+            if value is None:
+                # A forecast across a long hole says nothing about the model.
+                self._band.forget_lags()
+            else:
+                self._band.learn_one(value)
+        if closed:
+            assert self._resampler.open_step is not None
+            self._last_step = self._resampler.open_step - 1
+        return sum(1 for value in closed if value is not None)
+
+    def chosen_candidates(self) -> tuple[str, ...]:
+        """Which candidate is issued at each horizon right now."""
+        return self._combination.chosen_candidates()
+
+    def combination_weights(self) -> tuple[tuple[float, float, float], ...]:
+        """Per horizon, the combination's weights on SNARIMAX, the level and the recent median."""
+        return self._combination.combination_weights()
 
     def forecast(self) -> tuple[ForecastPoint, ...]:
         """Steps 1..H after the last closed step; empty until a step has closed."""
-        if not self._pending_issued or self._last_step is None:
+        mean_w, lower_w, upper_w = self._band.forecast(self.settings.horizon_steps)
+        if not mean_w or self._last_step is None:
             return ()
         step_s = self.settings.step_s
-        least = self.settings.min_error_samples
         first_s = (self._last_step + 1) * step_s
-        mean_w, lower_w, upper_w = self._pending_issued[0]
         # What `ForecastPoint._make` does, without a Python-level call per point.
         return tuple(
             map(
@@ -600,7 +735,7 @@ class LoadForecaster:
                     mean_w,
                     lower_w,
                     upper_w,
-                    [len(window.sorted_w) >= least for window in self._errors],
+                    self._band.calibrated(),
                     strict=True,
                 ),
             )
@@ -608,17 +743,14 @@ class LoadForecaster:
 
     def share_of_errors_above(self, horizon_step: int, error_w: float) -> float:
         """Share of recent errors at `horizon_step` (1-based) that exceeded `error_w`."""
-        return self._errors[horizon_step - 1].share_above(error_w)
+        return self._band.share_above(horizon_step, error_w)
 
     def to_state(self) -> dict[str, Any]:
         """Everything learnt, as a dict JSON can hold; `from_state` restores it exactly."""
         resampler = self._resampler
-        autoregression = self._autoregression
-        level = self._level_median
-        level_keys = sorted(level.bins)
-        level_entries = [level.bins[k] for k in level_keys]
         return {
             "version": STATE_VERSION,
+            "river": RIVER_VERSION,
             "settings": asdict(self.settings),
             "resampler": [
                 resampler.open_step,
@@ -628,50 +760,24 @@ class LoadForecaster:
             ],
             "readings_rejected": self.readings_rejected,
             "last_step": self._last_step,
-            "snarimax": {
-                "weights": autoregression.weights,
-                "covariance": autoregression.covariance,
-                "last_w": autoregression.last_w,
-                "diffs_w": autoregression.diffs_w,
-            },
-            "trend": [self._trend.level_w, self._trend.slope_w],
-            "level_median": {
-                "keys": level_keys,
-                "median_w": _pack_arrays(e[0] for e in level_entries),
-                "spread_w": _pack_arrays(e[1] for e in level_entries),
-                "count": _pack_arrays(e[2] for e in level_entries),
-                "recent": [list(item) for item in level.recent],
-                "last_log": level.last_log,
-                "steady_steps": level.steady_steps,
-            },
-            "recent_w": _pack("f", self._recent.arrival_w),
-            "pending": {
-                name: _pack("f", (v for f in pending for v in f))
-                for name, pending in self._pending.items()
-            },
-            "pending_inputs": [
-                [base_w, recent_w, _pack("f", level_w)]
-                for base_w, recent_w, level_w in self._pending_inputs
-            ],
-            "pending_issued": _pack(
-                "f", (v for item in self._pending_issued for f in item for v in f)
-            ),
-            "score_w": self._score_w,
-            "scored": self._scored,
-            "combine_w": self._combine_w,
-            "combine_scale_w": self._combine_scale_w,
-            "errors_w": [_pack("f", window.arrival_w) for window in self._errors],
-            "miss_level": self._miss_level,
+            "combination": self._combination.to_state(),
+            "band": self._band.to_state(),
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> LoadForecaster:
-        """The forecaster `to_state` described; raises ValueError on a state it did not write."""
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"unknown forecaster state version {state.get('version')!r}")
+        """The forecaster `to_state` described. A state of another version, written with another
+        river, or malformed raises `ForecasterStateError` (a `ValueError`): learn afresh."""
+        if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
+            version = state.get("version") if isinstance(state, Mapping) else None
+            raise ForecasterStateError(f"unknown forecaster state version {version!r}")
+        if state.get("river") != RIVER_VERSION:
+            raise ForecasterStateError(
+                f"forecaster state written with river {state.get('river')!r}, "
+                f"this is river {RIVER_VERSION}"
+            )
         try:
             restored = cls(ForecastSettings(**state["settings"]))
-            horizon = restored.settings.horizon_steps
             resampler = restored._resampler
             (
                 resampler.open_step,
@@ -681,50 +787,12 @@ class LoadForecaster:
             ) = state["resampler"]
             restored.readings_rejected = int(state["readings_rejected"])
             restored._last_step = state["last_step"]
-            autoregression = restored._autoregression
-            autoregression.weights = [float(w) for w in state["snarimax"]["weights"]]
-            autoregression.covariance = [
-                [float(v) for v in row] for row in state["snarimax"]["covariance"]
-            ]
-            autoregression.last_w = state["snarimax"]["last_w"]
-            autoregression.diffs_w = [float(d) for d in state["snarimax"]["diffs_w"]]
-            restored._trend.level_w, restored._trend.slope_w = state["trend"]
-            level_state = state["level_median"]
-            level = restored._level_median
-            medians = _unpack_arrays("f", level_state["median_w"], horizon)
-            spreads = _unpack_arrays("f", level_state["spread_w"], horizon)
-            counts = _unpack_arrays("H", level_state["count"], horizon)
-            level.bins = {
-                int(k): (m, s, c)
-                for k, m, s, c in zip(level_state["keys"], medians, spreads, counts, strict=True)
-            }
-            level.recent.extend((float(v), int(k)) for v, k in level_state["recent"])
-            level.last_log = level_state["last_log"]
-            level.steady_steps = int(level_state["steady_steps"])
-            for value_w in _unpack("f", state["recent_w"]):
-                restored._recent.add(value_w)
-            for name, packed in state["pending"].items():
-                restored._pending[name].extend(_unpack_arrays("f", packed, horizon))
-            restored._pending_inputs.extend(
-                (float(base_w), float(recent_w), _unpack("f", level_w))
-                for base_w, recent_w, level_w in state["pending_inputs"]
-            )
-            issued = _unpack_arrays("f", state["pending_issued"], horizon)
-            restored._pending_issued.extend(
-                (issued[i], issued[i + 1], issued[i + 2]) for i in range(0, len(issued), 3)
-            )
-            restored._score_w = {n: [float(v) for v in s] for n, s in state["score_w"].items()}
-            restored._scored = [int(v) for v in state["scored"]]
-            restored._combine_w = [[float(v) for v in row] for row in state["combine_w"]]
-            restored._combine_scale_w = [
-                [float(v) for v in row] for row in state["combine_scale_w"]
-            ]
-            for window, packed in zip(restored._errors, state["errors_w"], strict=True):
-                for error_w in _unpack("f", packed):
-                    window.add(error_w)
-            restored._miss_level = [float(v) for v in state["miss_level"]]
+            restored._combination.restore(state["combination"])
+            restored._band.restore(state["band"])
+        except ForecasterStateError:
+            raise
         except (KeyError, TypeError, IndexError, ValueError) as err:
-            raise ValueError(f"malformed forecaster state: {err!r}") from err
+            raise ForecasterStateError(f"malformed forecaster state: {err!r}") from err
         return restored
 
 
