@@ -21,13 +21,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from pymodbus.datastore import (
-    ModbusSequentialDataBlock,
-    ModbusServerContext,
-    ModbusSlaveContext,
-    ModbusSparseDataBlock,
-)
+from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
 from .site import SimulatedSite, SiteSnapshot
@@ -69,8 +65,17 @@ def _u32(value: float) -> list[int]:
     return [raw >> 16, raw & 0xFFFF]
 
 
-class _DeviceContext(ModbusSlaveContext):
-    """A device's tables, calling `on_write` after a client writes to them."""
+_HOLDING_FUNCTIONS = (3, 6, 16, 22, 23)
+_INPUT_FUNCTIONS = (4,)
+_COIL_FUNCTIONS = (1, 5, 15)
+
+
+class DeviceTables:
+    """A device's tables as its firmware holds them: an address off the map is refused.
+
+    Input registers exist only where the map puts them; the maps have no discrete inputs.
+    `on_write` is called after a client writes.
+    """
 
     def __init__(
         self,
@@ -79,21 +84,109 @@ class _DeviceContext(ModbusSlaveContext):
         coils: int,
         on_write: Callable[[int, int, Sequence[int]], None],
     ) -> None:
-        # pymodbus's context adds 1 to every address; blocks starting at 1 undo that. Input
-        # registers exist only where the map puts them, so reading past them is refused.
-        super().__init__(  # type: ignore[no-untyped-call]
-            di=_block([0]),
-            co=_block([False] * max(coils, 1)),
-            hr=_block([0] * max(holding, 1)),
-            ir=ModbusSparseDataBlock(  # type: ignore[no-untyped-call]
-                {address + 1: 0 for address in inputs} or {1: 0}, mutable=False
-            ),
-        )
+        self.holding = [0] * holding
+        self.inputs = dict.fromkeys(inputs, 0)
+        self.coils = [False] * coils
         self._on_write = on_write
 
-    def setValues(self, fc_as_hex: int, address: int, values: Sequence[int]) -> None:  # noqa: N802
-        super().setValues(fc_as_hex, address, values)  # type: ignore[no-untyped-call]
-        self._on_write(fc_as_hex, address, values)
+    def _table(self, function_code: int) -> list[int] | dict[int, int] | list[bool] | None:
+        if function_code in _HOLDING_FUNCTIONS:
+            return self.holding
+        if function_code in _INPUT_FUNCTIONS:
+            return self.inputs
+        if function_code in _COIL_FUNCTIONS:
+            return self.coils
+        return None
+
+    def mapped(self, function_code: int, address: int, count: int) -> bool:
+        table = self._table(function_code)
+        if isinstance(table, dict):
+            return all(a in table for a in range(address, address + count))
+        return table is not None and address >= 0 and address + count <= len(table)
+
+    def read(self, function_code: int, address: int, count: int) -> list[int]:
+        table = self._table(function_code)
+        assert table is not None
+        return [table[a] for a in range(address, address + count)]
+
+    def write(self, function_code: int, address: int, values: Sequence[int]) -> None:
+        table = self._table(function_code)
+        assert table is not None
+        _put(table, address, values)
+        self._on_write(function_code, address, values)
+
+
+def _put(table: list[Any] | dict[int, int], address: int, values: Sequence[int]) -> None:
+    for offset, value in enumerate(values):
+        table[address + offset] = value
+
+
+class _UnitContext:
+    """The tables as pymodbus up to 3.12 asks them: through each unit's context."""
+
+    def __init__(self, tables: DeviceTables) -> None:
+        self.tables = tables
+
+    def validate(self, function_code: int, address: int, count: int = 1) -> bool:
+        return self.tables.mapped(function_code, address, count)
+
+    async def async_getValues(  # noqa: N802 - pymodbus's name
+        self, function_code: int, address: int, count: int = 1
+    ) -> list[int]:
+        # These releases read bits without asking `validate` and answer a datastore's error with
+        # a frame their own client cannot decode: bits off the map read as 0 instead.
+        if not self.tables.mapped(function_code, address, count):
+            return [0] * count
+        return self.tables.read(function_code, address, count)
+
+    async def async_setValues(  # noqa: N802 - pymodbus's name
+        self, function_code: int, address: int, values: Sequence[int]
+    ) -> None:
+        self.tables.write(function_code, address, values)
+
+
+class _ServerTables(ModbusServerContext):
+    """The tables as pymodbus 3.13 and later asks them: through the server's context.
+
+    Any unit id is answered. pymodbus's own constructor is not called: all it does is build its
+    simulator's devices, which the server would then use instead of these tables.
+    """
+
+    def __init__(self, tables: DeviceTables) -> None:
+        self.tables = tables
+        self.simdevices: list[object] = []
+
+    def device_ids(self) -> list[int]:
+        return [0]
+
+    async def async_getValues(  # noqa: N802 - pymodbus's name
+        self, device_id: int, function_code: int, address: int, count: int = 1
+    ) -> list[int] | int:
+        if not self.tables.mapped(function_code, address, count):
+            return _illegal_address()
+        return self.tables.read(function_code, address, count)
+
+    async def async_setValues(  # noqa: N802 - pymodbus's name
+        self, device_id: int, function_code: int, address: int, values: Sequence[int]
+    ) -> int | None:
+        if not self.tables.mapped(function_code, address, len(values)):
+            return _illegal_address()
+        self.tables.write(function_code, address, values)
+        return None
+
+
+def _illegal_address() -> int:
+    # The enum pymodbus 3.13 answers with; older releases do not have it.
+    from pymodbus.constants import ExcCodes  # type: ignore[attr-defined]
+
+    return ExcCodes.ILLEGAL_ADDRESS  # type: ignore[no-any-return]
+
+
+def _server_context(tables: DeviceTables) -> ModbusServerContext:
+    """One device's tables in the shape the installed pymodbus asks them in."""
+    if "async_getValues" in vars(ModbusServerContext):
+        return _ServerTables(tables)
+    return ModbusServerContext(_UnitContext(tables), single=True)  # type: ignore[no-untyped-call]
 
 
 class SiteModbusServer:
@@ -104,11 +197,9 @@ class SiteModbusServer:
         self.host = host
         self.base_port = base_port
         topology = site.scenario.site
-        self._contexts: dict[str, _DeviceContext] = {}
+        self.tables: dict[str, DeviceTables] = {}
         for ups in topology.ups:
-            self._contexts[ups.id] = _DeviceContext(
-                APC_REGISTER_COUNT, (), 0, self._ups_writer(ups.id)
-            )
+            self.tables[ups.id] = DeviceTables(APC_REGISTER_COUNT, (), 0, self._ups_writer(ups.id))
         for pdu in topology.pdus:
             if len(pdu.outlets) > PDU_MAX_OUTLETS:
                 raise ValueError(f"PDU {pdu.id!r}: the generic map holds {PDU_MAX_OUTLETS} outlets")
@@ -117,17 +208,17 @@ class SiteModbusServer:
                 *range(PDU_CURRENT + 1),
                 *(first + n for first in PDU_OUTLET_TABLES for n in range(count)),
             ]
-            self._contexts[pdu.id] = _DeviceContext(0, inputs, count, self._pdu_writer(pdu.id))
+            self.tables[pdu.id] = DeviceTables(0, inputs, count, self._pdu_writer(pdu.id))
         self._servers: dict[str, ModbusTcpServer] = {}
         self.ports: dict[str, int] = {}
 
     async def start(self) -> None:
         """Listen on one port per device."""
         self.refresh()
-        for index, (device_id, context) in enumerate(self._contexts.items()):
+        for index, (device_id, tables) in enumerate(self.tables.items()):
             port = self.base_port + index if self.base_port else 0
             server = ModbusTcpServer(
-                ModbusServerContext(slaves=context, single=True),  # type: ignore[no-untyped-call]
+                _server_context(tables),
                 address=(self.host, port),
             )
             self._servers[device_id] = server
@@ -155,21 +246,19 @@ class SiteModbusServer:
     def _write_ups(self, ups_id: str, snapshot: SiteSnapshot) -> None:
         state = snapshot.ups[ups_id]
         rated_w = next(u.rated_w for u in self.site.scenario.site.ups if u.id == ups_id)
-        context = self._contexts[ups_id]
+        holding = self.tables[ups_id].holding
         status = (state.online << 1) | (state.on_battery << 2) | ((not state.alive) << 4)
-        context.store["h"].setValues(1 + APC_STATUS, _u32(status))
+        _put(holding, APC_STATUS, _u32(status))
         for group, address in APC_GROUP_STATUS.items():
-            context.store["h"].setValues(1 + address, _u32(1 if state.groups_on[group] else 2))
-        context.store["h"].setValues(
-            1 + APC_SIGNALING, [(not snapshot.mains_on) | (state.low_battery << 1)]
-        )
-        context.store["h"].setValues(1 + APC_RUNTIME_S, _u32(state.runtime_s))
-        context.store["h"].setValues(1 + APC_SOC, [_u16(state.soc_pct * 512)])
-        context.store["h"].setValues(1 + APC_LOAD, [_u16(100 * state.output_w / rated_w * 256)])
-        context.store["h"].setValues(1 + APC_OUTPUT_VOLTAGE, [_u16(state.output_voltage_v * 64)])
-        context.store["h"].setValues(1 + APC_RATED_W, [_u16(rated_w)])
+            _put(holding, address, _u32(1 if state.groups_on[group] else 2))
+        _put(holding, APC_SIGNALING, [(not snapshot.mains_on) | (state.low_battery << 1)])
+        _put(holding, APC_RUNTIME_S, _u32(state.runtime_s))
+        _put(holding, APC_SOC, [_u16(state.soc_pct * 512)])
+        _put(holding, APC_LOAD, [_u16(100 * state.output_w / rated_w * 256)])
+        _put(holding, APC_OUTPUT_VOLTAGE, [_u16(state.output_voltage_v * 64)])
+        _put(holding, APC_RATED_W, [_u16(rated_w)])
         pdus = sum(1 for p in self.site.scenario.site.pdus if p.ups == ups_id)
-        context.store["h"].setValues(1 + APC_SOG_CONFIG, [(1 << (1 + min(pdus, 3))) - 1])
+        _put(holding, APC_SOG_CONFIG, [(1 << (1 + min(pdus, 3))) - 1])
 
     def _write_pdu(self, pdu_id: str, snapshot: SiteSnapshot) -> None:
         pdu = self.site.scenario.site.pdu_by_id[pdu_id]
@@ -177,20 +266,20 @@ class SiteModbusServer:
         voltage_v = ups.output_voltage_v
         outlets = [snapshot.outlets[o.id] for o in pdu.outlets]
         total_w = sum(o.power_w for o in outlets)
-        context = self._contexts[pdu_id]
-        inputs = context.store["i"]
-        inputs.setValues(1 + PDU_VERSION, [GENERIC_PDU_MAP_VERSION, len(outlets)])
-        inputs.setValues(1 + PDU_TOTAL_W, _u32(total_w))
-        inputs.setValues(1 + PDU_VOLTAGE, [_u16(voltage_v * 10)])
-        inputs.setValues(1 + PDU_CURRENT, [_u16(_amps(total_w, voltage_v) * 100)])
-        inputs.setValues(1 + PDU_OUTLET_POWER, [_u16(o.power_w * 10) for o in outlets])
-        inputs.setValues(
-            1 + PDU_OUTLET_CURRENT, [_u16(_amps(o.power_w, voltage_v) * 1000) for o in outlets]
+        tables = self.tables[pdu_id]
+        inputs = tables.inputs
+        _put(inputs, PDU_VERSION, [GENERIC_PDU_MAP_VERSION, len(outlets)])
+        _put(inputs, PDU_TOTAL_W, _u32(total_w))
+        _put(inputs, PDU_VOLTAGE, [_u16(voltage_v * 10)])
+        _put(inputs, PDU_CURRENT, [_u16(_amps(total_w, voltage_v) * 100)])
+        _put(inputs, PDU_OUTLET_POWER, [_u16(o.power_w * 10) for o in outlets])
+        _put(
+            inputs, PDU_OUTLET_CURRENT, [_u16(_amps(o.power_w, voltage_v) * 1000) for o in outlets]
         )
-        inputs.setValues(
-            1 + PDU_OUTLET_VOLTAGE, [_u16(voltage_v * 10 if o.powered else 0) for o in outlets]
+        _put(
+            inputs, PDU_OUTLET_VOLTAGE, [_u16(voltage_v * 10 if o.powered else 0) for o in outlets]
         )
-        context.store["c"].setValues(1, [o.is_on for o in outlets])
+        _put(tables.coils, 0, [o.is_on for o in outlets])
 
     def _ups_writer(self, ups_id: str) -> Callable[[int, int, Sequence[int]], None]:
         def on_write(function_code: int, address: int, values: Sequence[int]) -> None:
@@ -199,10 +288,10 @@ class SiteModbusServer:
                 address <= command_low_word < address + len(values)
             ):
                 return
-            holding = self._contexts[ups_id].store["h"]
-            high, low = holding.getValues(1 + APC_OUTLET_COMMAND, 2)
+            holding = self.tables[ups_id].holding
+            high, low = holding[APC_OUTLET_COMMAND : APC_OUTLET_COMMAND + 2]
             command = high << 16 | low
-            holding.setValues(1 + APC_OUTLET_COMMAND, [0, 0])  # the card clears it once taken
+            _put(holding, APC_OUTLET_COMMAND, [0, 0])  # the card clears it once taken
             actions = [a for bit, a in APC_COMMAND_ACTIONS.items() if command >> bit & 1]
             if len(actions) != 1:
                 return
@@ -223,10 +312,6 @@ class SiteModbusServer:
             self.refresh()
 
         return on_write
-
-
-def _block(values: list[int] | list[bool]) -> ModbusSequentialDataBlock:
-    return ModbusSequentialDataBlock(1, values)  # type: ignore[no-untyped-call]
 
 
 def _amps(power_w: float, voltage_v: float) -> float:

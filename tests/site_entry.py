@@ -32,6 +32,7 @@ from custom_components.power_allocation.drivers.mqtt import MqttDriver
 from simulator.modbus_server import SiteModbusServer
 from simulator.mqtt_bridge import MqttBridge
 from simulator.site import SimulatedSite
+from tests.agent_secrets import agent_secret
 from tests.fixtures.modbus_site import HOST, SMALL_SITE, ModbusSite
 from tests.fixtures.mqtt_broker import Mosquitto
 
@@ -60,11 +61,6 @@ def modbus_source(modbus_site: ModbusSite, device_id: str, profile: str) -> dict
 def ups_item(scenario_ups: Mapping[str, Any], source: Mapping[str, Any]) -> dict[str, Any]:
     """A scenario's UPS as a topology item: its ratings, read from `source`."""
     return {**{k: scenario_ups[k] for k in UPS_RATINGS}, "source": dict(source)}
-
-
-def agent_secret(service_id: str) -> str:
-    """The secret of a service's host agent, in the entries and on the bridge alike."""
-    return f"test-agent-secret-of-{service_id}"
 
 
 def site_entry(

@@ -14,9 +14,10 @@ from syrupy.assertion import SnapshotAssertion
 from syrupy.filters import props
 
 from custom_components.power_allocation.const import DOMAIN
+from tests.agent_secrets import agent_secret
 from tests.fixtures.modbus_site import HOST, ModbusSite
 from tests.fixtures.mqtt_broker import Mosquitto
-from tests.site_entry import SiteRun, agent_secret, loaded_site, small_site_entry
+from tests.site_entry import SiteRun, loaded_site, small_site_entry
 
 LOGIN = {"username": "rack-a-user", "password": "s3cret-pw"}
 

@@ -31,6 +31,7 @@ import yaml  # type: ignore[import-untyped]
 from .drivers.bounded_yaml import YamlBoundError, load_bounded_yaml
 from .drivers.command_auth import MIN_SECRET_LENGTH
 from .drivers.mqtt_tls import CA_CERT, CLIENT_CERT, CLIENT_KEY, InvalidTlsPemError, check_tls_pem
+from .drivers.schema_errors import is_unknown_key
 from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import PDU_KEYS, SERVICE_KEYS, UPS_KEYS, Site, TopologyError
 from .engine.outage import MOMENTARY_MAX_S, SITE_PRIOR_KEYS, OutagePrior
@@ -288,20 +289,13 @@ def _explain(error: vol.Invalid, document: Any) -> str:
             node = node[key]
         except (KeyError, IndexError, TypeError):
             node = None
-    message = UNKNOWN_KEY if _is_unknown_key(error) else error.msg
+    message = UNKNOWN_KEY if is_unknown_key(error) else error.msg
     return f"{where}: {message}" if where else str(message)
 
 
 # The message of a key the schema does not know, whichever validation library Home Assistant
 # provides as `voluptuous`.
 UNKNOWN_KEY = "extra keys not allowed"
-
-
-def _is_unknown_key(error: vol.Invalid) -> bool:
-    """A key the schema does not know. voluptuous says "extra keys not allowed"; probatio, which
-    Home Assistant 2026.11 installs as `voluptuous`, raises its `ExtraKeysInvalid` saying "not a
-    valid option" (and "did you mean ...?" for a near miss)."""
-    return error.error_message == UNKNOWN_KEY or type(error).__name__ == "ExtraKeysInvalid"
 
 
 def _action(config: Mapping[str, Any] | None) -> HaAction | None:

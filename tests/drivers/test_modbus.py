@@ -443,15 +443,10 @@ async def test_impossible_readings_are_reported_unknown(modbus_site: ModbusSite)
 def fill_every_register(server: SiteModbusServer, word: int) -> None:
     """Every register of every simulated device holds `word`, every coil and input is set: a
     device answering with a blank or garbled map."""
-    for context in server._contexts.values():  # the simulator's own tables, as served
-        for table, value in (("h", word), ("i", word), ("c", True), ("d", True)):
-            block = context.store[table]
-            addresses = list(block.values) if isinstance(block.values, dict) else None
-            if addresses is None:
-                block.setValues(block.address, [value] * len(block.values))
-            else:
-                for address in addresses:
-                    block.setValues(address, [value])
+    for tables in server.tables.values():  # the simulator's own tables, as served
+        tables.holding[:] = [word] * len(tables.holding)
+        tables.inputs.update(dict.fromkeys(tables.inputs, word))
+        tables.coils[:] = [True] * len(tables.coils)
 
 
 @pytest.mark.parametrize("word", [0xFFFF, 0xFFFE])
@@ -541,9 +536,9 @@ async def test_power_ceilings_come_from_the_profile_or_the_site(modbus_site: Mod
 async def test_a_ups_saying_both_on_line_and_on_battery_is_on_battery(
     modbus_site: ModbusSite,
 ) -> None:
-    holding = modbus_site.server._contexts["ups1"].store["h"]
-    holding.setValues(1, [0, 0b110])  # UPSStatus_BF: online and on battery at once
-    holding.setValues(1 + 18, [0b10])  # ShutdownImminent
+    holding = modbus_site.server.tables["ups1"].holding
+    holding[0:2] = [0, 0b110]  # UPSStatus_BF: online and on battery at once
+    holding[18] = 0b10  # ShutdownImminent
     driver = ModbusDriver([ups_device(modbus_site.server.ports["ups1"])])
     await driver.start()
     try:

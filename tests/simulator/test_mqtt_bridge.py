@@ -26,8 +26,8 @@ from simulator.mqtt_bridge import (
     nut_status,
 )
 from simulator.site import ServiceMode, SimulatedSite
+from tests.agent_secrets import agent_secret
 from tests.fixtures.mqtt_broker import Mosquitto, MqttPeer, eventually
-from tests.site_entry import agent_secret
 
 # Retained availability outlives a test on the shared broker: every bridge gets its own prefix.
 _prefixes = (f"sim{n}" for n in itertools.count())

@@ -19,10 +19,12 @@ a charge outside 0-100 %) is reported as None for that cycle and counted per dev
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
@@ -200,17 +202,19 @@ class _DeviceLink:
         match block.function:
             case Function.HOLDING:
                 reply = await self.client.read_holding_registers(
-                    block.address, count=block.count, slave=unit
+                    block.address, count=block.count, **_unit(unit)
                 )
             case Function.INPUT:
                 reply = await self.client.read_input_registers(
-                    block.address, count=block.count, slave=unit
+                    block.address, count=block.count, **_unit(unit)
                 )
             case Function.COIL:
-                reply = await self.client.read_coils(block.address, count=block.count, slave=unit)
+                reply = await self.client.read_coils(
+                    block.address, count=block.count, **_unit(unit)
+                )
             case Function.DISCRETE:
                 reply = await self.client.read_discrete_inputs(
-                    block.address, count=block.count, slave=unit
+                    block.address, count=block.count, **_unit(unit)
                 )
         _check(reply)
         if block.function.is_bit_table:
@@ -251,6 +255,19 @@ class _DeviceLink:
         self.available = True
         self.backoff_s = 0.0
         self.retry_at_s = -math.inf
+
+
+# pymodbus 3.10 renamed the keyword naming the unit from `slave` to `device_id` (Home Assistant
+# 2025.4 ships 3.8, 2025.9 and later 3.11 and newer): calls name it as the installed one does.
+_UNIT_KEYWORD = (
+    "device_id"
+    if "device_id" in inspect.signature(AsyncModbusTcpClient.read_coils).parameters
+    else "slave"
+)
+
+
+def _unit(unit: int) -> dict[str, Any]:
+    return {_UNIT_KEYWORD: unit}
 
 
 def _check(reply: ModbusPDU) -> None:
@@ -439,11 +456,11 @@ class _Write:
     async def __call__(self, link: _DeviceLink) -> None:
         client, unit = link.client, link.device.unit_id
         if self.function is Function.COIL:
-            reply = await client.write_coil(self.address, bool(self.registers[0]), slave=unit)
+            reply = await client.write_coil(self.address, bool(self.registers[0]), **_unit(unit))
         elif len(self.registers) == 1:
-            reply = await client.write_register(self.address, self.registers[0], slave=unit)
+            reply = await client.write_register(self.address, self.registers[0], **_unit(unit))
         else:
-            reply = await client.write_registers(self.address, self.registers, slave=unit)
+            reply = await client.write_registers(self.address, self.registers, **_unit(unit))
         _check(reply)
         if self.verify is not None:
             block = plan_reads([self.verify])[0]

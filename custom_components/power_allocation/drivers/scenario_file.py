@@ -22,6 +22,7 @@ import yaml  # type: ignore[import-untyped]
 from ..engine.model import TopologyError
 from ..engine.scenario import Scenario, ScenarioError, Trace, build_scenario
 from .bounded_yaml import YamlBoundError, load_bounded_yaml
+from .schema_errors import is_unknown_key
 
 
 class ScenarioFileError(ValueError):
@@ -188,7 +189,7 @@ def _where(path: list[Any]) -> str:
 def _explain(error: vol.Invalid) -> str:
     first = error.errors[0] if isinstance(error, vol.MultipleInvalid) else error
     where = _where(list(first.path))
-    message = "unknown key" if first.error_message == "extra keys not allowed" else first.msg
+    message = "unknown key" if is_unknown_key(first) else first.msg
     return f"{where}: {message}" if where else message
 
 
