@@ -281,6 +281,19 @@ def test_a_corrupt_river_state_is_refused(corrupt) -> None:
         LoadForecaster.from_state(state)
 
 
+def test_a_state_after_a_break_is_strict_json_and_round_trips() -> None:
+    # Right after a long gap the level median's Page-Hinkley test is fresh: its running minimum
+    # is infinite, which JSON cannot hold (Home Assistant's writer would store null).
+    forecaster = LoadForecaster(ForecastSettings(step_s=STEP_S, max_fill_s=60.0))
+    _feed(forecaster, _noisy_series(100, seed=13))
+    forecaster.observe(5000.0, 400.0)  # closes the last step and breaks the series
+    text = json.dumps(forecaster.to_state(), allow_nan=False)
+    restored = LoadForecaster.from_state(json.loads(text))
+    later = [(5000.0 + i * STEP_S, 400.0 + i) for i in range(1, 40)]
+    assert _feed(restored, later) == _feed(forecaster, later)
+    assert restored.to_state() == forecaster.to_state()
+
+
 def test_an_oversized_array_is_refused_before_it_is_used() -> None:
     from custom_components.power_allocation.engine.forecast_river_state import _decode
 

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
-from river import linear_model, time_series, utils
+from river import drift, linear_model, time_series, utils
 
 from .forecast_river_state import (
     RIVER_VERSION,
@@ -94,8 +94,9 @@ class ForecastSettings:
     combine_outlier_ratio: float = 4.0
     # Level bins of the level-median candidate are this ratio wide (10 %: scale-free).
     level_bin_ratio: float = 1.1
-    # A level counts as held once no step has moved by more than `level_jump_ratio` for
-    # `level_held_steps` steps; held and fresh levels keep separate medians.
+    # A level counts as held `level_held_steps` steps after its last change, which river's
+    # Page-Hinkley test flags on the log level at a threshold of ln(`level_jump_ratio`); held and
+    # fresh levels keep separate medians.
     level_jump_ratio: float = 1.3
     level_held_steps: int = 10
     # Step of the level-median's stochastic median, in units of the bin's typical deviation.
@@ -181,23 +182,23 @@ class _LevelMedian:
         self.horizon_steps = settings.horizon_steps
         self.log_bin = math.log(settings.level_bin_ratio)
         self.log_jump = math.log(settings.level_jump_ratio)
+        self.step_change = _step_change_detector(self.log_jump)
         self.held_steps = settings.level_held_steps
         self.rate = settings.level_median_rate
         self.min_samples = settings.level_median_min_samples
         # key -> (median change, typical deviation, count), one entry per horizon
         self.bins: dict[int, tuple[array[float], array[float], array[int]]] = {}
         self.recent: deque[tuple[float, int]] = deque(maxlen=settings.horizon_steps)
-        self.last_log: float | None = None
-        self.steady_steps = 0  # steps since the level last jumped
+        # Steps since the level last changed; None before the first step of a series.
+        self.steady_steps: int | None = None
 
     def _key(self, value_w: float) -> int:
         log_w = math.log(max(value_w, 1.0))
-        last_log = self.last_log
-        if last_log is None or abs(log_w - last_log) > self.log_jump:
+        self.step_change.update(log_w)
+        if self.steady_steps is None or self.step_change.drift_detected:
             self.steady_steps = 0
         else:
             self.steady_steps += 1
-        self.last_log = log_w
         return 2 * int(log_w / self.log_bin) + (self.steady_steps >= self.held_steps)
 
     def learn_one(self, value_w: float) -> None:
@@ -230,8 +231,8 @@ class _LevelMedian:
 
     def forget_recent(self) -> None:
         self.recent.clear()
-        self.last_log = None
-        self.steady_steps = 0
+        self.step_change = _step_change_detector(self.log_jump)
+        self.steady_steps = None
 
     def forecast(self, horizon: int) -> list[float]:
         """From the value learnt last."""
@@ -245,6 +246,14 @@ class _LevelMedian:
             value_w + (m if n >= least else 0.0)
             for m, n in zip(median[:horizon], count[:horizon], strict=True)
         ]
+
+
+def _step_change_detector(log_jump: float) -> Any:
+    """river's Page-Hinkley test on the log level: a jump well beyond `log_jump` is flagged at
+    the step it happens (a kettle switching on), a smaller change once it has added up to that
+    much. One setting, not tuned: `delta` river's default, `min_instances` 1 so that a level held
+    for only a few steps can be left too."""
+    return drift.PageHinkley(min_instances=1, delta=0.005, threshold=log_jump)
 
 
 def _snarimax() -> Any:
@@ -499,7 +508,7 @@ class _Combination:
                 "spread_w": _pack_arrays(e[1] for e in level_entries),
                 "count": _pack_arrays(e[2] for e in level_entries),
                 "recent": [list(item) for item in level.recent],
-                "last_log": level.last_log,
+                "step_change": learnt_state(level.step_change, learnt_names(level.step_change)),
                 "steady_steps": level.steady_steps,
             },
             "recent_w": _pack("f", self.recent.unsorted_window),
@@ -536,8 +545,11 @@ class _Combination:
             for k, m, s, c in zip(level_state["keys"], medians, spreads, counts, strict=True)
         }
         level.recent.extend((float(v), int(k)) for v, k in level_state["recent"])
-        level.last_log = level_state["last_log"]
-        level.steady_steps = int(level_state["steady_steps"])
+        restore_learnt(
+            level.step_change, level_state["step_change"], learnt_names(level.step_change)
+        )
+        steady_steps = level_state["steady_steps"]
+        level.steady_steps = None if steady_steps is None else int(steady_steps)
         for value_w in _unpack("f", state["recent_w"]):
             self.recent.append(value_w)
         self.issued_w = _unpack("f", state["issued_w"])

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import base64
 import inspect
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import numpy as np
 import river
+from river import base
 
 RIVER_VERSION: str = river.__version__  # type: ignore[attr-defined]
 # Array dtypes river's state holds; anything else in a stored array is refused.
@@ -52,13 +54,20 @@ def restore_learnt(model: Any, state: Any, names: Iterable[str]) -> None:
         raise ForecasterStateError(f"expected river attributes {sorted(names)}")
     for name in names:
         fresh = getattr(model, name)
+        if isinstance(fresh, base.Base):
+            # A river object inside (Page-Hinkley's running mean): restored in place, in kind.
+            stored = state[name]
+            if not isinstance(stored, Mapping) or stored.get("river") != type(fresh).__name__:
+                raise ForecasterStateError(f"{name}: not a stored {type(fresh).__name__}")
+            restore_learnt(fresh, stored.get("learnt"), learnt_names(fresh))
+            continue
         value = _decode(state[name])
         if isinstance(fresh, deque):
             if not isinstance(value, deque) or value.maxlen != fresh.maxlen:
                 raise ForecasterStateError(f"{name}: not a deque of length {fresh.maxlen}")
             fresh.clear()
             fresh.extend(value)
-        elif type(value) is not type(fresh):
+        elif type(value) is not type(fresh) and not (_is_number(value) and _is_number(fresh)):
             raise ForecasterStateError(
                 f"{name}: {type(value).__name__} where river holds {type(fresh).__name__}"
             )
@@ -67,16 +76,32 @@ def restore_learnt(model: Any, state: Any, names: Iterable[str]) -> None:
 
 
 def learnt_names(model: Any) -> list[str]:
-    """`model`'s attributes other than its constructor's parameters: what it has learnt, under
-    whatever names the installed river gives them."""
+    """`model`'s attributes other than its constructor's parameters and the methods it picked
+    from them (Page-Hinkley's test for its mode): what it has learnt, under whatever names the
+    installed river gives them."""
     parameters = inspect.signature(type(model)).parameters
-    return [name for name in vars(model) if name not in parameters]
+    return [
+        name
+        for name, value in vars(model).items()
+        if name not in parameters and not inspect.ismethod(value)
+    ]
+
+
+def _is_number(value: Any) -> bool:
+    # A running extreme starts as -1 and is a float once learnt: either is a number to river.
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _encode(value: Any) -> Any:
     # bool before int: a bool is an int to isinstance.
     if value is None or isinstance(value, bool | str):
         return value
+    if isinstance(value, base.Base):
+        return {"river": type(value).__name__, "learnt": learnt_state(value, learnt_names(value))}
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON has no infinity (Home Assistant's writer turns it into null); a running minimum
+        # starts at one.
+        return {"float": repr(value)}
     if isinstance(value, np.ndarray):
         order: Literal["C", "F"] = (
             "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C"
@@ -131,6 +156,10 @@ def _decode_inner(value: Any) -> Any:
             # A writable copy in the stored memory order: river updates some arrays in place
             # (BLAS `dger` on a Fortran-ordered covariance).
             return np.array(flat.reshape(value["shape"], order=order), order=order)
+        if "float" in value:
+            if value["float"] not in ("inf", "-inf", "nan"):
+                raise ForecasterStateError(f"not a non-finite float: {value['float']!r}")
+            return float(value["float"])
         if "numpy" in value:
             if value["numpy"] not in _ARRAY_DTYPES:
                 raise ForecasterStateError(f"numpy scalar of {value['numpy']!r}")
