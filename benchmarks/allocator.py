@@ -22,6 +22,7 @@ from collections.abc import Callable
 from graphlib import TopologicalSorter
 
 from benchmarks.rows import print_rows
+from custom_components.power_allocation.drivers.native_stdout import keep_stdout_for_python
 from custom_components.power_allocation.engine.allocator import Allocation, Demand, allocate
 from custom_components.power_allocation.engine.model import Pdu, Priority, Service, Site, Ups
 
@@ -157,4 +158,5 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | int | str | bo
 
 
 if __name__ == "__main__":
+    keep_stdout_for_python()
     main()

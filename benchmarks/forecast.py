@@ -36,6 +36,7 @@ from pathlib import Path
 import river
 from river import linear_model, time_series
 
+from custom_components.power_allocation.drivers.native_stdout import keep_stdout_for_python
 from custom_components.power_allocation.engine.forecast import (
     ForecastPoint,
     ForecastSettings,
@@ -329,4 +330,5 @@ def main(argv: Sequence[str] | None = None) -> ForecastBenchmark:
 
 
 if __name__ == "__main__":
+    keep_stdout_for_python()
     main(sys.argv[1:])

@@ -28,6 +28,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]
 
 from custom_components.power_allocation.drivers.modbus import ModbusDevice, ModbusDriver
+from custom_components.power_allocation.drivers.native_stdout import keep_stdout_for_python
 from custom_components.power_allocation.drivers.profile import load_profile
 
 HOST = "127.0.0.1"
@@ -249,4 +250,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_stdout_for_python()
     sys.exit(main())

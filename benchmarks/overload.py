@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from custom_components.power_allocation.drivers.native_stdout import keep_stdout_for_python
 from custom_components.power_allocation.drivers.scenario_file import load_scenario
 from custom_components.power_allocation.engine.allocator import service_node_shares
 from custom_components.power_allocation.engine.controller import (
@@ -356,4 +357,5 @@ def main(argv: Sequence[str] | None = None) -> list[ScenarioResult]:
 
 
 if __name__ == "__main__":
+    keep_stdout_for_python()
     main(sys.argv[1:])

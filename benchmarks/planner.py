@@ -18,6 +18,7 @@ from graphlib import TopologicalSorter
 
 from benchmarks.allocator import median_ms, random_site
 from benchmarks.rows import print_rows
+from custom_components.power_allocation.drivers.native_stdout import keep_stdout_for_python
 from custom_components.power_allocation.engine.allocator import Demand
 from custom_components.power_allocation.engine.battery import BatteryModel
 from custom_components.power_allocation.engine.model import Site
@@ -93,4 +94,5 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | int]]:
 
 
 if __name__ == "__main__":
+    keep_stdout_for_python()
     main()

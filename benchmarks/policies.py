@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from custom_components.power_allocation.drivers.native_stdout import keep_stdout_for_python
 from custom_components.power_allocation.drivers.scenario_file import load_scenario
 from custom_components.power_allocation.engine.outage import SITE_PRIOR_KEYS, OutagePrior
 from custom_components.power_allocation.engine.policies import POLICY_NAMES, make_policy
@@ -353,4 +354,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_stdout_for_python()
     sys.exit(main())

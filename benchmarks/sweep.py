@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 from benchmarks.policies import ORACLE_RATIO_TARGET, SCORE_TOLERANCE, Row, markdown, rows
 from custom_components.power_allocation.drivers.bounded_yaml import load_bounded_yaml
+from custom_components.power_allocation.drivers.native_stdout import keep_stdout_for_python
 from custom_components.power_allocation.drivers.scenario_file import scenario_from_mapping
 from custom_components.power_allocation.engine.controller import Command
 from custom_components.power_allocation.engine.model import Site
@@ -854,4 +855,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_stdout_for_python()
     sys.exit(main())

@@ -61,6 +61,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from custom_components.power_allocation.drivers.mqtt import MqttDriver, MqttDriverConfig
 from custom_components.power_allocation.drivers.mqtt_client import ChunkedClient
 from custom_components.power_allocation.drivers.mqtt_profile import MqttDevice
+from custom_components.power_allocation.drivers.native_stdout import keep_stdout_for_python
 
 HOST = "127.0.0.1"
 MOSQUITTO = os.environ.get("POWER_ALLOCATION_TEST_MOSQUITTO", "/usr/sbin/mosquitto")
@@ -449,4 +450,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    keep_stdout_for_python()
     main(sys.argv[1:])

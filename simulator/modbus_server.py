@@ -23,6 +23,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pymodbus
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
@@ -68,6 +69,7 @@ def _u32(value: float) -> list[int]:
 _HOLDING_FUNCTIONS = (3, 6, 16, 22, 23)
 _INPUT_FUNCTIONS = (4,)
 _COIL_FUNCTIONS = (1, 5, 15)
+_ILLEGAL_DATA_ADDRESS = 2  # the Modbus exception code
 
 
 class DeviceTables:
@@ -132,17 +134,18 @@ class _UnitContext:
 
     async def async_getValues(  # noqa: N802 - pymodbus's name
         self, function_code: int, address: int, count: int = 1
-    ) -> list[int]:
-        # These releases read bits without asking `validate` and answer a datastore's error with
-        # a frame their own client cannot decode: bits off the map read as 0 instead.
+    ) -> Any:
         if not self.tables.mapped(function_code, address, count):
-            return [0] * count
+            return _refusal(count)
         return self.tables.read(function_code, address, count)
 
     async def async_setValues(  # noqa: N802 - pymodbus's name
         self, function_code: int, address: int, values: Sequence[int]
-    ) -> None:
+    ) -> Any:
+        if not self.tables.mapped(function_code, address, len(values)):
+            return _refusal(len(values))
         self.tables.write(function_code, address, values)
+        return None
 
 
 class _ServerTables(ModbusServerContext):
@@ -161,30 +164,42 @@ class _ServerTables(ModbusServerContext):
 
     async def async_getValues(  # noqa: N802 - pymodbus's name
         self, device_id: int, function_code: int, address: int, count: int = 1
-    ) -> list[int] | int:
+    ) -> Any:
         if not self.tables.mapped(function_code, address, count):
-            return _illegal_address()
+            return _refusal(count)
         return self.tables.read(function_code, address, count)
 
     async def async_setValues(  # noqa: N802 - pymodbus's name
         self, device_id: int, function_code: int, address: int, values: Sequence[int]
-    ) -> int | None:
+    ) -> Any:
         if not self.tables.mapped(function_code, address, len(values)):
-            return _illegal_address()
+            return _refusal(len(values))
         self.tables.write(function_code, address, values)
         return None
 
 
-def _illegal_address() -> int:
-    # The enum pymodbus 3.13 answers with; older releases do not have it.
-    from pymodbus.constants import ExcCodes  # type: ignore[attr-defined]
+_PYMODBUS_VERSION = tuple(int(part) for part in pymodbus.__version__.split(".")[:2])
 
-    return ExcCodes.ILLEGAL_ADDRESS  # type: ignore[no-any-return]
+
+def _refusal(count: int) -> Any:
+    """ "Illegal data address", as the installed pymodbus takes it from a datastore.
+
+    3.10 and later take their `ExcCodes` member, 3.9 the bare code. 3.8 asks `validate` before
+    reading or writing registers, but reads bits without asking and cannot answer an error there:
+    off-map bits read as 0 on it.
+    """
+    if _PYMODBUS_VERSION >= (3, 10):
+        from pymodbus.constants import ExcCodes  # type: ignore[attr-defined]
+
+        return ExcCodes.ILLEGAL_ADDRESS
+    if _PYMODBUS_VERSION >= (3, 9):
+        return _ILLEGAL_DATA_ADDRESS
+    return [0] * count
 
 
 def _server_context(tables: DeviceTables) -> ModbusServerContext:
     """One device's tables in the shape the installed pymodbus asks them in."""
-    if "async_getValues" in vars(ModbusServerContext):
+    if _PYMODBUS_VERSION >= (3, 13):
         return _ServerTables(tables)
     return ModbusServerContext(_UnitContext(tables), single=True)  # type: ignore[no-untyped-call]
 

@@ -31,6 +31,7 @@ from .const import (
 from .drivers.interface import Command as DeviceCommand
 from .drivers.interface import CommandKind, TelemetrySnapshot
 from .drivers.mqtt import BrokerAuthError, MqttDriver
+from .drivers.native_stdout import run_with_native_stdout_on_stderr
 from .engine.controller import Command, StartService, StopService, SwitchOutlets, Throttle
 from .site_control import CycleOutcome, SiteControl, SiteView
 from .sources import SiteDrivers
@@ -178,16 +179,23 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         await self.store.async_save(self.control.decider.to_state())
         self._saved_powered, self._saved_at_s = powered, now_s
 
+    async def async_run_engine[T](self, job: Callable[..., T], *args: Any) -> T:
+        """`job(*args)` in the executor, one at a time (the engine's state is not shared), with
+        what the solver prints natively kept off Home Assistant's standard output."""
+        async with self.lock:
+            return await self.hass.async_add_executor_job(
+                run_with_native_stdout_on_stderr, job, *args
+            )
+
     async def _async_update_data(self) -> SiteView:
         now_s = self.clock()
         snapshot = await self.drivers.read(now_s)
         self.snapshot = snapshot
         self._watch_credentials()
         self._track_availability(snapshot)
-        async with self.lock:
-            outcome = await self.hass.async_add_executor_job(
-                self.control.cycle, snapshot, now_s, self._stops_undelivered
-            )
+        outcome = await self.async_run_engine(
+            self.control.cycle, snapshot, now_s, self._stops_undelivered
+        )
         # Written ahead of the commands it ordered: killed while carrying them out, the site
         # restarts knowing what it asked for (I10).
         await self._save(now_s)

@@ -142,8 +142,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
         coordinator = _coordinator(hass, call)
         if not call.data[ATTR_DRY_RUN]:
             await coordinator.async_refresh()
-        async with coordinator.lock:
-            allocation = await hass.async_add_executor_job(coordinator.control.decider.allocate_now)
+        allocation = await coordinator.async_run_engine(coordinator.control.decider.allocate_now)
         return {
             "optimal": allocation.optimal,
             "method": allocation.method,
@@ -164,10 +163,9 @@ def async_setup_services(hass: HomeAssistant) -> None:
         coordinator = _coordinator(hass, call)
         duration_s = call.data[ATTR_DURATION] * 60.0
         now_s = coordinator.clock()
-        async with coordinator.lock:
-            return await hass.async_add_executor_job(
-                coordinator.control.simulate_outage, now_s, duration_s
-            )
+        return await coordinator.async_run_engine(
+            coordinator.control.simulate_outage, now_s, duration_s
+        )
 
     async def shed(call: ServiceCall) -> None:
         await async_hold(_coordinator(hass, call), call.data[ATTR_SERVICE], False)
