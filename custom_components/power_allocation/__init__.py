@@ -146,7 +146,7 @@ def _remove_stale_devices(hass: HomeAssistant, entry: ConfigEntry, topology: Sit
     registry = dr.async_get(hass)
     for device in dr.async_entries_for_config_entry(registry, entry.entry_id):
         if not device.identifiers & wanted:
-            registry.async_update_device(device.id, remove_config_entry_id=entry.entry_id)
+            registry.async_remove_device(device.id)
 
 
 async def _async_reload(hass: HomeAssistant, entry: PowerAllocationConfigEntry) -> None:

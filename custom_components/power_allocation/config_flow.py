@@ -15,6 +15,7 @@ from typing import Any
 import voluptuous as vol
 from homeassistant.config_entries import (
     ConfigEntry,
+    ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
     OptionsFlow,
@@ -212,6 +213,23 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
     def async_get_options_flow(config_entry: ConfigEntry) -> PowerAllocationOptionsFlow:
         """PDUs and services."""
         return PowerAllocationOptionsFlow()
+
+    def _save_topology(
+        self, entry: ConfigEntry, topology: dict[str, Any], reason: str
+    ) -> ConfigFlowResult:
+        """Store the new topology and reload the site once.
+
+        A loaded entry whose data changed is reloaded by its update listener; otherwise (a site
+        that failed to set up, as when its broker refused the old credentials, or nothing
+        changed) it is reloaded here. `async_update_reload_and_abort` would reload a loaded entry
+        a second time, which Home Assistant 2026.11 warns is going away.
+        """
+        changed = self.hass.config_entries.async_update_entry(
+            entry, data={**entry.data, CONF_TOPOLOGY: topology}
+        )
+        if not changed or entry.state is not ConfigEntryState.LOADED:
+            self.hass.config_entries.async_schedule_reload(entry.entry_id)
+        return self.async_abort(reason=reason)
 
     def _mqtt_defaults(self) -> dict[str, Any]:
         """Home Assistant's own MQTT broker settings, when that integration is set up."""
@@ -443,9 +461,7 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
                 if error is not None:
                     errors["base"] = error
             if not errors:
-                return self.async_update_reload_and_abort(
-                    entry, data_updates={CONF_TOPOLOGY: new_topology}
-                )
+                return self._save_topology(entry, new_topology, "reconfigure_successful")
         if kind == SOURCE_MODBUS:
             schema = _modbus_schema(MODBUS_UPS_PROFILES, ups["source"])
         elif kind == SOURCE_MQTT:
@@ -492,9 +508,7 @@ class PowerAllocationConfigFlow(ConfigFlow, domain=DOMAIN):
             else:
                 error = await _test_source(self, SOURCE_MQTT, {}, new_topology["mqtt"])
                 if error is None:
-                    return self.async_update_reload_and_abort(
-                        entry, data_updates={CONF_TOPOLOGY: new_topology}
-                    )
+                    return self._save_topology(entry, new_topology, "reauth_successful")
                 errors["base"] = error
         return self.async_show_form(
             step_id="reauth_confirm",

@@ -12,6 +12,7 @@ import voluptuous as vol
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryAuthFailed, HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers import storage
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 from homeassistant.util import dt as dt_util
@@ -43,6 +44,12 @@ if TYPE_CHECKING:
     from . import PowerAllocationConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
+# What `Store` raises for a file of a newer major version: NotImplementedError up to Home
+# Assistant 2026.x, its own UnsupportedStorageVersionError since.
+_STORE_VERSION_ERRORS: tuple[type[Exception], ...] = (
+    NotImplementedError,
+    *((error,) if (error := getattr(storage, "UnsupportedStorageVersionError", None)) else ()),
+)
 # MQTT devices report when they have something to say: once the broker has taken the
 # subscriptions, a site with nothing heard from yet is set up, its devices unavailable until
 # they speak.
@@ -115,7 +122,7 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         """Restore what was learnt and decided before the restart, then connect."""
         try:
             stored = await self.store.async_load()
-        except NotImplementedError:
+        except _STORE_VERSION_ERRORS:
             # Saved by another version of the store, which `Store` cannot migrate: start afresh
             # rather than never set up.
             _LOGGER.warning("%s: ignoring a stored state of another version", self.site_name)
