@@ -3,16 +3,14 @@
 The rule for `requirements` in manifest.json: it names exactly the third-party distributions the
 package `custom_components/power_allocation` imports (any absolute `import`/`from ... import` in
 any of its modules, found with `ast`), except the standard library, the package itself and the
-distributions Home Assistant itself depends on. "Home Assistant itself" means the direct
-`install_requires` (Requires-Dist) of the oldest release we support, Home Assistant 2025.4, which
-is what the test venv runs: anything listed there is installed with every Home Assistant, so the
-manifest must not pin it (numpy, PyYAML, voluptuous, cryptography, orjson, aiohttp, yarl are).
-`HOME_ASSISTANT_PROVIDED` lists the ones we rely on; a test checks each against the installed
-Home Assistant's metadata. What Home Assistant only constrains (`package_constraints.txt`, e.g.
-paho-mqtt, installed for its MQTT integration) is not provided and must be declared; the ranges
-must then admit Home Assistant's pin.
-
-Each range must admit the version the test venv installs (requirements_lock.txt).
+distributions every Home Assistant release we claim installs itself (its Requires-Dist).
+tests/home_assistant_releases.json (written by scripts/home_assistant_releases from the wheels on
+PyPI) holds, for the first release of each month from 2025.4 to the newest, what it installs and
+what it pins (package_constraints.txt, the modbus and mqtt integrations). numpy, installed by
+Home Assistant up to 2025.6 and only pinned since, must be declared; voluptuous is provided by all
+(from 2026.9 as probatio, which Home Assistant installs under that name). Every range must admit
+every release's pin, and the version the test venv installs (requirements_lock.txt); the second
+leg's lock (requirements_newest.txt) pins what the newest release pins.
 """
 
 from __future__ import annotations
@@ -22,9 +20,10 @@ import json
 import re
 import sys
 from importlib.metadata import packages_distributions, requires, version
-from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -33,10 +32,22 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "custom_components/power_allocation"
 MANIFEST = PACKAGE / "manifest.json"
 
-# Direct dependencies of Home Assistant 2025.4 that the integration imports (or may import).
-HOME_ASSISTANT_PROVIDED = frozenset(
-    {"homeassistant", "aiohttp", "cryptography", "numpy", "orjson", "pyyaml", "voluptuous", "yarl"}
+RELEASES: dict[str, dict[str, Any]] = json.loads(
+    (ROOT / "tests/home_assistant_releases.json").read_text()
 )
+NEWEST = max(RELEASES, key=Version)
+OLDEST = min(RELEASES, key=Version)
+
+
+def _installed_by(release: str) -> set[str]:
+    installs = {canonicalize_name(name) for name in RELEASES[release]["installs"]}
+    # Home Assistant installs probatio under the name voluptuous (homeassistant/__init__.py).
+    return installs | ({"voluptuous"} if "probatio" in installs else set())
+
+
+def _home_assistant_provided() -> set[str]:
+    """What every claimed release installs itself."""
+    return {"homeassistant"} | set.intersection(*(_installed_by(r) for r in RELEASES))
 
 
 def _manifest() -> dict[str, object]:
@@ -91,19 +102,22 @@ def test_requirements_are_bounded_ranges() -> None:
         assert requirement.marker is None
 
 
-def test_home_assistant_provided_set_is_what_home_assistant_requires() -> None:
+def test_the_releases_file_reads_the_oldest_release_as_the_installed_one_is() -> None:
     direct = {canonicalize_name(Requirement(r).name) for r in requires("homeassistant") or []}
-    assert HOME_ASSISTANT_PROVIDED - {"homeassistant"} <= direct
+    assert Version(OLDEST).release[:2] == Version(version("homeassistant")).release[:2]
+    assert _installed_by(OLDEST) == direct
+    assert Version(NEWEST) >= Version("2026.11.0")
 
 
 def test_requirements_are_exactly_the_imported_third_party_distributions() -> None:
-    imported = _third_party_distributions() - HOME_ASSISTANT_PROVIDED
+    provided = _home_assistant_provided()
+    imported = _third_party_distributions() - provided
     declared = {canonicalize_name(r.name) for r in _requirements()}
     missing = imported - declared
     extra = declared - imported
     assert not missing, f"imported but not in manifest.json requirements: {sorted(missing)}"
     assert not extra, f"in manifest.json requirements but never imported: {sorted(extra)}"
-    assert not declared & HOME_ASSISTANT_PROVIDED
+    assert not declared & provided
 
 
 def test_each_range_admits_the_installed_version() -> None:
@@ -112,19 +126,27 @@ def test_each_range_admits_the_installed_version() -> None:
         assert requirement.specifier.contains(installed), f"{requirement} excludes {installed}"
 
 
-def test_each_range_admits_home_assistants_constraint() -> None:
-    spec = find_spec("homeassistant")
-    assert spec is not None
-    assert spec.origin is not None
-    constraints = Path(spec.origin).parent
-    pins: dict[str, str] = {}
-    for line in (constraints / "package_constraints.txt").read_text().splitlines():
-        if match := re.fullmatch(r"([A-Za-z0-9_.-]+)==([^\s;#]+)", line.strip()):
-            pins[canonicalize_name(match[1])] = match[2]
+@pytest.mark.parametrize("release", sorted(RELEASES, key=Version))
+def test_each_range_admits_every_releases_pin(release: str) -> None:
+    pins = {canonicalize_name(name): pin for name, pin in RELEASES[release]["pins"].items()}
     for requirement in _requirements():
         pinned = pins.get(canonicalize_name(requirement.name))
         if pinned is not None:
-            assert requirement.specifier.contains(pinned), f"{requirement} excludes HA's {pinned}"
+            assert requirement.specifier.contains(pinned), (
+                f"{requirement} excludes {release}'s {pinned}"
+            )
+
+
+def test_the_second_legs_lock_pins_what_the_newest_release_pins() -> None:
+    locked = {}
+    for line in (ROOT / "requirements_newest.txt").read_text().splitlines():
+        if match := re.fullmatch(r"([A-Za-z0-9_.-]+)==([^\s;#]+)", line.strip()):
+            locked[canonicalize_name(match[1])] = match[2]
+    newest = {canonicalize_name(n): p for n, p in RELEASES[NEWEST]["pins"].items()}
+    shared = locked.keys() & newest.keys()
+    assert {"pymodbus", "paho-mqtt", "numpy", "probatio"} <= shared
+    assert {n: locked[n] for n in shared} == {n: newest[n] for n in shared}
+    assert f"Home Assistant {NEWEST}" in (ROOT / "requirements_newest.txt").read_text()
 
 
 def test_hacs_json_has_only_keys_hacs_accepts() -> None:
