@@ -141,14 +141,15 @@ def _typical_step_s(series: Sequence[tuple[float, float]]) -> float:
 
 def river_snarimax_updates_per_s(values: Sequence[float], horizon_steps: int) -> float:
     """Learn + forecast per second of river's SNARIMAX(3,1,0) with Bayesian linear regression,
-    called as the forecaster calls it (river 0.23 writes its lags into the feature dicts it is
-    given, so each call gets fresh ones)."""
+    called as the forecaster calls it: a bias and the lags at 0 until SNARIMAX has its own, in
+    fresh dicts each call (river 0.23 writes its lags into the ones it is given)."""
     model = time_series.SNARIMAX(p=3, d=1, q=0, regressor=linear_model.BayesianLinearRegression())
+    features = {"bias": 1.0, "y-1": 0.0, "y-2": 0.0, "y-3": 0.0}
     started_s = time.process_time()
     for value in values:
-        model.learn_one(value, x={"bias": 1.0})  # type: ignore[no-untyped-call]
+        model.learn_one(value, x=dict(features))  # type: ignore[no-untyped-call]
         model.forecast(  # type: ignore[no-untyped-call]
-            horizon=horizon_steps, xs=[{"bias": 1.0} for _ in range(horizon_steps)]
+            horizon=horizon_steps, xs=[dict(features) for _ in range(horizon_steps)]
         )
     elapsed_s = time.process_time() - started_s
     return len(values) / elapsed_s if elapsed_s else math.nan

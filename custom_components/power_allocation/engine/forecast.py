@@ -52,8 +52,13 @@ from .model import Site
 
 STATE_VERSION = 3
 _SNARIMAX_LAGS = 3
-# SNARIMAX's exogenous feature: a constant, so its regression learns a drift.
-_BIAS = {"bias": 1.0}
+# SNARIMAX's features besides the lags it adds: a constant, so its regression learns a drift, and
+# the lags themselves at 0 for as long as it has none of its own (after a start or a break). river
+# 0.26's BayesianLinearRegression counts an absent feature as 0 itself; 0.23 updates only the
+# features present, which leaves its posterior inconsistent after every break (on river's
+# WaterFlow series, broken at each gap in its hours: 1.033 times naive one step ahead, against 1.000
+# with the zeros).
+_FEATURES = {"bias": 1.0, **{f"y-{lag}": 0.0 for lag in range(1, _SNARIMAX_LAGS + 1)}}
 # SNARIMAX's own record of recent values, differences and errors (public in every river); its
 # regressor and Holt-Winters keep everything that is not a parameter.
 _SNARIMAX_LEARNT = ("y_hist", "y_diff", "errors")
@@ -174,8 +179,10 @@ class _LevelMedian:
     """Per level bin, held or fresh, and horizon, a stochastic median of the change that followed.
 
     Whether the level has been held matters as much as the level itself in appliance-like loads:
-    a kettle's first minutes at 2 kW say it will soon be off, a heater's tenth says little. The
-    medians are kept at float32 (`array`), which is what the state stores, so a restore is exact.
+    a kettle's first minutes at 2 kW say it will soon be off, a heater's tenth says little. A
+    level is held `level_held_steps` steps after river's Page-Hinkley test last flagged a change
+    in the log level (`_step_change_detector`). The medians are kept at float32 (`array`), which
+    is what the state stores, so a restore is exact.
     """
 
     def __init__(self, settings: ForecastSettings) -> None:
@@ -258,7 +265,7 @@ def _step_change_detector(log_jump: float) -> Any:
 
 def _snarimax() -> Any:
     """SNARIMAX(3, 1, 0) with Bayesian linear regression: it learns the step-to-step changes from
-    the last three and a bias (given as a feature, `_BIAS`), and its posterior cannot diverge
+    the last three and a bias (given as features, `_FEATURES`), and its posterior cannot diverge
     the way river's default SGD regressor does on these series."""
     return time_series.SNARIMAX(
         p=_SNARIMAX_LAGS, d=1, q=0, regressor=linear_model.BayesianLinearRegression()
@@ -336,8 +343,8 @@ class _Combination:
 
     `learn_one(y)` scores what was forecast for this step 1..H steps ago, teaches the models and
     issues the next forecasts; `forecast(horizon)` returns them (float32, as the state keeps
-    them, so a restore is exact). Issuing once per step, not per call, is what keeps SNARIMAX's
-    12-step recursion affordable.
+    them, so a restore is exact). Issuing once per step, not per call, keeps the cost at one
+    SNARIMAX recursion (river's costliest call here) per step.
     """
 
     def __init__(self, settings: ForecastSettings) -> None:
@@ -364,7 +371,7 @@ class _Combination:
 
     def learn_one(self, value_w: float) -> None:
         self._score_and_combine(value_w)
-        self.snarimax.learn_one(value_w, x=dict(_BIAS))
+        self.snarimax.learn_one(value_w, x=dict(_FEATURES))
         self.level_median.learn_one(value_w)
         self.recent.append(_float32(value_w))
         self.trend.learn_one(value_w)
@@ -447,7 +454,7 @@ class _Combination:
     def _issue(self, value_w: float) -> None:
         horizon = self.settings.horizon_steps
         snarimax_w = self.snarimax.forecast(
-            horizon=horizon, xs=[dict(_BIAS) for _ in range(horizon)]
+            horizon=horizon, xs=[dict(_FEATURES) for _ in range(horizon)]
         )
         level_w = self.level_median.forecast(horizon)
         # Holt-Winters starts from its second value; until then, the last value.
@@ -572,8 +579,8 @@ def _check_learns(snarimax: Any, trend: Any, trend_state: Any) -> None:
     reading."""
     try:
         snarimax_copy = copy.deepcopy(snarimax)
-        snarimax_copy.learn_one(100.0, x=dict(_BIAS))
-        snarimax_copy.forecast(horizon=2, xs=[dict(_BIAS), dict(_BIAS)])
+        snarimax_copy.learn_one(100.0, x=dict(_FEATURES))
+        snarimax_copy.forecast(horizon=2, xs=[dict(_FEATURES), dict(_FEATURES)])
         restore_learnt(trend, trend_state, learnt_names(trend))
         trend.learn_one(100.0)
         trend.learn_one(100.0)
