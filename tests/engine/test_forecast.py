@@ -297,6 +297,18 @@ def test_a_state_after_a_break_is_strict_json_and_round_trips() -> None:
     assert restored.to_state() == forecaster.to_state()
 
 
+def test_a_state_goes_through_home_assistants_json_writer() -> None:
+    # Home Assistant's store writes with orjson, which refuses numpy scalars and writes an
+    # infinity as null: river's numbers must reach it as plain floats and tagged texts.
+    orjson = pytest.importorskip("orjson")
+    forecaster = LoadForecaster(ForecastSettings(step_s=STEP_S, max_fill_s=60.0))
+    _feed(forecaster, _messy_readings(600, seed=14))
+    restored = LoadForecaster.from_state(orjson.loads(orjson.dumps(forecaster.to_state())))
+    later = _noisy_series(50, seed=15)
+    later = [(100_000.0 + at_s, value_w) for at_s, value_w in later]
+    assert _feed(restored, later) == _feed(forecaster, later)
+
+
 def test_an_oversized_array_is_refused_before_it_is_used() -> None:
     from custom_components.power_allocation.engine.forecast_river_state import _decode
 
