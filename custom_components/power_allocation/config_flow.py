@@ -779,6 +779,8 @@ class PowerAllocationOptionsFlow(OptionsFlow):
             }
             if user_input.get("agent_secret"):
                 service["agent_secret"] = user_input["agent_secret"]
+            if user_input.get("mac"):
+                service["mac"] = user_input["mac"]
             if user_input.get("throttle_min_w"):
                 service["throttle"] = {"min_w": user_input["throttle_min_w"]}
             for key in ("stop_action", "throttle_action", "start_action"):
@@ -818,6 +820,7 @@ class PowerAllocationOptionsFlow(OptionsFlow):
                     vol.Optional("stop_action"): str,
                     vol.Optional("throttle_action"): str,
                     vol.Optional("start_action"): str,
+                    vol.Optional("mac"): str,
                 }
             ),
             errors=errors,

@@ -33,12 +33,13 @@ from .drivers.interface import Command as DeviceCommand
 from .drivers.interface import CommandKind, TelemetrySnapshot
 from .drivers.mqtt import BrokerAuthError, MqttDriver
 from .drivers.native_stdout import run_with_native_stdout_on_stderr
+from .drivers.wake_on_lan import send_magic_packet
 from .engine.controller import Command, StartService, StopService, SwitchOutlets, Throttle
 from .site_control import CycleOutcome, SiteControl, SiteView
 from .sources import SiteDrivers
 from .status_broadcast import StatusBroadcast
 from .stored_state import clean_stored_state
-from .topology import SOURCE_MQTT, HaAction, SiteTopology
+from .topology import SOURCE_MQTT, HaAction, SiteTopology, WakeOnLan
 
 if TYPE_CHECKING:
     from . import PowerAllocationConfigEntry
@@ -54,6 +55,10 @@ _STORE_VERSION_ERRORS: tuple[type[Exception], ...] = (
 # subscriptions, a site with nothing heard from yet is set up, its devices unavailable until
 # they speak.
 MQTT_CONNECT_WAIT_S = 10.0
+# Home Assistant's own Wake-on-LAN action, used when its integration is loaded.
+WAKE_ON_LAN_ACTION = ("wake_on_lan", "send_magic_packet")
+# A packet sent through it is sent at once; the cycle never waits longer for it.
+WAKE_TIMEOUT_S = 5.0
 # A repair issue: parts of the stored state were not valid and started afresh.
 ISSUE_STORED_STATE = "stored_state_reset"
 # The controller's faults an operator is told of (an event and a warning); the rest (a switch
@@ -369,6 +374,7 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
         device_commands: list[DeviceCommand] = []
         action: HaAction | None = None
         data: dict[str, Any] = {}
+        wake: WakeOnLan | None = None
         match command:
             case StopService(service_id=sid):
                 if controls.agent:
@@ -392,10 +398,15 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
                 if controls.agent:
                     device_commands.append(DeviceCommand(CommandKind.AGENT_START, sid))
                 action = controls.start
+                wake = controls.wake
         for device_command in device_commands:
             result = await self.drivers.execute(device_command)
             if not result.ok:
                 errors.append(f"{device_command.target}: {result.error}")
+        if wake is not None:
+            error = await self._wake(wake)
+            if error is not None:
+                errors.append(f"wake-on-lan {wake.mac}: {error}")
         if action is not None:
             try:
                 # Not blocking: a script that shuts a host down may run for minutes, and the
@@ -406,6 +417,28 @@ class PowerAllocationCoordinator(DataUpdateCoordinator[SiteView]):
             except (HomeAssistantError, vol.Invalid) as error:
                 errors.append(f"{action.domain}.{action.service}: {error}")
         return not errors, "; ".join(errors) or None
+
+    async def _wake(self, wake: WakeOnLan) -> str | None:
+        """Send a host its Wake-on-LAN packet: through Home Assistant's `wake_on_lan` action
+        when that integration is loaded, else with the project's own sender; why it failed, if
+        it did (never raised into the cycle)."""
+        try:
+            if self.hass.services.has_service(*WAKE_ON_LAN_ACTION):
+                async with asyncio.timeout(WAKE_TIMEOUT_S):  # TimeoutError is an OSError
+                    await self.hass.services.async_call(
+                        *WAKE_ON_LAN_ACTION,
+                        {
+                            "mac": wake.mac,
+                            "broadcast_address": wake.broadcast,
+                            "broadcast_port": wake.port,
+                        },
+                        blocking=True,
+                    )
+            else:
+                await send_magic_packet(wake.mac, wake.broadcast, wake.port)
+        except (HomeAssistantError, vol.Invalid, OSError, ValueError) as error:
+            return str(error) or type(error).__name__
+        return None
 
     def snapshot_data(self) -> Mapping[str, Any]:
         """The last telemetry, for diagnostics."""

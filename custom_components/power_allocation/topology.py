@@ -7,7 +7,8 @@ One document describes a site, in the config entry and in the YAML a large site 
 - `pdus`: the engine's PDU fields plus a `source`;
 - `services`: the engine's service fields plus how to ask the host to stop, throttle and start
   (`agent: true` and its `agent_secret` for the project's MQTT host agent, or Home Assistant
-  actions);
+  actions), and optionally its host's `mac` to wake it with a Wake-on-LAN packet when it is
+  started (sent to `wol_broadcast`, 255.255.255.255, port `wol_port`, 9);
 - `planner` (optional): the site's own tunables of the plan: `ride_through_s`, how long a blip
   is ridden through before anything is stopped, and the outage prior — `momentary_ratio` (the
   share of outages that are blips), `sustained_median_s` and `sustained_sigma` (how long the
@@ -21,6 +22,7 @@ has). `parse_topology` validates the lot and returns a `SiteTopology`; every pro
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,7 @@ from .drivers.bounded_yaml import YamlBoundError, load_bounded_yaml
 from .drivers.command_auth import MIN_SECRET_LENGTH
 from .drivers.mqtt_tls import CA_CERT, CLIENT_CERT, CLIENT_KEY, InvalidTlsPemError, check_tls_pem
 from .drivers.schema_errors import is_unknown_key
+from .drivers.wake_on_lan import DEFAULT_BROADCAST, DEFAULT_PORT, normalise_mac
 from .engine.controller import MAX_RIDE_THROUGH_S
 from .engine.model import PDU_KEYS, SERVICE_KEYS, UPS_KEYS, Site, TopologyError
 from .engine.outage import MOMENTARY_MAX_S, SITE_PRIOR_KEYS, OutagePrior
@@ -59,6 +62,22 @@ _ID = vol.All(str, vol.Match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", msg="letters, digi
 _PORT = vol.All(vol.Coerce(int), vol.Range(min=1, max=65535))
 _ENTITY_ID = vol.All(str, vol.Match(r"^[a-z0-9_]+\.[a-z0-9_]+$", msg="not an entity id"))
 _VARIABLES = {str: vol.Any(str, int)}
+
+
+def _mac(value: Any) -> str:
+    try:
+        return normalise_mac(value)
+    except ValueError as error:
+        raise vol.Invalid(str(error)) from None
+
+
+def _ipv4(value: Any) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (ipaddress.AddressValueError, ValueError, TypeError):
+        raise vol.Invalid("not an IPv4 address") from None
+
+
 _ACTION = vol.Schema(
     {
         vol.Required("action"): vol.All(str, vol.Match(r"^[a-z0-9_]+\.[a-z0-9_]+$")),
@@ -219,6 +238,9 @@ TOPOLOGY_SCHEMA = vol.Schema(
                 vol.Optional("stop_action"): _ACTION,
                 vol.Optional("throttle_action"): _ACTION,
                 vol.Optional("start_action"): _ACTION,
+                vol.Optional("mac"): _mac,
+                vol.Optional("wol_broadcast"): _ipv4,
+                vol.Optional("wol_port"): _PORT,
             }
         ],
         vol.Optional("planner"): {
@@ -249,6 +271,15 @@ class HaAction:
 
 
 @dataclass(frozen=True, slots=True)
+class WakeOnLan:
+    """Where a service's host is woken: its MAC, and the broadcast address and port."""
+
+    mac: str  # aa:bb:cc:dd:ee:ff
+    broadcast: str = DEFAULT_BROADCAST
+    port: int = DEFAULT_PORT
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceControls:
     """How the integration asks one service's host to stop, throttle and start."""
 
@@ -258,6 +289,8 @@ class ServiceControls:
     stop: HaAction | None = None
     throttle: HaAction | None = None
     start: HaAction | None = None
+    # A start also sends its host a Wake-on-LAN packet.
+    wake: WakeOnLan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +338,16 @@ def _action(config: Mapping[str, Any] | None) -> HaAction | None:
     return HaAction(domain, service, dict(config["data"]))
 
 
+def _wake(service: Mapping[str, Any]) -> WakeOnLan | None:
+    if "mac" not in service:
+        return None
+    return WakeOnLan(
+        service["mac"],
+        service.get("wol_broadcast", DEFAULT_BROADCAST),
+        service.get("wol_port", DEFAULT_PORT),
+    )
+
+
 def parse_topology(document: Any) -> SiteTopology:
     """Validate a site document; raises `TopologyError` naming the first problem."""
     if not isinstance(document, Mapping):
@@ -331,6 +374,11 @@ def parse_topology(document: Any) -> SiteTopology:
                 f"services[{index}] ({service['id']}).agent_secret: a host agent needs its "
                 f"secret (at least {MIN_SECRET_LENGTH} characters), which signs its commands"
             )
+        for key in ("wol_broadcast", "wol_port"):
+            if key in service and "mac" not in service:
+                raise TopologyError(
+                    f"services[{index}] ({service['id']}).{key}: only used with a mac"
+                )
     if "mqtt" in checked:
         _check_broker_tls(checked["mqtt"])
     for pdu in checked["pdus"]:
@@ -355,6 +403,7 @@ def parse_topology(document: Any) -> SiteTopology:
                 stop=_action(s.get("stop_action")),
                 throttle=_action(s.get("throttle_action")),
                 start=_action(s.get("start_action")),
+                wake=_wake(s),
             )
             for s in checked["services"]
         },
