@@ -14,6 +14,8 @@ from syrupy.assertion import SnapshotAssertion
 from syrupy.filters import props
 
 from custom_components.power_allocation.const import DOMAIN
+from custom_components.power_allocation.diagnostics import ALWAYS_REDACTED
+from custom_components.power_allocation.redact import REDACTED, redact
 from tests.agent_secrets import agent_secret
 from tests.fixtures.modbus_site import HOST, ModbusSite
 from tests.fixtures.mqtt_broker import Mosquitto
@@ -87,4 +89,13 @@ async def test_secrets_anywhere_in_the_topology_are_redacted(
         "headers": {"Authorization": "**REDACTED**", "Content-Type": "application/json"},
         "url": "https://**REDACTED**:**REDACTED**@hooks.lan/stop?api_token=**REDACTED**&db=main",
         "outlet_key": 3,
+    }
+
+
+def test_a_hosts_mac_and_wake_on_lan_address_are_redacted() -> None:
+    services = {
+        "services": [{"id": "db", "mac": "aa:bb:cc:dd:ee:ff", "wol_broadcast": "10.0.0.255"}]
+    }
+    assert redact(services, ALWAYS_REDACTED) == {
+        "services": [{"id": "db", "mac": REDACTED, "wol_broadcast": REDACTED}]
     }

@@ -9,9 +9,9 @@ from homeassistant.core import HomeAssistant
 from . import PowerAllocationConfigEntry
 from .redact import redact
 
-# No secrets (`redact` finds those anywhere), but they point a stranger at the site; with the
-# site's MQTT client id, another client could take its place on the broker.
-ALWAYS_REDACTED = ("host", "username", "client_id", "mqtt_client_id")
+# No secrets (`redact` finds those anywhere), but they point a stranger at the site and its hosts;
+# with the site's MQTT client id, another client could take its place on the broker.
+ALWAYS_REDACTED = ("host", "username", "client_id", "mqtt_client_id", "mac", "wol_broadcast")
 
 
 async def async_get_config_entry_diagnostics(
