@@ -106,16 +106,21 @@ class DeviceTables:
             return all(a in table for a in range(address, address + count))
         return table is not None and address >= 0 and address + count <= len(table)
 
-    def read(self, function_code: int, address: int, count: int) -> list[int]:
+    def read(self, function_code: int, address: int, count: int) -> Any:
+        """The values, or the refusal the installed pymodbus takes for an address off the map."""
         table = self._table(function_code)
-        assert table is not None
+        if table is None or not self.mapped(function_code, address, count):
+            return _refusal(count)
         return [table[a] for a in range(address, address + count)]
 
-    def write(self, function_code: int, address: int, values: Sequence[int]) -> None:
+    def write(self, function_code: int, address: int, values: Sequence[int]) -> Any:
+        """None once written, or the refusal the installed pymodbus takes."""
         table = self._table(function_code)
-        assert table is not None
+        if table is None or not self.mapped(function_code, address, len(values)):
+            return _refusal(len(values))
         _put(table, address, values)
         self._on_write(function_code, address, values)
+        return None
 
 
 def _put(table: list[Any] | dict[int, int], address: int, values: Sequence[int]) -> None:
@@ -135,17 +140,12 @@ class _UnitContext:
     async def async_getValues(  # noqa: N802 - pymodbus's name
         self, function_code: int, address: int, count: int = 1
     ) -> Any:
-        if not self.tables.mapped(function_code, address, count):
-            return _refusal(count)
         return self.tables.read(function_code, address, count)
 
     async def async_setValues(  # noqa: N802 - pymodbus's name
         self, function_code: int, address: int, values: Sequence[int]
     ) -> Any:
-        if not self.tables.mapped(function_code, address, len(values)):
-            return _refusal(len(values))
-        self.tables.write(function_code, address, values)
-        return None
+        return self.tables.write(function_code, address, values)
 
 
 class _ServerTables(ModbusServerContext):
@@ -165,17 +165,12 @@ class _ServerTables(ModbusServerContext):
     async def async_getValues(  # noqa: N802 - pymodbus's name
         self, device_id: int, function_code: int, address: int, count: int = 1
     ) -> Any:
-        if not self.tables.mapped(function_code, address, count):
-            return _refusal(count)
         return self.tables.read(function_code, address, count)
 
     async def async_setValues(  # noqa: N802 - pymodbus's name
         self, device_id: int, function_code: int, address: int, values: Sequence[int]
     ) -> Any:
-        if not self.tables.mapped(function_code, address, len(values)):
-            return _refusal(len(values))
-        self.tables.write(function_code, address, values)
-        return None
+        return self.tables.write(function_code, address, values)
 
 
 _PYMODBUS_VERSION = tuple(int(part) for part in pymodbus.__version__.split(".")[:2])

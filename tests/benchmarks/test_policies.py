@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]
 
 from benchmarks.policies import POLICY_NAMES, Row, main, targets
 from custom_components.power_allocation.drivers.scenario_file import load_scenario
-from tests.engine.outage_scenarios import RACK
 
 SUITE = Path(__file__).parents[2] / "benchmarks" / "scenarios"
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    config = copy.deepcopy(RACK)
-    config["timeline"]["outage_duration_s"] = 900
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    return tmp_path
 
 
 def test_prints_a_row_per_scenario_and_policy_and_the_suite_mean(
